@@ -1,0 +1,339 @@
+"""The prompted CLIP quality model: a frozen open_clip model wrapped, never edited (DESIGN 2.1).
+
+Read top to bottom: ``IQAModel`` holds the frozen ``clip`` and the learnable adapter (text context, visual
+prompts, and optionally tuned copies of the last blocks). ``adapters_enabled`` switches every learnable part
+off at once, which gives the frozen CLIP with antonym prompts: the zero-shot baseline and the teacher.
+
+Seams of open_clip that this file relies on (``tests/test_open_clip_seams.py`` fails if they move):
+``visual._embeds``, ``visual.transformer.resblocks``, ``visual.ln_post``, ``visual.proj``, ``token_embedding``,
+``positional_embedding``, ``transformer.resblocks``, ``attn_mask``, ``ln_final``, ``text_projection``,
+``text_pool_type``, ``text_eos_id``, ``logit_scale`` and ``open_clip.transformer.text_global_pool``.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from torch import nn
+
+from .presets import Preset, get_preset
+from .prompts import SCENES, PromptConfig, TextPrompt, VisualPrompt
+from .weights import ModelSource, load_backbone
+
+TRAINABLE_SETS = ("prompts", "paper", "text", "none")
+
+
+class IQAModel(nn.Module):
+    """CLIP quality model. ``score(images) -> [B]`` in [0, 1], higher = better quality."""
+
+    def __init__(self, clip: nn.Module, tokenizer: Callable, source: ModelSource, prompt_config: PromptConfig,
+                 seed: int = 0):
+        super().__init__()
+        _check_supported(clip)
+        self.clip = clip.eval()
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.source = source
+        self.prompt_config = prompt_config
+        self.adapters_enabled = True
+        self.n_tuned_blocks = 0
+
+        visual = clip.visual
+        n_layers = len(visual.transformer.resblocks)
+        width_t = clip.token_embedding.weight.shape[1]
+        width_v = visual.class_embedding.shape[0]
+        gen_state = torch.random.fork_rng(devices=[])
+        with gen_state:
+            torch.manual_seed(seed)
+            self.text_prompt = TextPrompt(prompt_config.n_ctx, width_t, prompt_config.ctx_init_std)
+            self.visual_prompt = None
+            if prompt_config.visual_tokens > 0:
+                depth = min(prompt_config.visual_depth or n_layers, n_layers)
+                patch = visual.conv1.kernel_size[0]
+                self.visual_prompt = VisualPrompt(prompt_config.visual_tokens, depth, width_v, patch,
+                                                  prompt_config.visual_dropout)
+        self.tuned = nn.ModuleDict()  # copies of the last blocks, created by add_tuned_blocks
+
+        placeholder = " ".join(["X"] * prompt_config.n_ctx)
+        self.register_buffer("quality_tokens", tokenizer([f"{placeholder} {c}." for c in prompt_config.classnames]),
+                             persistent=False)
+        self.register_buffer("antonym_tokens", tokenizer(list(prompt_config.antonyms)), persistent=False)
+        self.register_buffer("scene_tokens", tokenizer([prompt_config.scene_template.format(s.replace("_", " "))
+                                                        for s in prompt_config.scenes]), persistent=False)
+        self._text_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------ switches and parameter sets
+    def train(self, mode: bool = True) -> "IQAModel":
+        """Frozen CLIP always stays in eval mode; only the adapter follows ``mode``."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    @contextmanager
+    def adapters_off(self) -> Iterator["IQAModel"]:
+        """Temporarily the frozen CLIP with antonym prompts (zero-shot baseline / teacher)."""
+        previous, self.adapters_enabled = self.adapters_enabled, False
+        try:
+            yield self
+        finally:
+            self.adapters_enabled = previous
+
+    @property
+    def random_init(self) -> bool:
+        return self.source.random_init
+
+    @property
+    def n_visual_layers(self) -> int:
+        return len(self.clip.visual.transformer.resblocks)
+
+    def add_tuned_blocks(self, k: int) -> None:
+        """Create trainable copies of the last ``k`` blocks of both encoders and their final norms.
+
+        The originals stay frozen and untouched; the copies are used while adapters are enabled.
+        """
+        n_v, n_t = self.n_visual_layers, len(self.clip.transformer.resblocks)
+        if not 1 <= k <= min(n_v, n_t):
+            raise ValueError(f"tuned blocks k={k} is not allowed; use 1..{min(n_v, n_t)} for this backbone")
+        if self.n_tuned_blocks == k:
+            return
+        if self.n_tuned_blocks:
+            raise ValueError(f"this model already has {self.n_tuned_blocks} tuned blocks; load a fresh model")
+        self.tuned["visual_blocks"] = copy.deepcopy(self.clip.visual.transformer.resblocks[n_v - k:])
+        self.tuned["visual_ln_post"] = copy.deepcopy(self.clip.visual.ln_post)
+        self.tuned["text_blocks"] = copy.deepcopy(self.clip.transformer.resblocks[n_t - k:])
+        self.tuned["text_ln_final"] = copy.deepcopy(self.clip.ln_final)
+        self.tuned.to(self.quality_tokens.device)
+        for p in self.tuned.parameters():
+            p.requires_grad_(True)
+        self.n_tuned_blocks = k
+
+    def set_trainable(self, which: str, k: int = 4) -> list[str]:
+        """Choose what trains: ``prompts`` (text ctx + visual prompts), ``paper`` (text ctx + tuned copies of the
+        last ``k`` blocks of both encoders + final norms; visual prompts frozen), ``text`` (ctx only), ``none``.
+        The card records the effective number of tuned blocks (``n_tuned_blocks``).
+        Returns the names of the trainable tensors."""
+        if which not in TRAINABLE_SETS:
+            raise ValueError(f"trainable set {which!r} is not allowed; use one of {', '.join(TRAINABLE_SETS)}")
+        if which == "paper":
+            # backbones shallower than k + 1 blocks (the tiny test model) tune their last n - 1 blocks
+            self.add_tuned_blocks(max(1, min(k, self.n_visual_layers - 1, len(self.clip.transformer.resblocks) - 1)))
+        for name, p in self.adapter_parameters():
+            p.requires_grad_(
+                which == "prompts" and not name.startswith("tuned.")
+                or which == "paper" and (name.startswith("tuned.") or name.startswith("text_prompt."))
+                or which == "text" and name.startswith("text_prompt.")
+            )
+        if self.visual_prompt is not None:
+            # frozen modules run in eval mode (no dropout), so cached prefixes are exact
+            self.visual_prompt.train(self.training and which == "prompts")
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """All learnable tensors (trainable or not): everything except the frozen CLIP."""
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("clip.")]
+
+    def first_trainable_visual_block(self) -> int:
+        """Index of the first visual block whose input depends on trainable tensors (for prefix caching)."""
+        if self.visual_prompt is not None and any(p.requires_grad for p in self.visual_prompt.parameters()):
+            return 0
+        if self.n_tuned_blocks and any(p.requires_grad for p in self.tuned.parameters()):
+            return self.n_visual_layers - self.n_tuned_blocks
+        return self.n_visual_layers
+
+    # ------------------------------------------------------------------ image side
+    def _visual_block(self, i: int) -> nn.Module:
+        start = self.n_visual_layers - self.n_tuned_blocks
+        if self.adapters_enabled and self.n_tuned_blocks and i >= start:
+            return self.tuned["visual_blocks"][i - start]
+        return self.clip.visual.transformer.resblocks[i]
+
+    def visual_prefix(self, images: torch.Tensor, stop: int) -> torch.Tensor:
+        """Hidden tokens ``[B, L, W]`` entering visual block ``stop`` (prompts inserted for blocks < stop)."""
+        x = self.clip.visual._embeds(images)
+        return self.visual_blocks(x, 0, stop)
+
+    def visual_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        batch_first = self.clip.visual.transformer.batch_first
+        vp = self.visual_prompt if self.adapters_enabled else None
+        for i in range(start, stop):
+            if vp is not None and i < vp.depth:
+                x = vp.insert(x, i)
+            block = self._visual_block(i)
+            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+        return x
+
+    def visual_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool the CLS token of the last hidden state and project it: unnormalised image features."""
+        visual = self.clip.visual
+        if self.adapters_enabled and self.visual_prompt is not None:
+            x = self.visual_prompt.norm(x)
+        ln_post = self.tuned["visual_ln_post"] if self.adapters_enabled and self.n_tuned_blocks else visual.ln_post
+        pooled = ln_post(x[:, 0])
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    def encode_image_from(self, hidden: torch.Tensor, start: int) -> torch.Tensor:
+        """Finish the image encoder from the hidden state entering block ``start`` (the cached path)."""
+        return self.visual_head(self.visual_blocks(hidden, start, self.n_visual_layers))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image features; equals ``clip.encode_image`` with adapters off."""
+        return self.encode_image_from(self.visual_prefix(images, 0), 0)
+
+    # ------------------------------------------------------------------ text side
+    def _encode_token_embeds(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        clip = self.clip
+        x = x + clip.positional_embedding.to(x.dtype)
+        n_t = len(clip.transformer.resblocks)
+        tuned = self.adapters_enabled and self.n_tuned_blocks
+        batch_first = clip.transformer.batch_first
+        for i in range(n_t):
+            block = (self.tuned["text_blocks"][i - (n_t - self.n_tuned_blocks)]
+                     if tuned and i >= n_t - self.n_tuned_blocks else clip.transformer.resblocks[i])
+            if batch_first:
+                x = block(x, attn_mask=clip.attn_mask)
+            else:
+                x = block(x.transpose(0, 1), attn_mask=clip.attn_mask).transpose(0, 1)
+        x = (self.tuned["text_ln_final"] if tuned else clip.ln_final)(x)
+        x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+        proj = clip.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+    def encode_text(self, tokens: torch.Tensor, with_context: bool = False) -> torch.Tensor:
+        """Unnormalised text features; with ``with_context`` the CoOp context replaces tokens 1..n_ctx."""
+        cast = self.clip.transformer.get_cast_dtype()
+        x = self.clip.token_embedding(tokens).to(cast)
+        if with_context:
+            x = self.text_prompt.splice(x)
+        return self._encode_token_embeds(x, tokens)
+
+    def _cached_text(self, key: str, compute: Callable[[], torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
+        """Text features are recomputed only when a tensor they depend on changed (or needs gradients)."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return compute()
+        version = (self.adapters_enabled, self.quality_tokens.device, tuple(p._version for p in params),
+                   tuple(id(p) for p in params))
+        hit = self._text_cache.get(key)
+        if hit is None or hit[0] != version:
+            with torch.no_grad():
+                hit = (version, compute())
+            self._text_cache[key] = hit
+        return hit[1]
+
+    def _text_params(self, with_context: bool) -> list[torch.Tensor]:
+        params = list(self.tuned["text_blocks"].parameters()) + list(self.tuned["text_ln_final"].parameters()) \
+            if self.adapters_enabled and self.n_tuned_blocks else []
+        return params + [self.text_prompt.ctx] if with_context else params
+
+    def quality_text_features(self) -> torch.Tensor:
+        """Normalised ``[2, D]`` features of (high, low): the learned prompts, or the antonyms when off."""
+        if self.adapters_enabled:
+            fn = lambda: F.normalize(self.encode_text(self.quality_tokens, with_context=True), dim=-1)  # noqa: E731
+            return self._cached_text("quality", fn, self._text_params(True))
+        fn = lambda: F.normalize(self.encode_text(self.antonym_tokens), dim=-1)  # noqa: E731
+        return self._cached_text("antonyms", fn, [])
+
+    def scene_text_features(self) -> torch.Tensor:
+        """Normalised ``[K, D]`` features of the fixed scene prompts through the (possibly tuned) text encoder."""
+        fn = lambda: F.normalize(self.encode_text(self.scene_tokens), dim=-1)  # noqa: E731
+        return self._cached_text("scenes", fn, self._text_params(False))
+
+    # ------------------------------------------------------------------ heads
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp().clamp(max=100.0)
+
+    def heads(self, image_features: torch.Tensor, scenes: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Quality logits ``[B, 2]`` (column 0 = high) and scene logits ``[B, K]`` from image features."""
+        f = F.normalize(image_features, dim=-1)
+        scale = self.logit_scale()
+        quality = scale * f @ self.quality_text_features().to(f.dtype).t()
+        scene = scale * f @ self.scene_text_features().to(f.dtype).t() if scenes else None
+        return quality, scene
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.encode_image(images), scenes=False)[0]
+
+    def scene_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.encode_image(images))[1]
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """Quality score ``p_high`` in [0, 1] for preprocessed images ``[B, 3, H, W]``; higher = better."""
+        return self.logits(images).softmax(dim=-1)[:, 0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Same as ``score``: a scalar per image, the form Captum attributions need."""
+        return self.score(images)
+
+    @property
+    def preprocess(self):
+        """The backbone's own evaluation transform (PIL image -> tensor)."""
+        return open_clip.image_transform_v2(open_clip.PreprocessCfg(**self.source.preprocess_cfg), is_train=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.quality_tokens.device
+
+    @property
+    def scenes(self) -> tuple[str, ...]:
+        return self.prompt_config.scenes
+
+
+def _check_supported(clip: nn.Module) -> None:
+    visual = getattr(clip, "visual", None)
+    ok = (visual is not None and hasattr(visual, "transformer") and hasattr(visual, "class_embedding")
+          and getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
+          and not getattr(visual, "final_ln_after_pool", False) and hasattr(clip, "token_embedding"))
+    if not ok:
+        raise ValueError(f"{type(clip).__name__} with {type(visual).__name__} is not supported: clipiqa needs an "
+                         "open_clip CLIP with a ViT image tower pooled by its CLS token and the built-in text tower "
+                         "(e.g. ViT-B-16, ViT-B-32, ViT-L-14)")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" picks CUDA when available, else CPU; anything else is passed to torch."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was asked for, but torch sees no CUDA device here; "
+                         "use device='cpu' or 'auto'")
+    return device
+
+
+def load_model(name: str = "vitb16-openai", weights: str | None = None, device: str | torch.device | None = None,
+               prompts: PromptConfig | dict | str | None = None, seed: int = 0) -> IQAModel:
+    """Load a backbone preset and wrap it with prompts.
+
+    name: a preset (``clipiqa models`` lists them): ``vitb16-openai`` (paper), ``vitb32-openai``, ``tiny``.
+    weights: a local weights file or open_clip folder; never touches the network when given.
+    device: "cuda", "cpu", or None/"auto".
+    prompts: a ``PromptConfig`` (or its dict), or the path of a clipiqa checkpoint to load onto the model.
+    seed: seeds the prompt initialisation.
+    """
+    preset: Preset = get_preset(name)
+    clip, source = load_backbone(preset, weights)
+    checkpoint = None
+    if isinstance(prompts, (str, bytes)) or hasattr(prompts, "__fspath__"):
+        from .checkpoint import read_checkpoint
+        checkpoint = read_checkpoint(prompts)
+        prompt_config = PromptConfig.from_dict(checkpoint.card["prompt_config"])
+    elif isinstance(prompts, dict):
+        prompt_config = PromptConfig.from_dict(prompts)
+    else:
+        prompt_config = prompts or PromptConfig()
+    tokenizer = open_clip.get_tokenizer(preset.arch, context_length=clip.context_length)
+    model = IQAModel(clip, tokenizer, source, prompt_config, seed=seed)
+    if checkpoint is not None:
+        from .checkpoint import apply_checkpoint
+        apply_checkpoint(model, checkpoint)
+    return model.to(resolve_device(device)).eval()
+
+
+__all__ = ["IQAModel", "load_model", "resolve_device", "SCENES", "TRAINABLE_SETS"]

@@ -1,0 +1,335 @@
+r"""Quality-Aware Gradient Regularization (QGR), DESIGN.md section 2.3.
+
+Each training step has two gradients over the trainable tensors: ``g_q`` of the quality loss and ``g_s`` of the
+semantic (scene-distillation) loss. QGR replaces ``g_q`` by
+
+.. math::
+
+    g = \begin{cases}
+        g_q - \lambda \, \dfrac{\langle g_q, g_s \rangle}{\lVert g_s \rVert^2} \, g_s
+            & \text{if the condition holds} \\
+        g_q & \text{otherwise}
+    \end{cases}
+
+where the condition is ``<g_q, g_s> > 0`` (``condition="agree"``, the rule of the released GRMP-IQA code) or
+``<g_q, g_s> < 0`` (``condition="conflict"``, ProGrad-like). The inner products are taken per trainable tensor
+(``granularity="per-tensor"``, the released code) or once over the concatenation of all tensors
+(``granularity="global"``).
+
+Reading the rule:
+
+* ``agree`` with ``lam = 1`` removes from ``g_q`` its component along ``g_s`` whenever the two agree; with
+  ``lam > 1`` (the released ``lam = 5``) it reverses that component, i.e. pushes the update *away* from CLIP's
+  scene semantics. This is the reverse of ProGrad.
+* ``conflict`` with ``lam = 1`` is ProGrad-like: it removes the component of ``g_q`` that conflicts with the
+  teacher's scene knowledge.
+* ``lam = 0`` or ``enabled=False`` is plain fine-tuning (the comparison arm); statistics are still computed.
+
+Functions here are pure; :func:`qgr_step` is the one that writes ``p.grad``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["QGRConfig", "QGRStats", "project_gradients", "qgr_step"]
+
+_GRANULARITIES = ("per-tensor", "global")
+_CONDITIONS = ("agree", "conflict")
+
+
+def _allowed(values: Sequence[str]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+@dataclass(frozen=True)
+class QGRConfig:
+    """Settings of the regularizer.
+
+    Attributes:
+        lam: projection strength :math:`\\lambda` (finite, >= 0). 5.0 in the released code; 0 = off.
+        granularity: ``"per-tensor"`` (inner products per trainable tensor, released code) or ``"global"``
+            (one inner product over all tensors that have both gradients).
+        condition: ``"agree"`` (project when ``<g_q, g_s> > 0``, released code) or ``"conflict"`` (project when
+            ``<g_q, g_s> < 0``, ProGrad-like).
+        enabled: False turns the regularizer off (same as ``lam = 0``).
+        eps: squared norms of ``g_s`` at or below ``eps`` count as zero (no projection, no division by ~0).
+    """
+
+    lam: float = 5.0
+    granularity: str = "per-tensor"
+    condition: str = "agree"
+    enabled: bool = True
+    eps: float = 1e-12
+
+    def __post_init__(self) -> None:
+        try:
+            lam = float(self.lam)
+        except (TypeError, ValueError):
+            raise ValueError(f"QGRConfig.lam={self.lam!r} is not allowed; use a finite number >= 0") from None
+        if not math.isfinite(lam) or lam < 0.0:
+            raise ValueError(f"QGRConfig.lam={self.lam!r} is not allowed; use a finite number >= 0")
+        if self.granularity not in _GRANULARITIES:
+            raise ValueError(
+                f"QGRConfig.granularity={self.granularity!r} is not allowed; use one of {_allowed(_GRANULARITIES)}"
+            )
+        if self.condition not in _CONDITIONS:
+            raise ValueError(
+                f"QGRConfig.condition={self.condition!r} is not allowed; use one of {_allowed(_CONDITIONS)}"
+            )
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"QGRConfig.enabled={self.enabled!r} is not allowed; use True or False")
+        try:
+            eps = float(self.eps)
+        except (TypeError, ValueError):
+            raise ValueError(f"QGRConfig.eps={self.eps!r} is not allowed; use a finite number >= 0") from None
+        if not math.isfinite(eps) or eps < 0.0:
+            raise ValueError(f"QGRConfig.eps={self.eps!r} is not allowed; use a finite number >= 0")
+
+    @property
+    def active(self) -> bool:
+        """True when the projection can change gradients (enabled and ``lam > 0``)."""
+        return self.enabled and float(self.lam) > 0.0
+
+
+@dataclass
+class QGRStats:
+    """Diagnostics of one QGR step.
+
+    Attributes:
+        cosine: global cosine :math:`\\langle g_q, g_s\\rangle / (\\lVert g_q\\rVert \\lVert g_s\\rVert)` over the
+            tensors that have both gradients (concatenated); ``nan`` if there are none or a norm is zero.
+        n_tensors: number of tensors that receive an update (``g_q[i]`` not None).
+        n_projected: number of tensors whose gradient was changed by the projection (0 when the regularizer is
+            off).
+        frac_projected: ``n_projected / n_tensors`` (``nan`` if ``n_tensors == 0``).
+        per_tensor_cosine: one entry per input position, the cosine of ``g_q[i]`` and ``g_s[i]``; ``nan`` where
+            either is None or has zero norm.
+        n_condition: number of tensors on which the projection condition holds (with "global" granularity:
+            all tensors that have both gradients and a nonzero ``g_s`` if the global condition holds, else 0).
+            Equals ``n_projected`` when the regularizer is active; with ``lam = 0`` / disabled it says how often
+            the regularizer *would* have acted.
+    """
+
+    cosine: float
+    n_tensors: int
+    n_projected: int
+    frac_projected: float
+    per_tensor_cosine: list = field(default_factory=list)
+    n_condition: int = 0
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: at least float32 (bf16/fp16 grads are summed in float32, float64 stays float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _cos(dot: float, qq: float, ss: float) -> float:
+    if qq > 0.0 and ss > 0.0 and math.isfinite(dot):
+        return dot / math.sqrt(qq * ss)
+    return float("nan")
+
+
+def _condition_holds(dot: float, condition: str) -> bool:
+    return dot > 0.0 if condition == "agree" else dot < 0.0
+
+
+def _project(gq: Tensor, gs: Tensor, coef: float) -> Tensor:
+    """``gq - coef * gs`` in the accumulation dtype, returned in ``gq``'s dtype (new tensor)."""
+    acc = _acc_dtype(gq.dtype)
+    out = gq.to(acc) - coef * gs.to(device=gq.device, dtype=acc)
+    return out.to(gq.dtype)
+
+
+def project_gradients(
+    g_q: Sequence[Optional[Tensor]],
+    g_s: Sequence[Optional[Tensor]],
+    config: QGRConfig,
+) -> tuple[list[Optional[Tensor]], QGRStats]:
+    r"""Apply the QGR projection to a list of per-tensor gradients.
+
+    For ``granularity="per-tensor"``, for every position ``i``:
+
+    * ``g_q[i]`` None: the result is None (the tensor gets no update, whatever ``g_s[i]`` is);
+    * ``g_s[i]`` None or :math:`\lVert g_s[i] \rVert^2 \le` ``eps``: the result is ``g_q[i]``;
+    * otherwise with :math:`d = \langle g_q[i], g_s[i] \rangle`: if the condition holds (``d > 0`` for "agree",
+      ``d < 0`` for "conflict") the result is :math:`g_q[i] - \lambda \, d / \lVert g_s[i] \rVert^2 \, g_s[i]`,
+      else ``g_q[i]``.
+
+    For ``granularity="global"`` the same test and coefficient are computed once from
+    :math:`d = \sum_i \langle g_q[i], g_s[i] \rangle` and :math:`\sum_i \lVert g_s[i] \rVert^2` over the positions
+    that have both gradients (equal to the inner product of the concatenations), and applied to every such
+    position; positions with only ``g_q`` keep it.
+
+    Inner products and the projection are computed in at least float32 (bf16/fp16 safe); results have the dtype
+    and device of ``g_q[i]``. Inputs are never modified; unchanged positions return the very same tensor object
+    as ``g_q[i]``, changed ones a new tensor. With ``lam = 0`` or ``enabled=False`` the output list holds the
+    ``g_q`` tensors unchanged, and the statistics are still computed.
+
+    Args:
+        g_q: quality-loss gradients, one per trainable tensor (None = no gradient).
+        g_s: semantic-loss gradients at the same positions (None = the tensor does not affect the scene loss,
+            e.g. the text context).
+        config: a :class:`QGRConfig`.
+
+    Returns:
+        ``(gradients, stats)``: the list of regularized gradients and a :class:`QGRStats`.
+
+    Raises:
+        ValueError: the two lists differ in length, or a pair of gradients differs in shape.
+    """
+    if not isinstance(config, QGRConfig):
+        raise TypeError(f"config must be a QGRConfig; got {type(config).__name__}")
+    g_q = list(g_q)
+    g_s = list(g_s)
+    if len(g_q) != len(g_s):
+        raise ValueError(f"g_q and g_s must have the same length; got {len(g_q)} and {len(g_s)}")
+
+    pairs: list[int] = []
+    for i, (a, b) in enumerate(zip(g_q, g_s)):
+        if a is None or b is None:
+            continue
+        if a.shape != b.shape:
+            raise ValueError(
+                f"g_q[{i}] and g_s[{i}] must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}"
+            )
+        pairs.append(i)
+
+    # One host sync for all inner products: rows (dot, ||g_s||^2, ||g_q||^2) in float64.
+    rows: list[tuple[float, float, float]] = []
+    if pairs:
+        dev = g_q[pairs[0]].device
+        parts = []
+        for i in pairs:
+            acc = torch.promote_types(_acc_dtype(g_q[i].dtype), _acc_dtype(g_s[i].dtype))
+            a = g_q[i].detach().reshape(-1).to(acc)
+            b = g_s[i].detach().to(device=a.device).reshape(-1).to(acc)
+            parts.append(torch.stack([torch.dot(a, b), torch.dot(b, b), torch.dot(a, a)]).to(dev, torch.float64))
+        rows = [tuple(r) for r in torch.stack(parts).cpu().tolist()]
+
+    eps = float(config.eps)
+    lam = float(config.lam)
+    per_tensor_cosine = [float("nan")] * len(g_q)
+    for i, (dot, ss, qq) in zip(pairs, rows):
+        per_tensor_cosine[i] = _cos(dot, qq, ss)
+    tot_dot = sum(r[0] for r in rows)
+    tot_ss = sum(r[1] for r in rows)
+    tot_qq = sum(r[2] for r in rows)
+    cosine = _cos(tot_dot, tot_qq, tot_ss) if rows else float("nan")
+
+    # Coefficient per position (None = keep g_q).
+    coefs: dict[int, float] = {}
+    if config.granularity == "per-tensor":
+        for i, (dot, ss, _qq) in zip(pairs, rows):
+            if ss > eps and _condition_holds(dot, config.condition):
+                coefs[i] = lam * dot / ss
+    else:
+        if rows and tot_ss > eps and _condition_holds(tot_dot, config.condition):
+            c = lam * tot_dot / tot_ss
+            for i, (_dot, ss, _qq) in zip(pairs, rows):
+                if ss > eps:  # a zero g_s[i] would leave g_q[i] unchanged anyway
+                    coefs[i] = c
+
+    out: list[Optional[Tensor]] = list(g_q)
+    n_projected = 0
+    if config.active:
+        for i, c in coefs.items():
+            out[i] = _project(g_q[i], g_s[i], c)
+            n_projected += 1
+
+    n_tensors = sum(1 for a in g_q if a is not None)
+    stats = QGRStats(
+        cosine=float(cosine),
+        n_tensors=n_tensors,
+        n_projected=n_projected,
+        frac_projected=(n_projected / n_tensors) if n_tensors else float("nan"),
+        per_tensor_cosine=per_tensor_cosine,
+        n_condition=len(coefs),
+    )
+    return out, stats
+
+
+def qgr_step(
+    params: Sequence[torch.nn.Parameter],
+    quality_loss: Tensor,
+    semantic_loss: Optional[Tensor],
+    config: QGRConfig,
+    compute_stats: bool = True,
+    retain_graph: bool = False,
+) -> QGRStats:
+    r"""Compute both gradients, regularize them and accumulate the result into ``p.grad``.
+
+    ``g_q = autograd.grad(quality_loss, params)`` (graph retained), ``g_s = autograd.grad(semantic_loss, params)``
+    (``allow_unused=True``: a parameter that a loss does not reach gets None), then
+    :func:`project_gradients`, then for each parameter with a result: ``p.grad = g`` if ``p.grad`` is None, else
+    ``p.grad += g`` (the same accumulation as ``loss.backward()``). Parameters with ``requires_grad=False`` are
+    skipped (None gradients; ``stats.per_tensor_cosine`` still has one entry per element of ``params``). Call
+    ``optimizer.zero_grad()`` before and ``optimizer.step()`` after, as with ``backward``.
+
+    When the regularizer is off (``enabled=False`` or ``lam = 0``) and ``compute_stats`` is False, only the
+    quality gradient is computed (one backward pass) and the returned stats have ``cosine = nan`` and empty
+    ``per_tensor_cosine``. When it is off but ``compute_stats`` is True, ``g_s`` is still computed so that the
+    diagnostics (cosine, how often the condition holds) can be compared between arms.
+
+    Args:
+        params: the trainable parameters (the same list the optimizer holds).
+        quality_loss: 0-d quality loss (see :func:`clipiqa.losses.quality_loss`).
+        semantic_loss: 0-d semantic loss (see :func:`clipiqa.losses.semantic_loss`); None or a loss without a
+            graph means "no semantic gradient anywhere" (nothing is projected).
+        config: a :class:`QGRConfig`.
+        compute_stats: compute the diagnostics even when the regularizer is off.
+        retain_graph: keep the graph after the last gradient computation (e.g. to call backward again).
+
+    Returns:
+        the :class:`QGRStats` of this step.
+    """
+    params = list(params)
+    trainable = [i for i, p in enumerate(params) if p.requires_grad]
+    if not trainable:
+        raise ValueError("qgr_step needs at least one parameter with requires_grad=True")
+    inputs = [params[i] for i in trainable]
+
+    def _scatter(grads: Sequence[Optional[Tensor]]) -> list[Optional[Tensor]]:
+        full: list[Optional[Tensor]] = [None] * len(params)
+        for i, g in zip(trainable, grads):
+            full[i] = g
+        return full
+
+    need_s = (config.active or compute_stats) and semantic_loss is not None and semantic_loss.requires_grad
+    g_q = _scatter(
+        torch.autograd.grad(quality_loss, inputs, retain_graph=need_s or retain_graph, allow_unused=True)
+    )
+    if need_s:
+        g_s = _scatter(torch.autograd.grad(semantic_loss, inputs, retain_graph=retain_graph, allow_unused=True))
+    else:
+        g_s = [None] * len(params)
+
+    if config.active or compute_stats:
+        grads, stats = project_gradients(g_q, g_s, config)
+    else:
+        grads = g_q
+        n = sum(1 for g in g_q if g is not None)
+        stats = QGRStats(
+            cosine=float("nan"),
+            n_tensors=n,
+            n_projected=0,
+            frac_projected=0.0 if n else float("nan"),
+            per_tensor_cosine=[],
+            n_condition=0,
+        )
+
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            g = g.detach()
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.add_(g)
+    return stats

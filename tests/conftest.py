@@ -1,0 +1,46 @@
+"""Shared fixtures. Every model here is the random-init `tiny` preset: numbers from it are never quality
+results, only checks that the machinery computes what it should."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # fixture builders: fixtures_datasets, bad_images
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny():
+    import clipiqa
+    return clipiqa.load_model("tiny", device="cpu")
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 3, 224, 224, generator=g)
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    """A folder of four real packaged photos (scikit-image / matplotlib) as JPEG and PNG."""
+    from PIL import Image
+    from skimage import data
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.jpg", quality=92)
+    return folder
