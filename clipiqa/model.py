@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import text_global_pool
 from torch import nn
 
@@ -70,9 +71,12 @@ class IQAModel(nn.Module):
 
     # ------------------------------------------------------------------ switches and parameter sets
     def train(self, mode: bool = True) -> "IQAModel":
-        """Frozen CLIP always stays in eval mode; only the adapter follows ``mode``."""
+        """Frozen CLIP always stays in eval mode; so do frozen visual prompts (no dropout: cached prefixes
+        stay exact). Only trainable adapter parts follow ``mode``."""
         super().train(mode)
         self.clip.eval()
+        if self.visual_prompt is not None and not any(p.requires_grad for p in self.visual_prompt.parameters()):
+            self.visual_prompt.eval()
         return self
 
     @contextmanager
@@ -129,9 +133,7 @@ class IQAModel(nn.Module):
                 or which == "paper" and (name.startswith("tuned.") or name.startswith("text_prompt."))
                 or which == "text" and name.startswith("text_prompt.")
             )
-        if self.visual_prompt is not None:
-            # frozen modules run in eval mode (no dropout), so cached prefixes are exact
-            self.visual_prompt.train(self.training and which == "prompts")
+        self.train(self.training)
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
     def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -274,7 +276,9 @@ class IQAModel(nn.Module):
     @property
     def preprocess(self):
         """The backbone's own evaluation transform (PIL image -> tensor)."""
-        return open_clip.image_transform_v2(open_clip.PreprocessCfg(**self.source.preprocess_cfg), is_train=False)
+        cfg = PreprocessCfg(**{k: v for k, v in self.source.preprocess_cfg.items()
+                               if k in PreprocessCfg.__dataclass_fields__})
+        return image_transform_v2(cfg, is_train=False)
 
     @property
     def device(self) -> torch.device:

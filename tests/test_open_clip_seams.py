@@ -26,6 +26,7 @@ def test_seams_exist_and_behave():
     for name in SEAMS_CLIP:
         assert hasattr(clip, name), f"open_clip CLIP lost .{name}"
     assert callable(open_clip.transformer.text_global_pool)
+    assert callable(open_clip.transform.image_transform_v2) and open_clip.transform.PreprocessCfg
     assert isinstance(clip.visual.transformer.resblocks, torch.nn.ModuleList)
     assert isinstance(clip.transformer.resblocks, torch.nn.ModuleList)
     x = torch.randn(2, 3, 64, 64)

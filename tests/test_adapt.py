@@ -1,0 +1,158 @@
+"""Few-shot adaptation on the tiny random-init model: the machinery, never a quality claim."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import clipiqa
+from clipiqa.adapt import AdaptationDivergedError, AdaptConfig, EncodedSet, adapt, forward_cached
+from clipiqa.data import apply_distortion, demo_references
+from clipiqa.data.transforms import eval_transform
+from clipiqa.losses import quality_loss, semantic_loss
+from clipiqa.qgr import QGRConfig, project_gradients, qgr_step
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labelled")
+    rows = []
+    for name, ref in list(demo_references(size=96).items())[:6]:
+        for level in (0, 2, 4):
+            img = ref if level == 0 else apply_distortion(ref, "gaussian_blur", level, rng=0)
+            path = folder / f"{name}_{level}.png"
+            Image.fromarray(img).save(path)
+            rows.append({"path": str(path), "q": 1 - level / 5, "content_id": name})
+    return pd.DataFrame(rows)
+
+
+def _fast(**kw):
+    base = dict(epochs=3, batch_size=8, augment="none", lr=1e-2, momentum=0.9, eval_batch_size=32)
+    base.update(kw)
+    return AdaptConfig(**base)
+
+
+@pytest.mark.parametrize("trainable", ["paper", "prompts"])
+def test_loss_falls_and_only_the_trainable_set_changes(labelled, trainable):
+    model = clipiqa.load_model("tiny")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    calls = []
+    history = adapt(model, labelled, _fast(trainable=trainable, epochs=12, batch_size=18), on_step=calls.append)
+    losses = history.steps_frame()["loss"].to_numpy()
+    assert losses[-3:].mean() < losses[:3].mean()
+    assert len(calls) == len(history.steps) == 12  # full batch: one step per epoch, reported every step
+    trainable_names = set(history.trainable)
+    for name, p in model.named_parameters():
+        if name in before:
+            changed = not torch.equal(p, before[name])
+            assert changed == (name in trainable_names), name
+    assert all(not n.startswith("clip.") for n in trainable_names)
+
+
+def test_cached_and_uncached_gradients_agree(labelled):
+    model = clipiqa.load_model("tiny")
+    model.set_trainable("paper")
+    model.train()
+    images = [Image.open(p).convert("RGB") for p in labelled["path"][:6]]
+    q = torch.tensor(labelled["q"][:6].to_numpy(), dtype=torch.float32)
+    start = model.first_trainable_visual_block()
+    assert start > 0
+    grads = []
+    for s in (start, 0):
+        enc = EncodedSet(model, images, eval_transform(model), 1, s, 32)
+        x, teacher = enc.batch(torch.arange(6), torch.zeros(6, dtype=torch.long))
+        q_logits, s_logits = forward_cached(model, x, enc.start)
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            p.grad = None
+        qgr_step(params, quality_loss(q_logits, q), semantic_loss(s_logits, teacher), QGRConfig())
+        grads.append(torch.cat([p.grad.reshape(-1) for p in params]))
+    rel = (grads[0] - grads[1]).norm() / grads[1].norm()
+    assert rel < 1e-5
+
+
+def test_real_step_applies_qgr_formula(labelled):
+    model = clipiqa.load_model("tiny")
+    model.set_trainable("prompts")
+    images = torch.stack([model.preprocess(Image.open(p).convert("RGB")) for p in labelled["path"][:4]])
+    q = torch.tensor(labelled["q"][:4].to_numpy(), dtype=torch.float32)
+    with torch.no_grad(), model.adapters_off():
+        teacher = model.scene_logits(images)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def losses():
+        q_logits, s_logits = model.heads(model.encode_image(images))
+        return quality_loss(q_logits, q), semantic_loss(s_logits, teacher)
+
+    model.eval()  # no dropout: both passes see the same function
+    lq, ls = losses()
+    g_q = torch.autograd.grad(lq, params, allow_unused=True)
+    lq, ls = losses()
+    g_s = torch.autograd.grad(ls, params, allow_unused=True)
+    config = QGRConfig(lam=5.0)
+    expected, _ = project_gradients(g_q, g_s, config)
+    for p in params:
+        p.grad = None
+    stats = qgr_step(params, *losses(), config)
+    assert g_s[0] is None  # the text context does not reach the scene branch: it keeps g_q
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.grad, e, rtol=1e-5, atol=1e-8)
+    assert 0 <= stats.frac_projected <= 1 and not math.isnan(stats.cosine)
+
+
+def test_stop_is_honoured_within_one_step(labelled):
+    model = clipiqa.load_model("tiny")
+    seen = []
+    history = adapt(model, labelled, _fast(epochs=10), on_step=seen.append, stop=lambda: len(seen) >= 3)
+    assert history.stopped and len(history.steps) == 3
+
+
+def test_non_finite_loss_stops_with_error_and_keeps_last_good_state(labelled):
+    model = clipiqa.load_model("tiny")
+    snapshot = {}
+
+    def poison(record):
+        if record["step"] == 2:
+            snapshot.update({n: p.detach().clone() for n, p in model.adapter_parameters()})
+            model.clip.logit_scale.data.fill_(float("nan"))
+
+    with pytest.raises(AdaptationDivergedError, match="non-finite loss at step 3") as err:
+        adapt(model, labelled, _fast(epochs=5), on_step=poison)
+    assert len(err.value.history.steps) == 2
+    for n, p in model.adapter_parameters():
+        assert torch.equal(p, snapshot[n]), n
+
+
+def test_same_seed_gives_identical_numbers(labelled):
+    runs = []
+    for _ in range(2):
+        model = clipiqa.load_model("tiny")
+        h = adapt(model, labelled, _fast(trainable="prompts", augment="model", n_views=2))
+        runs.append((h.steps_frame()["loss"].to_numpy(), model.text_prompt.ctx.detach().clone()))
+    assert np.array_equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_selection_modes(labelled):
+    model = clipiqa.load_model("tiny")
+    h = adapt(model, labelled, _fast(selection="val", epochs=3))
+    assert h.selected_epoch in (1, 2, 3) and "srcc_val" in h.evals_frame()
+    test = labelled.iloc[:6]
+    h = adapt(clipiqa.load_model("tiny"), labelled, _fast(selection="test-oracle", epochs=2), test=test)
+    assert "optimistic" in h.note and "srcc_test" in h.evals_frame()
+    with pytest.raises(ValueError, match="test-oracle"):
+        adapt(clipiqa.load_model("tiny"), labelled, _fast(selection="test-oracle"))
+
+
+def test_config_and_input_validation(labelled):
+    with pytest.raises(ValueError, match=r"AdaptConfig.trainable='all'"):
+        AdaptConfig(trainable="all")
+    with pytest.raises(ValueError, match=r"AdaptConfig.selection"):
+        AdaptConfig(selection="best")
+    with pytest.raises(ValueError, match="columns 'path' and 'q'"):
+        adapt(clipiqa.load_model("tiny"), labelled.drop(columns="q"))
+    bad = labelled.copy()
+    bad.loc[0, "q"] = 1.5
+    with pytest.raises(ValueError, match=r"q must lie in \[0, 1\]"):
+        adapt(clipiqa.load_model("tiny"), bad)
