@@ -191,6 +191,10 @@ class IQAModel(nn.Module):
     def _encode_token_embeds(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         clip = self.clip
         x = x + clip.positional_embedding.to(x.dtype)
+        attn_mask = clip.attn_mask
+        length = _pooled_prefix_length(tokens, clip)
+        if length is not None:  # causal attention: tokens after the pooled one cannot change it
+            x, tokens, attn_mask = x[:, :length], tokens[:, :length], attn_mask[:length, :length]
         n_t = len(clip.transformer.resblocks)
         tuned = self.adapters_enabled and self.n_tuned_blocks
         batch_first = clip.transformer.batch_first
@@ -198,9 +202,9 @@ class IQAModel(nn.Module):
             block = (self.tuned["text_blocks"][i - (n_t - self.n_tuned_blocks)]
                      if tuned and i >= n_t - self.n_tuned_blocks else clip.transformer.resblocks[i])
             if batch_first:
-                x = block(x, attn_mask=clip.attn_mask)
+                x = block(x, attn_mask=attn_mask)
             else:
-                x = block(x.transpose(0, 1), attn_mask=clip.attn_mask).transpose(0, 1)
+                x = block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
         x = (self.tuned["text_ln_final"] if tuned else clip.ln_final)(x)
         x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
         proj = clip.text_projection
@@ -287,6 +291,20 @@ class IQAModel(nn.Module):
     @property
     def scenes(self) -> tuple[str, ...]:
         return self.prompt_config.scenes
+
+
+def _pooled_prefix_length(tokens: torch.Tensor, clip: nn.Module) -> int | None:
+    """Length of the shortest token prefix that holds every pooled (EOT) position, when the text tower is causal
+    and pools by argmax/eos; None when the whole context must run. Running only that prefix gives identical
+    features (causal masking) at a fraction of the cost: CLIP prompts use ~10 of 77 positions."""
+    mask = clip.attn_mask
+    if mask is None or clip.text_pool_type not in ("argmax", "eos"):
+        return None
+    if clip.text_pool_type == "argmax":
+        last = int(tokens.argmax(dim=-1).max())
+    else:
+        last = int((tokens == clip.text_eos_id).int().argmax(dim=-1).max())
+    return last + 1
 
 
 def _check_supported(clip: nn.Module) -> None:

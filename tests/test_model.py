@@ -25,12 +25,13 @@ def test_adapters_off_equals_open_clip(kind, images):
     tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat.", "Bad photo."])
     with torch.no_grad(), model.adapters_off():
         torch.testing.assert_close(model.encode_image(x), model.clip.encode_image(x), rtol=0, atol=1e-6)
-        torch.testing.assert_close(model.encode_text(tokens), model.clip.encode_text(tokens), rtol=0, atol=1e-6)
+        # the text tower runs only the prefix up to the EOT token (causal mask): equal up to float round-off
+        torch.testing.assert_close(model.encode_text(tokens), model.clip.encode_text(tokens), rtol=1e-5, atol=1e-5)
         # the antonym (zero-shot) score is CLIP's own two-way softmax
         f = model.clip.encode_image(x, normalize=True)
         t = model.clip.encode_text(model.antonym_tokens, normalize=True)
         expected = (model.clip.logit_scale.exp() * f @ t.t()).softmax(-1)[:, 0]
-        torch.testing.assert_close(model.score(x), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(model.score(x), expected, rtol=0, atol=1e-5)
 
 
 def test_scores_in_range_deterministic_and_batch_independent(tiny, images):

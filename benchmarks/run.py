@@ -1,0 +1,244 @@
+"""clipiqa benchmarks: every figure is a ratio against a baseline measured in the same run (medians of repeats).
+
+    python benchmarks/run.py                     # CPU here: ViT-B/32 random init
+    python benchmarks/run.py --device cuda       # GPU: ViT-B/16 (paper setting), bf16 autocast
+    python benchmarks/run.py --quick             # fewer repeats, smaller batches (a smoke check)
+
+Random weights do not change speed; they make every score meaningless, and no score is reported here.
+Writes ``<out>/bench-<device>.json`` and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+import clipiqa
+from clipiqa.adapt import EncodedSet, forward_cached
+from clipiqa.data import demo_references
+from clipiqa.data.transforms import eval_transform
+from clipiqa.imageio import load_image
+from clipiqa.losses import quality_loss, semantic_loss
+from clipiqa.qgr import QGRConfig, qgr_step
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+class PeakMemory:
+    """Peak memory while the block runs: CUDA allocator peak, or sampled process RSS on CPU (MiB)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_mib = device, 0.0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        import psutil
+        proc, self._stop = psutil.Process(), threading.Event()
+        self._base = proc.memory_info().rss
+
+        def sample():
+            while not self._stop.is_set():
+                self.peak_mib = max(self.peak_mib, (proc.memory_info().rss - self._base) / 2**20)
+                time.sleep(0.01)
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+@contextmanager
+def autocast(device: torch.device):
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        yield
+
+
+def row(name, baseline, baseline_ms, ours, ours_ms, target=None, kind="<=", peak=None, note=""):
+    ratio = ours_ms / baseline_ms if kind == "<=" else baseline_ms / ours_ms
+    ok = None if target is None else (ratio <= target if kind == "<=" else ratio >= target)
+    return {"benchmark": name, "baseline": baseline, "baseline_ms": round(baseline_ms, 2), "ours": ours,
+            "ours_ms": round(ours_ms, 2), "ratio": round(ratio, 3), "target": target and f"{kind} {target}",
+            "meets_target": ok, "peak_mib": None if peak is None else round(peak, 1), "note": note}
+
+
+# ----------------------------------------------------------------------------------------------- benchmarks
+def bench_scoring(model, images: torch.Tensor, repeats: int) -> list[dict]:
+    """model.score (zero-shot and prompted) against raw open_clip encode_image on the same batch and device."""
+    device = model.device
+    rows = []
+    with torch.inference_mode(), autocast(device):
+        base = median_ms(lambda: model.clip.encode_image(images), device, repeats)
+        with model.adapters_off():
+            model.score(images[:1])  # text features are computed once, then cached
+            with PeakMemory(device) as mem:
+                ours = median_ms(lambda: model.score(images), device, repeats)
+        rows.append(row("scoring, zero-shot", "open_clip encode_image", base, "model.score", ours, 0.95, ">=",
+                        mem.peak_mib, f"batch {len(images)}"))
+        with PeakMemory(device) as mem:
+            prompted = median_ms(lambda: model.score(images), device, repeats)
+        rows.append(row("scoring, prompted", "open_clip encode_image", base, "model.score + VPT", prompted, None,
+                        ">=", mem.peak_mib, f"{model.prompt_config.visual_tokens} visual prompt tokens per block "
+                        "lengthen the sequence: the cost is the method's, not overhead"))
+    return rows
+
+
+def bench_decoding(model, paths: list[str], repeats: int) -> list[dict]:
+    """Image decoding + preprocessing per image, measured apart from the model (kept off the critical path)."""
+    device = torch.device("cpu")
+
+    def decode():
+        for p in paths:
+            model.preprocess(load_image(p))
+    ms = median_ms(decode, device, repeats) / len(paths)
+    return [row("decode + preprocess / image", "-", ms, "load_image + preprocess", ms, None, "<=", None,
+                "measured separately; DataLoader workers overlap it with the model")]
+
+
+def _train_setup(model, pil_images, batch: int):
+    model.set_trainable("paper")
+    model.train()
+    start = model.first_trainable_visual_block()
+    transform = eval_transform(model)
+    cached = EncodedSet(model, pil_images, transform, 1, start, batch)
+    raw = torch.stack([transform(im) for im in pil_images]).to(model.device)
+    q = torch.rand(len(pil_images), device=model.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return start, cached, raw, q, params
+
+
+def bench_finetune(model, pil_images, repeats: int) -> list[dict]:
+    """One `paper` fine-tuning step: prefix cache against the naive step (full student + teacher forward)."""
+    device = model.device
+    start, cached, raw, q, params = _train_setup(model, pil_images, len(pil_images))
+    index = torch.arange(len(pil_images))
+    view = torch.zeros_like(index)
+    qgr_on, qgr_off = QGRConfig(lam=5.0), QGRConfig(lam=0.0)
+
+    def step(use_cache: bool, qgr: QGRConfig, stats: bool = True):
+        for p in params:
+            p.grad = None
+        with autocast(device):
+            if use_cache:
+                x, teacher = cached.batch(index, view)
+                q_logits, s_logits = forward_cached(model, x, start)
+            else:
+                with torch.no_grad(), model.adapters_off():
+                    teacher = model.scene_logits(raw)
+                q_logits, s_logits = model.heads(model.encode_image(raw))
+        qgr_step(params, quality_loss(q_logits.float(), q), semantic_loss(s_logits.float(), teacher.float()), qgr,
+                 compute_stats=stats)
+
+    with PeakMemory(device) as mem_naive:
+        naive = median_ms(lambda: step(False, qgr_on), device, repeats)
+    with PeakMemory(device) as mem_cached:
+        fast = median_ms(lambda: step(True, qgr_on), device, repeats)
+    plain = median_ms(lambda: step(True, qgr_off, stats=False), device, repeats)
+    n = len(pil_images)
+    return [
+        row("fine-tune step, prefix cache", "naive step (student + teacher forward)", naive,
+            f"cached from block {start}", fast, 0.45, "<=", mem_cached.peak_mib,
+            f"paper set, batch {n}; naive peak {mem_naive.peak_mib:.0f} MiB"),
+        row("fine-tune step, QGR", "plain fine-tuning (one backward)", plain, "QGR lam=5 (two gradients)", fast,
+            1.6, "<=", None, f"both cached, batch {n}"),
+    ]
+
+
+def bench_meta(model_name: str, device: torch.device, pil_images, repeats: int) -> list[dict]:
+    """Meta pre-training throughput (images per second through inner steps), if clipiqa.meta is present."""
+    try:
+        from clipiqa import meta
+    except ImportError:
+        return []
+    return meta.benchmark_rows(model_name, device, pil_images, repeats) if hasattr(meta, "benchmark_rows") else []
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default=None, help="preset (default: vitb32-random on CPU, vitb16-random on CUDA)")
+    parser.add_argument("--batch", type=int, default=None, help="images per batch (default 16 CPU, 64 CUDA)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 repeats, batch 4: a smoke check of the suite")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    device = clipiqa.resolve_device(args.device)
+    model_name = args.model or ("vitb16-random" if device.type == "cuda" else "vitb32-random")
+    batch = 4 if args.quick else (args.batch or (64 if device.type == "cuda" else 16))
+    repeats = 2 if args.quick else args.repeats
+    torch.manual_seed(0)
+
+    refs = list(demo_references(size=320).values())
+    pil = [__import__("PIL.Image", fromlist=["Image"]).fromarray(refs[i % len(refs)]) for i in range(batch)]
+    tmp = Path(args.out) / "images"
+    tmp.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, im in enumerate(pil[:8]):
+        paths.append(str(tmp / f"{i}.jpg"))
+        im.save(paths[-1], quality=90)
+
+    t0 = time.perf_counter()
+    model = clipiqa.load_model(model_name, device=device)
+    images = torch.stack([model.preprocess(im) for im in pil]).to(device)
+    rows = bench_scoring(model, images, repeats)
+    rows += bench_decoding(model, paths, repeats)
+    rows += bench_finetune(clipiqa.load_model(model_name, device=device), pil, repeats)
+    rows += bench_meta(model_name, device, pil, repeats)
+    result = {
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "model": model_name, "batch": batch, "repeats": repeats, "amp": "bf16" if device.type == "cuda" else "fp32",
+        "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
+        "note": "random-init weights: speed only; no score here means anything",
+    }
+    out = Path(args.out) / f"bench-{device.type}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"clipiqa benchmarks on {result['device_name']} ({device}, {result['amp']}), {model_name}, batch {batch}, "
+          f"median of {repeats}; {result['note']}")
+    header = f"{'benchmark':32s} {'baseline ms':>12s} {'ours ms':>10s} {'ratio':>7s} {'target':>8s}  ok   peak MiB"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        ok = {True: "yes", False: "NO", None: "-"}[r["meets_target"]]
+        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        print(f"{r['benchmark']:32s} {r['baseline_ms']:12.1f} {r['ours_ms']:10.1f} {r['ratio']:7.3f} "
+              f"{r['target'] or '-':>8s}  {ok:4s} {peak:>8s}   {r['note']}")
+    print(f"wrote {out} in {result['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
