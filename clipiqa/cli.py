@@ -80,16 +80,24 @@ def _configure_score(p: argparse.ArgumentParser) -> None:
 @command("score", "score images with a (prompted) CLIP model")(_configure_score)
 def cmd_score(args: argparse.Namespace) -> int:
     from .imageio import list_images
-    from .scoring import score_files
+    from .scoring import score_files_sharded
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size} is not allowed; use a positive integer")
     paths = list_images(args.paths)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.paths)}")
+    from . import distributed
+    distributed.init_distributed(device=args.device)  # under torchrun: shard the inputs by rank
+    args.device = distributed.device_for_rank(args.device)
     model = load_model_from_args(args)
-    random_init_warning(model)
-    table = score_files(model, paths, batch_size=args.batch_size, num_workers=args.workers,
-                        progress=tqdm_progress("scoring"))
+    main_rank = distributed.is_main()
+    if main_rank:
+        random_init_warning(model)
+    table = score_files_sharded(model, paths, batch_size=args.batch_size, num_workers=args.workers,
+                                progress=tqdm_progress("scoring") if main_rank else None)
+    distributed.cleanup()
+    if not main_rank:
+        return EXIT_PARTIAL if (table["status"] != "ok").any() else EXIT_OK
     table["model"] = model.source.preset + (" [random init: meaningless]" if model.random_init else "")
     if args.out:
         table.to_csv(args.out, index=False)

@@ -77,6 +77,18 @@ def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 
                          "status": ["error" if e else "ok" for e in errors], "error": errors})
 
 
+def score_files_sharded(model, paths: Sequence[str | os.PathLike], **kwargs) -> pd.DataFrame:
+    """``score_files`` under ``torchrun``: each rank scores ``paths[rank::world]``; every rank returns the merged
+    table in input order (identical to a single-process run). Single-process: plain ``score_files``."""
+    from . import distributed
+    paths = [os.fspath(p) for p in paths]
+    order = distributed.shard(list(range(len(paths))))
+    part = score_files(model, [paths[i] for i in order], **kwargs)
+    part.index = order
+    pieces = distributed.gather_objects(part)
+    return pd.concat(pieces).sort_index().reset_index(drop=True)
+
+
 def score_images(model, images: Sequence, amp: bool | None = None) -> torch.Tensor:
     """Score in-memory PIL images (or HxWx3 uint8 arrays) with the model's own preprocessing."""
     from PIL import Image
