@@ -231,7 +231,11 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
             order = torch.randperm(n, generator=gen)
             for index in order.split(config.batch_size):
                 view = torch.randint(0, n_views, (len(index),), generator=gen)
-                record = _step(model, encoded, index, view, q, optimizer, params, config, history)
+                try:
+                    record = train_step(model, encoded, index, view, q, optimizer, params, config, step + 1)
+                except AdaptationDivergedError as e:
+                    e.history = history
+                    raise
                 step += 1
                 record.update(kind="step", step=step, epoch=epoch, total_steps=config.epochs * steps_per_epoch,
                               seconds=time.perf_counter() - t0)
@@ -273,10 +277,17 @@ def _evaluators(model, val, test, config: AdaptConfig, start: int) -> dict:
     return out
 
 
-def _step(model, encoded: EncodedSet, index, view, q, optimizer, params, config: AdaptConfig, history) -> dict:
+def compute_gradients(model, encoded: EncodedSet, index, view, q, params, config: AdaptConfig,
+                      step_number: int | None = None) -> dict:
+    """Forward from the cache, both losses, QGR-combined gradients accumulated into ``p.grad``.
+
+    Raises AdaptationDivergedError (with an empty History) on a non-finite loss or gradient; no parameter is
+    changed here. Returns the step's record (losses, gradient cosine, fraction projected, scene drift).
+    """
     x, teacher = encoded.batch(index, view)
     device_type = model.device.type
     amp = (device_type == "cuda") if config.amp is None else config.amp
+    where = f" at step {step_number}" if step_number is not None else ""
     with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp and device_type == "cuda"):
         q_logits, s_logits = forward_cached(model, x, encoded.start)
     q_logits, s_logits = q_logits.float(), s_logits.float()
@@ -284,19 +295,26 @@ def _step(model, encoded: EncodedSet, index, view, q, optimizer, params, config:
     loss_s = semantic_loss(s_logits, teacher)
     if not torch.isfinite(loss_q) or not torch.isfinite(loss_s):
         raise AdaptationDivergedError(
-            f"non-finite loss at step {len(history.steps) + 1} (quality {loss_q.item()}, semantic "
-            f"{loss_s.item()}); the model keeps the last good state. Lower the learning rate "
-            f"(now {config.lr}) or check the labels.", history)
-    optimizer.zero_grad(set_to_none=True)
+            f"non-finite loss{where} (quality {loss_q.item()}, semantic {loss_s.item()}); the model keeps the "
+            f"last good state. Lower the learning rate (now {config.lr}) or check the labels.", History())
     stats = qgr_step(params, loss_q, loss_s, config.qgr)
     if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
-        optimizer.zero_grad(set_to_none=True)
-        raise AdaptationDivergedError(f"non-finite gradient at step {len(history.steps) + 1}; the model keeps "
-                                      "the last good state. Lower the learning rate or QGR lam.", history)
-    optimizer.step()
+        for p in params:
+            p.grad = None
+        raise AdaptationDivergedError(f"non-finite gradient{where}; the model keeps the last good state. Lower "
+                                      "the learning rate or QGR lam.", History())
     return {"loss": loss_q.item(), "loss_semantic": loss_s.item(), "cosine": stats.cosine,
-            "frac_projected": stats.frac_projected, "drift": scene_drift(s_logits.detach(), teacher).item(),
-            "lr": optimizer.param_groups[0]["lr"]}
+            "frac_projected": stats.frac_projected, "drift": scene_drift(s_logits.detach(), teacher).item()}
+
+
+def train_step(model, encoded: EncodedSet, index, view, q, optimizer, params, config: AdaptConfig,
+               step_number: int | None = None) -> dict:
+    """One optimizer step on the batch ``encoded[index, view]`` with labels ``q[index]``."""
+    optimizer.zero_grad(set_to_none=True)
+    record = compute_gradients(model, encoded, index, view, q, params, config, step_number)
+    optimizer.step()
+    record["lr"] = optimizer.param_groups[0]["lr"]
+    return record
 
 
 def with_qgr(config: AdaptConfig, enabled: bool) -> AdaptConfig:

@@ -54,14 +54,14 @@ def random_init_warning(model) -> None:
               "(use it for tests and smoke runs only).", file=sys.stderr)
 
 
-def tqdm_progress(desc: str):
+def tqdm_progress(desc: str, unit: str = "img"):
     from tqdm.auto import tqdm
     bar = None
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
+            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()

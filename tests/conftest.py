@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # fixture builders: fixtures_datasets, bad_images
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves a core to subprocess tests
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,374 @@
+"""Meta-prompt pre-training on the tiny random-init model: the machinery, never a quality claim.
+
+Tasks are synthetic distortions of a few packaged photos at 64 px; models have 8 visual prompt tokens and no
+dropout so that gradients can be recomputed exactly.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import clipiqa
+from clipiqa import meta
+from clipiqa.adapt import EncodedSet, forward_cached
+from clipiqa.checkpoint import read_checkpoint
+from clipiqa.cli import main
+from clipiqa.data import demo_references
+from clipiqa.data.transforms import eval_transform
+from clipiqa.losses import quality_loss
+from clipiqa.meta import (MetaConfig, fomaml_update, meta_pretrain, param_hash, reptile_update, split_tasks,
+                          synthetic_tasks, task_split, tasks_from_dataset)
+
+TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken", "pixelate")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model gains nothing from 2 threads, and on a busy 2-core box OpenMP spinning makes it ~10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    refs = demo_references(64, names=PHOTOS)
+    return synthetic_tasks(refs, types=TYPES, levels=(1, 3, 5), size=64,
+                           cache_dir=tmp_path_factory.mktemp("meta-tasks"))
+
+
+def tiny_model(dropout: float = 0.0):
+    return clipiqa.load_model("tiny", device="cpu", prompts={"visual_tokens": 8, "visual_dropout": dropout})
+
+
+def fast(**kw) -> MetaConfig:
+    base = dict(inner_steps=1, epochs=1, tasks_per_batch=2, batch_size=4, augment="none", holdout_tasks=("jpeg",),
+                inner_lr=1e-2, meta_lr=0.5, eval_batch_size=16)
+    base.update(kw)
+    return MetaConfig(**base)
+
+
+def clone(params: dict) -> dict:
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+# ------------------------------------------------------------------------------------------- config and tasks
+@pytest.mark.parametrize("field, value, hint", [
+    ("algorithm", "maml", "reptile, fomaml"), ("inner_steps", 0, "positive integer"),
+    ("meta_lr", -1.0, "finite positive"), ("support_fraction", 1.0, "(0, 1)"), ("trainable", "all", "prompts"),
+    ("holdout_tasks", 0.0, "fraction"), ("holdout_tasks", (), "task name"), ("augment", "big", "'model'"),
+])
+def test_config_messages_name_field_value_and_allowed(field, value, hint):
+    with pytest.raises(ValueError) as e:
+        MetaConfig(**{field: value})
+    assert f"MetaConfig.{field}={value!r}" in str(e.value) and hint in str(e.value)
+
+
+def test_config_defaults_and_round_trip():
+    c = MetaConfig()
+    assert (c.algorithm, c.inner_steps, c.inner_lr, c.meta_lr, c.epochs, c.trainable) == \
+        ("reptile", 5, 1e-4, 0.01, 50, "prompts")
+    assert not c.qgr.active  # QGR off by default for meta training
+    assert MetaConfig.from_dict(MetaConfig(holdout_tasks=["a", "b"]).to_dict()) == MetaConfig(holdout_tasks=("a", "b"))
+
+
+def test_synthetic_tasks_one_per_type_with_reference_and_content_split(tasks):
+    assert [t.name for t in tasks] == list(TYPES)
+    for t in tasks:
+        table = t.table
+        assert len(table) == len(PHOTOS) * 4
+        ref = table[table["level"] == 0]
+        assert sorted(ref["content_id"]) == sorted(PHOTOS) and (ref["q"] == 1.0).all()
+        assert np.allclose(table["q"], 1 - table["level"] / 5)
+        support, query = task_split(t, MetaConfig())
+        assert set(support["content_id"]).isdisjoint(query["content_id"])
+        assert len(support) + len(query) == len(table)
+
+
+def test_synthetic_tasks_from_a_folder_of_photos(photo_dir, tmp_path):
+    (photo_dir / "broken.jpg").write_bytes(b"not an image")
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        out = synthetic_tasks(photo_dir, types=["defocus"], levels=(2,), size=32, cache_dir=tmp_path / "c")
+    assert len(out) == 1 and set(out[0].table["content_id"]) == {"astronaut", "chelsea", "coffee", "rocket"}
+    with pytest.warns(RuntimeWarning):
+        again = synthetic_tasks(photo_dir, types=["defocus"], levels=(2,), size=32, cache_dir=tmp_path / "c")
+    assert list(again[0].table["path"]) == list(out[0].table["path"])
+
+
+def test_tasks_from_dataset_group_by_type_including_the_last():
+    rows = [{"path": f"I{r:02d}_{t:02d}_{lv}.png", "q": 0.1 * lv, "content_id": f"I{r:02d}",
+             "distortion": f"{t:02d}", "level": lv} for r in (1, 2, 3) for t in (1, 24, 25) for lv in (1, 2)]
+    df = pd.DataFrame(rows)
+    df.attrs["dataset"] = "kadid10k"
+    out = tasks_from_dataset(df)
+    assert [t.name for t in out] == ["kadid10k:01", "kadid10k:24", "kadid10k:25"]
+    assert all(len(t.table) == 6 for t in out)
+    assert [t.name for t in tasks_from_dataset(df, types=["25"])] == ["kadid10k:25"]
+
+
+def test_split_tasks_holds_out_source_tasks_only(tasks):
+    train, held = split_tasks(tasks, 0.2, seed=0)
+    assert len(held) == 1 and len(train) == 4
+    train, held = split_tasks(tasks, 0.01, seed=3)
+    assert len(held) == 1  # at least one
+    with pytest.raises(ValueError, match="not among the source tasks"):
+        split_tasks(tasks, ("livec",))
+    with pytest.raises(ValueError, match="at least one task"):
+        split_tasks(tasks, TYPES)
+
+
+# ------------------------------------------------------------------------------------------- outer updates
+def test_outer_update_formulas_on_a_toy_problem():
+    """Reptile and first-order MAML on quadratic tasks L_t(x) = |x - c_t|^2 / 2 with one SGD inner step."""
+    theta = {"x": torch.tensor([1.0, -2.0])}
+    centres = [torch.tensor([0.0, 0.0]), torch.tensor([4.0, 2.0])]
+    alpha, beta = 0.5, 0.1
+    phis = [{"x": theta["x"] - alpha * (theta["x"] - c)} for c in centres]
+    got = reptile_update(theta, phis, beta)["x"]
+    assert torch.allclose(got, theta["x"] + beta * torch.stack([p["x"] - theta["x"] for p in phis]).mean(0))
+    # first-order MAML: the query gradient at phi (here the same quadratic) is phi - c
+    grads = [{"x": p["x"] - c} for p, c in zip(phis, centres)]
+    got = fomaml_update(theta, grads, beta)["x"]
+    assert torch.allclose(got, theta["x"] - beta * torch.stack([g["x"] for g in grads]).mean(0))
+    # the meta init moves towards the task optima's mean
+    assert (reptile_update(theta, phis, beta)["x"] - torch.tensor([2.0, 1.0])).norm() < \
+        (theta["x"] - torch.tensor([2.0, 1.0])).norm()
+
+
+def _instrumented_run(tasks, **kw):
+    model = tiny_model()
+    starts, ends = [], []
+    history = meta_pretrain(model, tasks, fast(**kw),
+                            on_task_start=lambda name, params: starts.append((name, clone(params))),
+                            on_task_end=lambda name, phi, grad: ends.append(
+                                (name, clone(phi), None if grad is None else clone(grad))))
+    return model, history, starts, ends
+
+
+def test_every_task_starts_from_the_meta_parameters_and_reptile_step_is_the_formula(tasks):
+    model, history, starts, ends = _instrumented_run(tasks)
+    beta = 0.5
+    train_starts = [s for s in history.task_starts if s["phase"] == "train"]
+    assert len(train_starts) == 4 and len(ends) == 4  # 4 training tasks in meta batches of 2
+    # instrumented record: every task of meta step m starts from theta after step m - 1
+    theta_hash = {0: history.initial_hash, **{s["meta_step"]: s["theta_hash"] for s in history.steps}}
+    for s in history.task_starts:
+        expected = theta_hash[s["meta_step"] - 1] if s["phase"] == "train" else theta_hash[s["meta_step"]]
+        assert s["hash"] == expected, s
+    # the callback sees the same parameters, and they really are the meta parameters
+    train_params = [p for (name, p) in starts if name != "jpeg"]
+    for (_, params), s in zip([x for x in starts if x[0] != "jpeg"], train_starts):
+        assert param_hash(params) == s["hash"]
+    theta0, theta1 = train_params[0], train_params[2]
+    assert param_hash(train_params[1]) == param_hash(theta0)
+    # the inner loop moved each task away from theta, and the outer step is theta += beta * mean(phi - theta)
+    phis = [phi for _, phi, _ in ends]
+    assert all(not torch.equal(phis[0][n], theta0[n]) for n in theta0)
+    expected = reptile_update(theta0, phis[:2], beta)
+    for n in theta0:
+        torch.testing.assert_close(theta1[n], expected[n], rtol=0, atol=1e-7)
+    theta2 = starts[-1][1]  # held-out evaluation after the last step starts from the final theta
+    expected = reptile_update(theta1, phis[2:], beta)
+    for n in theta0:
+        torch.testing.assert_close(theta2[n], expected[n], rtol=0, atol=1e-7)
+    assert history.trainable and all(not n.startswith("clip.") for n in history.trainable)
+
+
+def test_fomaml_uses_the_query_gradient_at_phi(tasks):
+    model, history, starts, ends = _instrumented_run(tasks, algorithm="fomaml", epochs=1, meta_lr=0.1)
+    train = [p for name, p in starts if name != "jpeg"]
+    theta0, theta1 = train[0], train[2]
+    (name_a, phi_a, g_a), (name_b, phi_b, g_b) = ends[:2]
+    expected = fomaml_update(theta0, [g_a, g_b], 0.1)
+    for n in theta0:
+        torch.testing.assert_close(theta1[n], expected[n], rtol=0, atol=1e-7)
+    # recompute the quality-loss gradient on the task's query at phi (batch_size >= query size: whole query)
+    task = next(t for t in tasks if t.name == name_a)
+    query = task_split(task, fast())[1]
+    assert len(query) <= 4
+    check = tiny_model()
+    names = check.set_trainable("prompts")
+    with torch.no_grad():
+        for n, p in check.named_parameters():
+            if n in phi_a:
+                p.copy_(phi_a[n])
+    check.train()
+    from PIL import Image
+    images = [Image.open(p).convert("RGB") for p in query["path"]]
+    enc = EncodedSet(check, images, eval_transform(check), 1, 0, 16)
+    x, _ = enc.batch(torch.arange(len(query)), torch.zeros(len(query), dtype=torch.long))
+    q_logits, _ = forward_cached(check, x, 0)
+    loss = quality_loss(q_logits.float(), torch.tensor(query["q"].to_numpy(), dtype=torch.float32))
+    params = [p for n, p in check.named_parameters() if n in names]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for n, g in zip(names, grads):
+        torch.testing.assert_close(g_a[n], g if g is not None else torch.zeros_like(g_a[n]), rtol=1e-4, atol=1e-7)
+    assert any(not torch.allclose(g_a[n], phi_a[n] - theta0[n]) for n in theta0)  # not the Reptile direction
+    assert all(math.isfinite(s["query_loss"]) for s in history.steps)
+
+
+# ------------------------------------------------------------------------------------------- selection
+def test_selection_reads_only_held_out_source_tasks(tasks, monkeypatch):
+    assert not {"target", "test", "val", "target_data"} & set(inspect.signature(meta_pretrain).parameters)
+    requested: list[tuple[str, str]] = []
+    phase = {"now": "train"}
+    original_get, original_eval = meta._ImageStore.get, meta._Runner.evaluate_task
+
+    def get(self, paths):
+        paths = list(paths)
+        requested.extend((phase["now"], p) for p in paths)
+        return original_get(self, paths)
+
+    def evaluate_task(self, name, theta):
+        phase["now"] = "eval"
+        try:
+            return original_eval(self, name, theta)
+        finally:
+            phase["now"] = "train"
+
+    monkeypatch.setattr(meta._ImageStore, "get", get)
+    monkeypatch.setattr(meta._Runner, "evaluate_task", evaluate_task)
+    history = meta_pretrain(tiny_model(), tasks, fast(holdout_tasks=0.4, inner_steps=1))
+    names = {t.name for t in tasks}
+    assert set(history.holdout_tasks) <= names and len(history.holdout_tasks) == 2
+    assert set(history.holdout_tasks).isdisjoint(history.train_tasks)
+    assert set(history.holdout_tasks) | set(history.train_tasks) == names
+    paths_of = {t.name: set(t.table["path"]) for t in tasks}
+    held_paths = set().union(*(paths_of[n] for n in history.holdout_tasks))
+    train_paths = set().union(*(paths_of[n] for n in history.train_tasks))
+    eval_reads = {p for ph, p in requested if ph == "eval"}
+    assert eval_reads and eval_reads <= held_paths
+    assert {p for ph, p in requested if ph == "train"} <= train_paths
+    for row in history.evals:
+        per_task = {k.split(":", 1)[1] for k in row if k.startswith("srcc_adapted:")}
+        assert per_task == set(history.holdout_tasks)
+    trained_tasks = {t for s in history.steps for t in s["tasks"].split(";")}
+    assert trained_tasks == set(history.train_tasks)
+
+
+# ------------------------------------------------------------------------------------------- resume
+def _comparable(history) -> tuple[list, list]:
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    return strip(history.steps), strip(history.evals)
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k] == y[k] or (isinstance(x[k], float) and math.isnan(x[k]) and math.isnan(y[k])), k
+
+
+def resume_config(**kw) -> MetaConfig:
+    """3 training tasks: one meta step per epoch; random crops and dropout exercise the per-visit seeds."""
+    return fast(epochs=2, tasks_per_batch=3, inner_steps=2, augment="model", **kw)
+
+
+@pytest.fixture(scope="module")
+def few_tasks(tasks):
+    return tasks[:4]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(few_tasks, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    history = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(), out_dir=out)
+    return out, history
+
+
+@pytest.mark.parametrize("where", ["after epoch 1", "inside a meta step"])
+def test_interrupted_run_resumes_where_it_stopped(few_tasks, tmp_path, uninterrupted, where):
+    full_dir, full = uninterrupted
+    if where == "after epoch 1":
+        seen = []
+        stop = lambda: any(r["kind"] == "eval" and r["epoch"] == 1 for r in seen)  # noqa: E731
+        on_step = seen.append
+    else:
+        calls = {"n": 0}
+
+        def stop():  # polls: 3 tasks x 2 inner steps, outer | task (2 inner steps), task <- stop: inside step 2
+            calls["n"] += 1
+            return calls["n"] == 10
+        on_step = None
+    first = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(), out_dir=tmp_path, stop=stop,
+                          on_step=on_step)
+    assert first.stopped and len(first.steps) == 1
+    second = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(), out_dir=tmp_path)
+    assert not second.stopped and second.resumed_from == len(first.steps)
+    for a, b in zip(_comparable(second), _comparable(full)):
+        _same_rows(a, b)
+    assert second.task_starts == full.task_starts
+    for name in ("last", "best"):
+        got, want = read_checkpoint(tmp_path / name).tensors, read_checkpoint(full_dir / name).tensors
+        assert all(torch.equal(got[n], want[n]) for n in want), name
+    assert (tmp_path / "history.csv").is_file()
+
+
+def test_resume_refuses_other_settings(few_tasks, uninterrupted):
+    out, _ = uninterrupted
+    with pytest.raises(ValueError, match="inner_lr"):
+        meta_pretrain(tiny_model(0.1), few_tasks, resume_config(inner_lr=1e-3), out_dir=out)
+
+
+@pytest.mark.parametrize("kw", [dict(n_views=2, augment="model"), dict(trainable="paper"),
+                                dict(trainable="text", qgr={"lam": 5.0})])
+def test_other_trainable_sets_and_view_cache_run_deterministically(few_tasks, kw):
+    runs = []
+    for _ in range(2):
+        model = tiny_model(0.1)
+        history = meta_pretrain(model, few_tasks, fast(**kw))
+        runs.append((history.steps[-1]["theta_hash"], param_hash(
+            {n: p for n, p in model.named_parameters() if n in history.trainable})))
+        assert all(math.isfinite(s["loss_last"]) for s in history.steps)
+    assert runs[0] == runs[1]
+    if kw.get("trainable") == "paper":
+        assert any(n.startswith("tuned.") for n in history.trainable)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_pretrain_end_to_end_writes_best_last_history(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["pretrain", "--tasks", "demo", "--model", "tiny", "--device", "cpu", "--epochs", "1",
+               "--inner-steps", "1", "--batch-size", "4", "--size", "64", "--types", "gaussian_blur", "jpeg",
+               "darken", "--levels", "5", "--tasks-per-batch", "2", "--holdout", "jpeg",
+               "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "random-init" in err and "meaningless" in err
+    for name in ("best", "last"):
+        assert (out / name / "adapter.safetensors").is_file() and (out / name / "card.json").is_file()
+    card = read_checkpoint(out / "best").card
+    assert card["trainable"] == "prompts" and card["data"]["holdout_tasks"] == ["jpeg"]
+    assert "warning" in card  # random-init backbone
+    frame = pd.read_csv(out / "history.csv")
+    assert set(frame["kind"]) == {"step", "eval"} and frame["meta_step"].max() == 1
+    model = clipiqa.load_model("tiny", device="cpu", prompts=str(out / "best"))  # usable as a meta init
+    assert model.prompt_config.visual_tokens == 100
+    assert main(["pretrain", "--tasks", "nowhere:/x", "--model", "tiny", "--out", str(out)]) == 1
+
+
+def test_cli_pretrain_pools_kadid10k_and_tid2013_folders(tmp_path, capsys):
+    from fixtures_datasets import make_kadid10k, make_tid2013
+    kadid = make_kadid10k(tmp_path / "kadid", n_refs=3, n_types=3, n_levels=2)
+    tid = make_tid2013(tmp_path / "tid", n_refs=3, n_types=2, n_levels=2)
+    out = tmp_path / "out"
+    rc = main(["pretrain", "--tasks", f"kadid10k:{kadid}", f"tid2013:{tid}", "--model", "tiny", "--device", "cpu",
+               "--epochs", "1", "--inner-steps", "1", "--batch-size", "4", "--tasks-per-batch", "4",
+               "--augment", "none", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    data = read_checkpoint(out / "best").card["data"]
+    names = data["train_tasks"] + data["holdout_tasks"]
+    assert sorted(names) == ["kadid10k:01", "kadid10k:02", "kadid10k:03", "tid2013:01", "tid2013:02"]
+    assert len(data["holdout_tasks"]) == 1
+    assert main(["pretrain", "--tasks", f"kadid10k:{kadid}", "--types", "07", "--model", "tiny",
+                 "--out", str(out / "x")]) == 1
+    assert "matched no task" in capsys.readouterr().err
