@@ -1,0 +1,400 @@
+"""Pixel attributions of a scalar quality score (DESIGN 7).
+
+One entry point for every method::
+
+    maps = attribute(model, images, "ig")          # Tensor[B, H, W], aligned with the input pixels
+
+``model`` is any ``nn.Module`` mapping preprocessed images ``[B, 3, H, W]`` to one number per image ``[B]``
+(an :class:`~clipiqa.model.IQAModel` scores ``p_high``); ``target_fn(model, images) -> [B]`` picks another
+scalar (e.g. one scene logit). Grad-CAM needs an ``IQAModel`` (it hooks the ViT blocks).
+
+Sign conventions of the returned maps:
+
+* ``ig``, ``occlusion``, ``smoothgrad``, ``gradcam-conv1``... every method except ``gradcam`` returns the
+  *signed sum over the three channels*: positive pixels push the score up (better quality), negative
+  pixels push it down. For ``ig`` the map sums to ``f(x) - f(baseline)`` (completeness).
+* ``gradcam`` is non-negative by construction (ReLU of the weighted token map).
+* ``absolute=True`` returns the sum over channels of ``|attribution|`` instead (a magnitude map, what the
+  diagnostics use).
+
+Memory stays bounded: images are attributed one at a time, and the interpolation steps of IG, the occluded
+copies and the SmoothGrad noise samples run in internal batches. The model is put in eval mode and its
+parameters stop requiring gradients for the duration; both are restored afterwards. Maps are returned on
+the CPU as float32.
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TargetFn = Callable[[nn.Module, Tensor], Tensor]
+
+# The normalisation of OpenAI CLIP, used when a module does not say its own.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    fn: Callable[..., Tensor]
+    needs_iqa_model: bool = False
+
+
+METHODS: dict[str, Method] = {}
+
+
+def _register(name: str, description: str, needs_iqa_model: bool = False):
+    def wrap(fn):
+        METHODS[name] = Method(name, description, fn, needs_iqa_model)
+        return fn
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------- wrappers
+class ZeroShot(nn.Module):
+    """The zero-shot CLIP view of an :class:`IQAModel`: every call runs with the adapters switched off.
+
+    Use it wherever a model is expected (``attribute``, the diagnostics) to get the "before adaptation"
+    model without loading a second copy. Attributes not defined here (``preprocess``, ``random_init``,
+    ``clip`` ...) are read from the wrapped model.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        with self.inner.adapters_off():
+            return self.inner(images)
+
+    def score(self, images: Tensor) -> Tensor:
+        return self.forward(images)
+
+    def scene_logits(self, images: Tensor) -> Tensor:
+        with self.inner.adapters_off():
+            return self.inner.scene_logits(images)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("inner"), name)
+
+
+def zero_shot(model: nn.Module) -> ZeroShot:
+    """``ZeroShot(model)``: the frozen CLIP with antonym prompts, sharing ``model``'s weights."""
+    return model if isinstance(model, ZeroShot) else ZeroShot(model)
+
+
+@contextmanager
+def unwrap(model: nn.Module) -> Iterator[nn.Module]:
+    """Yield the module to run: a :class:`ZeroShot` yields its inner model with adapters off."""
+    if isinstance(model, ZeroShot):
+        with model.inner.adapters_off():
+            yield model.inner
+    else:
+        yield model
+
+
+def is_iqa_model(model: nn.Module) -> bool:
+    """True for an ``IQAModel`` (or anything with its visual-tower seams)."""
+    return hasattr(model, "clip") and hasattr(model, "visual_blocks") and hasattr(model, "_visual_block")
+
+
+def is_random_init(model: nn.Module) -> bool:
+    """Whether ``model`` runs on random-init weights (its scores are meaningless)."""
+    return bool(getattr(model, "random_init", False))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the first parameter or buffer, CPU for a module without tensors."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients for the duration; both restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]  # per module: set_trainable may mix modes
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+class _Scalar(nn.Module):
+    """``images -> [B]`` from a model and an optional ``target_fn``; checks the shape."""
+
+    def __init__(self, model: nn.Module, target_fn: TargetFn | None):
+        super().__init__()
+        self.model = model
+        self.target_fn = target_fn
+
+    def forward(self, images: Tensor) -> Tensor:
+        out = self.model(images) if self.target_fn is None else self.target_fn(self.model, images)
+        if out.dim() == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.dim() != 1 or out.shape[0] != images.shape[0]:
+            raise ValueError(f"the score function must return one number per image, shape [B]={images.shape[0]}; "
+                             f"got {tuple(out.shape)} (pass target_fn to pick a scalar)")
+        return out.float()
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the model's input normalisation; OpenAI CLIP's when the module does not say."""
+    cfg = getattr(getattr(model, "source", None), "preprocess_cfg", None) or {}
+    return tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
+
+
+def make_baseline(model: nn.Module, images: Tensor, baseline: str | float | Tensor = "black",
+                  blur_sigma: float = 10.0) -> Tensor:
+    """A baseline in the model's (normalised) input space, same shape as ``images``.
+
+    ``"black"``: black pixels (``-mean/std``); ``"zero"``: zeros, i.e. the dataset-mean grey;
+    ``"blur"``: the image under a Gaussian blur of ``blur_sigma`` pixels; a number or tensor is used as is.
+    """
+    if isinstance(baseline, Tensor):
+        return baseline.to(images.device, images.dtype).expand_as(images)
+    if isinstance(baseline, (int, float)):
+        return torch.full_like(images, float(baseline))
+    if baseline == "zero":
+        return torch.zeros_like(images)
+    if baseline == "black":
+        mean, std = normalization(model)
+        black = -torch.tensor(mean, dtype=images.dtype) / torch.tensor(std, dtype=images.dtype)
+        return black.to(images.device).view(1, -1, 1, 1).expand_as(images).clone()
+    if baseline == "blur":
+        return gaussian_blur(images, blur_sigma)
+    raise ValueError(f"baseline={baseline!r} is not allowed; use 'black', 'zero', 'blur', a number or a tensor")
+
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``[B, C, H, W]`` with reflect padding (radius 3 sigma, capped by the size)."""
+    radius = max(1, min(int(3 * sigma + 0.5), min(images.shape[-2:]) - 1))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    c = images.shape[1]
+    out = F.pad(images, (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(out, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _patch_size(model: nn.Module, default: int = 16) -> int:
+    conv1 = getattr(getattr(getattr(model, "clip", None), "visual", None), "conv1", None)
+    return int(conv1.kernel_size[0]) if conv1 is not None else default
+
+
+# ---------------------------------------------------------------------------------------------- methods
+@_register("ig", "Integrated Gradients from a baseline (black by default); signed, sums to f(x) - f(baseline)")
+def _ig(fn: _Scalar, x: Tensor, *, baseline: str | float | Tensor = "black", n_steps: int = 32,
+        internal_batch_size: int = 16, blur_sigma: float = 10.0, method: str = "gausslegendre") -> Tensor:
+    from captum.attr import IntegratedGradients
+    base = make_baseline(_base_model(fn), x, baseline, blur_sigma)
+    return IntegratedGradients(fn).attribute(x, baselines=base, n_steps=n_steps, method=method,
+                                             internal_batch_size=internal_batch_size)
+
+
+@_register("occlusion", "Occlusion: score change when a window is replaced by the baseline (patch-sized by "
+           "default); signed")
+def _occlusion(fn: _Scalar, x: Tensor, *, window: int | None = None, stride: int | None = None,
+               baseline: str | float | Tensor = "zero", perturbations_per_eval: int = 16,
+               blur_sigma: float = 10.0) -> Tensor:
+    from captum.attr import Occlusion
+    window = window or _patch_size(_base_model(fn))
+    stride = stride or window
+    base = make_baseline(_base_model(fn), x, baseline, blur_sigma)
+    # the original minus the occluded score, spread over the window: a positive pixel region raised the score
+    return Occlusion(fn).attribute(x, sliding_window_shapes=(x.shape[1], window, window),
+                                   strides=(x.shape[1], stride, stride), baselines=base,
+                                   perturbations_per_eval=perturbations_per_eval)
+
+
+@_register("smoothgrad", "SmoothGrad: input gradient averaged over noisy copies; signed")
+def _smoothgrad(fn: _Scalar, x: Tensor, *, nt_samples: int = 16, stdevs: float | None = None,
+                noise_level: float = 0.15, nt_samples_batch_size: int = 8) -> Tensor:
+    from captum.attr import NoiseTunnel, Saliency
+    if stdevs is None:  # a share of the input's value range (the SmoothGrad paper's 10-20 %)
+        stdevs = float(noise_level * (x.max() - x.min()).clamp_min(1e-6))
+    return NoiseTunnel(Saliency(fn)).attribute(x, nt_type="smoothgrad", nt_samples=nt_samples,
+                                               nt_samples_batch_size=nt_samples_batch_size, stdevs=stdevs,
+                                               abs=False)
+
+
+@_register("gradcam", "Grad-CAM on the patch-token grid read by a visual block (default the last); non-negative",
+           needs_iqa_model=True)
+def _gradcam(fn: _Scalar, x: Tensor, *, block: int = -1, relu: bool = True) -> Tensor:
+    """Grad-CAM on the tokens *entering* ``block``.
+
+    The patch tokens leaving the last block never reach the CLS-pooled output, so their gradient is zero;
+    the tokens entering a block (the output of the block before) are what its attention reads. ``block=-1``
+    therefore explains the last block's input, the usual choice for ViT Grad-CAM.
+    """
+    model = _base_model(fn)
+    index = _block_index(model, block)
+    score, tokens = _run_capturing_block_input(model, index, fn, x)  # tokens [B, L, W], part of the graph
+    gh, gw = _grid(model, x)
+    n_prefix = tokens.shape[1] - gh * gw  # CLS and the visual prompt tokens come first
+    expected = 1 + (model.visual_prompt.n_tokens if model.adapters_enabled and model.visual_prompt is not None else 0)
+    if n_prefix != expected:
+        raise RuntimeError(f"block {index} reads {tokens.shape[1]} tokens; expected CLS + {expected - 1} prompt "
+                           f"tokens + a {gh}x{gw} patch grid")
+    grads = torch.autograd.grad(score.sum(), tokens)[0]
+    acts = _to_grid(tokens.detach()[:, n_prefix:], gh, gw)  # [B, W, gh, gw]
+    weights = _to_grid(grads[:, n_prefix:], gh, gw).mean(dim=(2, 3), keepdim=True)
+    cam = (weights * acts).sum(dim=1, keepdim=True)
+    if relu:
+        cam = cam.clamp_min(0)
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return cam.expand(-1, x.shape[1], -1, -1) / x.shape[1]  # the channel sum gives the map back
+
+
+def _block_index(model: nn.Module, block: int) -> int:
+    n_blocks = model.n_visual_layers
+    if not -n_blocks <= block < n_blocks:
+        raise ValueError(f"block={block} is not allowed; this model has {n_blocks} visual blocks "
+                         f"(use 0..{n_blocks - 1} or negative indices)")
+    return block % n_blocks
+
+
+def _grid(model: nn.Module, x: Tensor) -> tuple[int, int]:
+    patch_h, patch_w = model.clip.visual.conv1.kernel_size
+    return x.shape[-2] // patch_h, x.shape[-1] // patch_w
+
+
+def _to_grid(tokens: Tensor, gh: int, gw: int) -> Tensor:
+    """Patch tokens ``[B, gh*gw, W]`` (row-major, as ``conv1`` flattens them) to ``[B, W, gh, gw]``."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
+
+
+def _run_capturing_block_input(model: nn.Module, index: int, fn: _Scalar, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Run ``fn(x)``; return the score and the batch-first tokens entering visual block ``index``."""
+    batch_first = getattr(model.clip.visual.transformer, "batch_first", True)
+    captured: dict[str, Tensor] = {}
+
+    def hook(_module, args):
+        captured["tokens"] = args[0] if batch_first else args[0].transpose(0, 1)
+
+    handle = model._visual_block(index).register_forward_pre_hook(hook)
+    try:
+        score = fn(x.requires_grad_(True))
+    finally:
+        handle.remove()
+    return score, captured["tokens"]
+
+
+@_register("gradcam-conv1", "Captum LayerGradCam on the patch embedding (visual.conv1), upsampled; signed unless "
+           "relu=True", needs_iqa_model=True)
+def _gradcam_conv1(fn: _Scalar, x: Tensor, *, relu: bool = False) -> Tensor:
+    from captum.attr import LayerAttribution, LayerGradCam
+    layer = _base_model(fn).clip.visual.conv1
+    cam = LayerGradCam(fn, layer).attribute(x, relu_attributions=relu)  # [B, 1, gh, gw]
+    cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    return cam.expand(-1, x.shape[1], -1, -1) / x.shape[1]
+
+
+def _base_model(fn: _Scalar) -> nn.Module:
+    return fn.model
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def attribute(model: nn.Module, images: Tensor, method: str = "ig", *, target_fn: TargetFn | None = None,
+              absolute: bool = False, **options: Any) -> Tensor:
+    """Attribution maps ``[B, H, W]`` (CPU, float32) of a scalar score for preprocessed ``images [B, 3, H, W]``.
+
+    model: any module mapping images to ``[B]`` (an ``IQAModel``, a :class:`ZeroShot` view, your own function).
+    method: a key of :data:`METHODS` (``ig``, ``occlusion``, ``smoothgrad``, ``gradcam``, ``gradcam-conv1``).
+    target_fn: ``target_fn(model, images) -> [B]``, the scalar to explain instead of ``model(images)``.
+    absolute: sum ``|attr|`` over channels instead of the signed sum (gradcam is non-negative anyway).
+    options: method settings, e.g. ``n_steps``, ``baseline`` ("black", "zero", "blur"), ``internal_batch_size``
+        (ig); ``window``, ``stride``, ``perturbations_per_eval`` (occlusion); ``nt_samples``, ``stdevs`` /
+        ``noise_level`` (smoothgrad); ``block`` (gradcam).
+    """
+    attr = attribute_channels(model, images, method, target_fn=target_fn, **options)
+    return attr.abs().sum(1) if absolute else attr.sum(1)
+
+
+def attribute_channels(model: nn.Module, images: Tensor, method: str = "ig", *, target_fn: TargetFn | None = None,
+                       **options: Any) -> Tensor:
+    """Like :func:`attribute` but keeps the channel axis: ``[B, 3, H, W]`` (CPU, float32)."""
+    spec = _method(method)
+    _check_options(spec, options)
+    if images.dim() != 4:
+        raise ValueError(f"images must be a batch [B, 3, H, W] of preprocessed images; got {tuple(images.shape)}")
+    with unwrap(model) as core:
+        if spec.needs_iqa_model and not is_iqa_model(core):
+            raise TypeError(f"method {method!r} hooks the ViT blocks of a clipiqa IQAModel; {type(core).__name__} "
+                            "is not one (use ig, occlusion or smoothgrad for other score functions)")
+        device = model_device(core)
+        out = []
+        with frozen_eval(core), autocast_off(device):
+            fn = _Scalar(core, target_fn)
+            for i in range(images.shape[0]):  # one image at a time bounds the memory
+                x = images[i:i + 1].detach().to(device, torch.float32).clone()
+                attr = spec.fn(fn, x, **options)
+                out.append(attr.detach().float().cpu())
+    return torch.cat(out) if out else torch.empty(0, *images.shape[1:])
+
+
+def autocast_off(device: torch.device):
+    """Attributions run in float32: a context that disables autocast on ``device``."""
+    return torch.autocast(device_type=device.type, enabled=False) if device.type in ("cuda", "cpu") else nullcontext()
+
+
+def _check_options(spec: Method, options: dict[str, Any]) -> None:
+    allowed = [p for p in inspect.signature(spec.fn).parameters if p not in ("fn", "x")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"method {spec.name!r} does not take option(s) {', '.join(unknown)}; "
+                        f"it takes {', '.join(allowed) or 'no options'}")
+
+
+def _method(name: str) -> Method:
+    if name not in METHODS:
+        listing = "; ".join(f"{m.name}: {m.description}" for m in METHODS.values())
+        raise ValueError(f"unknown attribution method {name!r}; use one of: {listing}")
+    return METHODS[name]
+
+
+@torch.no_grad()
+def completeness_error(model: nn.Module, images: Tensor, attributions: Tensor,
+                       baseline: str | float | Tensor = "black", *, target_fn: TargetFn | None = None,
+                       eps: float = 1e-8) -> Tensor:
+    """Relative IG completeness error per image: ``|sum(attr) - (f(x) - f(b))| / |f(x) - f(b)|``.
+
+    ``attributions`` may be ``[B, 3, H, W]`` or the signed ``[B, H, W]`` maps of :func:`attribute` (their sums
+    are equal). ``baseline`` as in :func:`make_baseline`. Near 0 when the integral is well approximated; grows
+    when ``n_steps`` is too small. Returns a CPU tensor ``[B]``.
+    """
+    with unwrap(model) as core, frozen_eval(core):
+        device = model_device(core)
+        fn = _Scalar(core, target_fn)
+        x = images.to(device, torch.float32)
+        delta = (fn(x) - fn(make_baseline(core, x, baseline))).float().cpu()
+    total = attributions.reshape(attributions.shape[0], -1).sum(1).float().cpu()
+    return (total - delta).abs() / delta.abs().clamp_min(eps)
+
+
+
+
+__all__ = ["METHODS", "Method", "ZeroShot", "zero_shot", "attribute", "attribute_channels", "completeness_error",
+           "make_baseline", "gaussian_blur", "normalization", "frozen_eval", "is_random_init", "is_iqa_model",
+           "CLIP_MEAN", "CLIP_STD"]

@@ -1,0 +1,489 @@
+"""Quantified diagnostics: does a quality score track distortions or content? (DESIGN 7)
+
+* :func:`distortion_focus` distorts a known rectangle of each clean reference and measures how much of the
+  attribution mass falls inside it, relative to its area (1 = no preference, > 1 = the score looks at the
+  distortion).
+* :func:`content_vs_distortion` scores a grid references x distortion types x levels and reports the share of
+  score variance explained by the distortion level, by the content and by the type (eta squared).
+* :func:`scene_drift_table` measures how far each model's scene distribution moved from zero-shot CLIP.
+* :func:`compare_models` runs the three for several models into one tidy table.
+
+Every result says whether a random-init model took part (``random_init``); then its numbers describe the
+machinery only and carry the note "random-init weights: meaningless".
+
+Geometry: :func:`to_model_input` resizes and centre-crops exactly like the model's own preprocessing, so that
+masks and attribution maps live in the same (input pixel) coordinates.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision import transforms as T
+
+from .attribution import (CLIP_MEAN, CLIP_STD, TargetFn, ZeroShot, attribute, frozen_eval, is_random_init,
+                          model_device, unwrap, zero_shot)
+
+RANDOM_INIT_NOTE = "random-init weights: meaningless"
+ImageLike = np.ndarray | Image.Image
+References = Mapping[str, ImageLike] | Sequence[ImageLike]
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass
+class FocusResult:
+    """:func:`distortion_focus` output: ``summary`` numbers, one ``table`` row per reference, and the maps."""
+    summary: dict[str, Any]
+    table: pd.DataFrame
+    random_init: bool
+    images: list[np.ndarray] = field(default_factory=list, repr=False)  # distorted uint8 crops
+    masks: list[np.ndarray] = field(default_factory=list, repr=False)   # bool H x W
+    maps: Tensor | None = field(default=None, repr=False)               # |attribution| [N, H, W]
+
+
+@dataclass
+class CVDResult:
+    """:func:`content_vs_distortion` output: ``summary`` (eta squared ...) and one ``table`` row per image."""
+    summary: dict[str, Any]
+    table: pd.DataFrame
+    random_init: bool
+
+
+def note_for(random_init: bool) -> str:
+    """The note every table and figure carries for random-init models ("" otherwise)."""
+    return RANDOM_INIT_NOTE if random_init else ""
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def eval_transform(model: nn.Module) -> Callable:
+    """The model's preprocessing (``model.preprocess``); OpenAI CLIP's 224 px transform for other modules."""
+    core = model.inner if isinstance(model, ZeroShot) else model
+    if hasattr(type(core), "preprocess") or "preprocess" in vars(core):
+        return core.preprocess
+    return T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
+                      T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+def split_transform(transform: Callable) -> tuple[Callable, Callable]:
+    """Split a ``Compose`` at its ``ToTensor`` step: (PIL -> PIL geometry, pixels -> normalised tensor)."""
+    steps = list(getattr(transform, "transforms", [transform]))
+    for i, step in enumerate(steps):
+        if "ToTensor" in type(step).__name__:
+            return T.Compose(steps[:i]), T.Compose(steps[i:])
+    raise ValueError(f"cannot find the ToTensor step in {transform!r}; pass a torchvision Compose that resizes, "
+                     "crops, converts to a tensor and normalises")
+
+
+def as_uint8(image: ImageLike) -> np.ndarray:
+    """An RGB ``uint8`` H x W x 3 array from a PIL image or an array (greyscale is replicated)."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 H x W x 3 image; got {image.dtype} {image.shape}")
+    return image
+
+
+def to_model_input(model: nn.Module, image: ImageLike, transform: Callable | None = None
+                   ) -> tuple[Tensor, np.ndarray]:
+    """Resize/crop ``image`` exactly like the model's preprocessing.
+
+    Returns ``(tensor [3, H, W], crop uint8 H x W x 3)``: the crop is what the model sees, in input pixel
+    coordinates, so a mask drawn on it lines up with attribution maps. ``pixels_to_input(model, crop)``
+    equals the tensor.
+    """
+    geometry, _ = split_transform(transform or eval_transform(model))
+    crop = as_uint8(geometry(Image.fromarray(as_uint8(image))))
+    return pixels_to_input(model, crop, transform), crop
+
+
+def pixels_to_input(model: nn.Module, crop: np.ndarray, transform: Callable | None = None) -> Tensor:
+    """Normalise an already resized/cropped ``uint8`` image (no geometry change): ``[3, H, W]``."""
+    _, to_tensor = split_transform(transform or eval_transform(model))
+    return to_tensor(Image.fromarray(as_uint8(crop)))
+
+
+def _as_named(references: References | ImageLike, prefix: str = "image") -> dict[str, ImageLike]:
+    """A name -> image dict from a dict, a list, or one image."""
+    if isinstance(references, Mapping):
+        return dict(references)
+    if isinstance(references, Image.Image) or (isinstance(references, np.ndarray) and references.ndim == 3):
+        references = [references]  # one image
+    return {f"{prefix}{i}": im for i, im in enumerate(references)}
+
+
+# ---------------------------------------------------------------------------------------------- focus
+def focus_ratio(attr_map: Tensor | np.ndarray, mask: np.ndarray | Tensor) -> float:
+    """(attribution mass inside ``mask`` / total mass) / (mask area / image area), on ``|attr_map|``.
+
+    1 = the attribution has no preference for the masked region; > 1 = it concentrates there; NaN when the
+    map is all zero.
+    """
+    a = np.abs(np.asarray(attr_map.detach().cpu() if isinstance(attr_map, Tensor) else attr_map, dtype=np.float64))
+    m = np.asarray(mask.cpu() if isinstance(mask, Tensor) else mask, dtype=bool)
+    if a.shape != m.shape:
+        raise ValueError(f"attribution map {a.shape} and mask {m.shape} must have the same shape")
+    area = m.mean()
+    if area in (0.0, 1.0):
+        raise ValueError("the mask must cover part of the image, not none or all of it")
+    total = a.sum()
+    if not total > 0:
+        return float("nan")
+    return float(a[m].sum() / total / area)
+
+
+def rectangle_mask(height: int, width: int, fraction: float, rng: np.random.Generator | None = None,
+                   corner: int | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A rectangle covering ``fraction`` of the image (same aspect ratio as the image).
+
+    Placed at a random position drawn from ``rng``, or in ``corner`` 0..3 (top-left, top-right, bottom-left,
+    bottom-right). Returns ``(bool mask H x W, (top, left, bottom, right))``.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"mask_fraction={fraction} is not allowed; use a number between 0 and 1")
+    side = math.sqrt(fraction)
+    mh, mw = max(1, round(height * side)), max(1, round(width * side))
+    if corner is not None:
+        top = 0 if corner in (0, 1) else height - mh
+        left = 0 if corner in (0, 2) else width - mw
+    else:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        top, left = int(rng.integers(0, height - mh + 1)), int(rng.integers(0, width - mw + 1))
+    mask = np.zeros((height, width), dtype=bool)
+    mask[top:top + mh, left:left + mw] = True
+    return mask, (top, left, top + mh, left + mw)
+
+
+def distortion_focus(model: nn.Module, references: References, distortion: str = "gaussian_blur", level: int = 4,
+                     mask_fraction: float = 0.25, method: str = "ig", seed: int = 0, *,
+                     placement: str = "random", control: bool = True, transform: Callable | None = None,
+                     target_fn: TargetFn | None = None, keep_maps: bool = True, **attr_options: Any) -> FocusResult:
+    """Distort a known rectangle of each clean reference; measure the attribution focus on it.
+
+    For each reference: crop it like the model's preprocessing, draw a rectangle covering ``mask_fraction``
+    (``placement`` "random" from ``seed``, or "quadrants": the four corners in turn), apply ``distortion`` at
+    ``level`` inside it only, attribute the score (``method``, absolute maps) and compute :func:`focus_ratio`.
+    With ``control`` the clean image is attributed too, with the same mask: its focus (``focus_clean``) is what
+    the content alone draws to that region, and ``focus - focus_clean`` what the distortion adds.
+    """
+    from clipiqa.data.distortions import apply_distortion
+    if placement not in ("random", "quadrants"):
+        raise ValueError(f"placement={placement!r} is not allowed; use 'random' or 'quadrants'")
+    rng = np.random.default_rng(seed)
+    random_init = is_random_init(model)
+    rows, images, masks, maps = [], [], [], []
+    for i, (name, reference) in enumerate(_as_named(references, "reference").items()):
+        x_clean, crop = to_model_input(model, reference, transform)
+        corner = i % 4 if placement == "quadrants" else None
+        mask, box = rectangle_mask(crop.shape[0], crop.shape[1], mask_fraction, rng, corner)
+        distorted = apply_distortion(crop, distortion, level, rng=rng, mask=mask)
+        x_dist = pixels_to_input(model, distorted, transform)
+        batch = torch.stack([x_dist, x_clean]) if control else x_dist[None]
+        attr = attribute(model, batch, method, target_fn=target_fn, absolute=True, **attr_options)
+        scores = score_tensors(model, batch, target_fn=target_fn)
+        changed = float((distorted != crop).any(axis=2)[mask].mean())
+        row = {"reference": name, "distortion": distortion, "level": level, "method": method,
+               "mask_fraction": float(mask.mean()), "mask_top": box[0], "mask_left": box[1], "mask_bottom": box[2],
+               "mask_right": box[3], "mask_pixels_changed": changed, "focus": focus_ratio(attr[0], mask),
+               "score_distorted": float(scores[0])}
+        if control:
+            row.update(focus_clean=focus_ratio(attr[1], mask), score_clean=float(scores[1]),
+                       score_drop=float(scores[1] - scores[0]))
+        rows.append(row)
+        if keep_maps:
+            images.append(distorted)
+            masks.append(mask)
+            maps.append(attr[0])
+    table = _finish(pd.DataFrame(rows), random_init)
+    summary = _focus_summary(table, distortion, level, method, mask_fraction, random_init)
+    return FocusResult(summary, table, random_init, images, masks, torch.stack(maps) if maps else None)
+
+
+def _focus_summary(table: pd.DataFrame, distortion: str, level: int, method: str, mask_fraction: float,
+                   random_init: bool) -> dict[str, Any]:
+    summary = {"n_images": len(table), "distortion": distortion, "level": level, "method": method,
+               "mask_fraction": mask_fraction, "focus_mean": _mean(table, "focus"),
+               "focus_median": float(table["focus"].median()) if len(table) else float("nan"),
+               "share_focus_above_1": float((table["focus"] > 1).mean()) if len(table) else float("nan")}
+    if "focus_clean" in table:
+        summary.update(focus_clean_mean=_mean(table, "focus_clean"),
+                       focus_gain_mean=float((table["focus"] - table["focus_clean"]).mean()),
+                       score_drop_mean=_mean(table, "score_drop"))
+    summary.update(random_init=random_init, note=note_for(random_init))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+@torch.no_grad()
+def score_tensors(model: nn.Module, images: Tensor, batch_size: int = 32, target_fn: TargetFn | None = None
+                  ) -> np.ndarray:
+    """Scores ``[N]`` (float64 numpy) of preprocessed images, in batches, in eval mode (restored after)."""
+    out = []
+    with unwrap(model) as core, frozen_eval(core):
+        device = model_device(core)
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start:start + batch_size].to(device, torch.float32)
+            s = core(x) if target_fn is None else target_fn(core, x)
+            out.append(s.float().cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+# ---------------------------------------------------------------------------------------------- content vs distortion
+def eta_squared(values: Sequence[float] | np.ndarray, groups: Sequence[Any] | np.ndarray) -> float:
+    """Share of the variance of ``values`` explained by ``groups``: SS_between / SS_total.
+
+    NaN values are dropped; NaN when fewer than two values remain or ``SS_total == 0``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    g = np.asarray(groups, dtype=object)
+    if v.shape != g.shape:
+        raise ValueError(f"values {v.shape} and groups {g.shape} must have the same length")
+    keep = ~np.isnan(v)
+    v, g = v[keep], g[keep]
+    if v.size < 2:
+        return float("nan")
+    ss_total = float(((v - v.mean()) ** 2).sum())
+    if ss_total == 0:
+        return float("nan")
+    frame = pd.DataFrame({"v": v, "g": g})
+    stats = frame.groupby("g", sort=False)["v"].agg(["mean", "size"])
+    ss_between = float((stats["size"] * (stats["mean"] - v.mean()) ** 2).sum())
+    return ss_between / ss_total
+
+
+def content_vs_distortion(model: nn.Module, references: References, types: Iterable[str] | None = None,
+                          levels: Iterable[int] = (1, 2, 3, 4, 5), seed: int = 0, batch_size: int = 32, *,
+                          include_reference: bool = True, transform: Callable | None = None,
+                          target_fn: TargetFn | None = None) -> CVDResult:
+    """Score references x ``types`` x ``levels``; how much of the score variance each factor explains.
+
+    Distortions are applied to the model-input crop (what the model sees), with one seed per (reference, type)
+    so that the levels of a cell are nested. ``include_reference`` adds the clean crops as level 0
+    (distortion "reference") for the curves; the eta squared values and rank correlations use the distorted
+    grid only (level >= 1):
+
+    * ``eta2_level``, ``eta2_content``, ``eta2_type``: one-way eta squared of the score by level, by reference,
+      by type. A score that tracks quality has ``eta2_level`` well above ``eta2_content``.
+    * ``srcc_level``: Spearman correlation of score and level over the grid (negative = worse with level);
+      ``srcc_level_within``: its mean over (reference, type) cells.
+    """
+    from clipiqa.data.demo import DEFAULT_TYPES
+    types = list(DEFAULT_TYPES if types is None else types)
+    levels = sorted(set(int(v) for v in levels))
+
+    rows, scores = [], []
+    grid = _distorted_grid(model, references, types, levels, seed, include_reference, transform)
+    for chunk in _chunks(grid, batch_size):  # only one batch of tensors in memory at a time
+        rows += [row for row, _ in chunk]
+        scores.append(score_tensors(model, torch.stack([x for _, x in chunk]), batch_size, target_fn))
+    table = pd.DataFrame(rows, columns=["reference", "distortion", "level"])
+    table["score"] = np.concatenate(scores) if scores else np.zeros(0)
+    random_init = is_random_init(model)
+    table = _finish(table, random_init)
+    return CVDResult(cvd_summary(table, random_init), table, random_init)
+
+
+def _distorted_grid(model: nn.Module, references: References, types: list[str], levels: list[int], seed: int,
+                    include_reference: bool, transform: Callable | None) -> Iterator[tuple[dict, Tensor]]:
+    """Yield ``(row, input tensor)`` for every reference (level 0) and reference x type x level."""
+    from clipiqa.data.distortions import apply_distortion
+    for r, (name, reference) in enumerate(_as_named(references, "reference").items()):
+        x_clean, crop = to_model_input(model, reference, transform)
+        if include_reference:
+            yield {"reference": name, "distortion": "reference", "level": 0}, x_clean
+        for t, kind in enumerate(types):
+            for level in levels:  # a fresh generator with the same seed per level: nested levels
+                distorted = apply_distortion(crop, kind, level, rng=np.random.default_rng([seed, r, t]))
+                yield {"reference": name, "distortion": kind, "level": level}, pixels_to_input(model, distorted,
+                                                                                               transform)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def cvd_summary(table: pd.DataFrame, random_init: bool = False) -> dict[str, Any]:
+    """The content-vs-distortion numbers of a table with ``reference, distortion, level, score``."""
+    grid = table[table["level"] >= 1]
+    summary = {"n_images": len(grid), "n_references": grid["reference"].nunique(),
+               "n_types": grid["distortion"].nunique(), "levels": sorted(grid["level"].unique().tolist()),
+               "eta2_level": eta_squared(grid["score"], grid["level"]),
+               "eta2_content": eta_squared(grid["score"], grid["reference"]),
+               "eta2_type": eta_squared(grid["score"], grid["distortion"]),
+               "srcc_level": _spearman(grid["level"], grid["score"]),
+               "srcc_level_within": _nanmean([_spearman(c["level"], c["score"])
+                                              for _, c in grid.groupby(["reference", "distortion"])])}
+    summary["dominant"] = ("distortion level" if summary["eta2_level"] > summary["eta2_content"]
+                           else "content" if summary["eta2_content"] > summary["eta2_level"] else "undecided")
+    summary.update(random_init=random_init, note=note_for(random_init))
+    return summary
+
+
+def _spearman(x: Iterable[float], y: Iterable[float]) -> float:
+    from scipy.stats import spearmanr
+    x, y = np.asarray(list(x), dtype=np.float64), np.asarray(list(y), dtype=np.float64)
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(x, y)[0])
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _mean(table: pd.DataFrame, column: str) -> float:
+    return float(table[column].mean()) if len(table) else float("nan")
+
+
+def _finish(table: pd.DataFrame, random_init: bool) -> pd.DataFrame:
+    table["random_init"] = random_init
+    table["note"] = note_for(random_init)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- scene drift
+def scene_drift_table(models: Mapping[str, nn.Module], images: Tensor | References, teacher: nn.Module | None = None,
+                      batch_size: int = 32, transform: Callable | None = None) -> pd.DataFrame:
+    """Per model and image: ``KL(teacher || model)`` of the scene distribution and the top scenes.
+
+    ``images``: preprocessed ``[N, 3, H, W]``, or raw images (arrays / PIL, a list or a name -> image dict)
+    that each model preprocesses itself. ``teacher``: zero-shot CLIP; by default the first model with its
+    adapters off; an ``IQAModel`` given here is also used with its adapters off (the teacher is the frozen
+    CLIP by definition). Columns: ``model, image, scene_drift, top_scene, top_scene_label, top_prob,
+    teacher_top_scene, same_top_scene, random_init, note``; :func:`summarize_scene_drift` gives the means.
+    """
+    from clipiqa.losses import scene_drift
+    if not models:
+        raise ValueError("give at least one model")
+    teacher = zero_shot(teacher if teacher is not None else next(iter(models.values())))
+    names = _image_names(images)
+    t_logits = _scene_logits(teacher, images, batch_size, transform)
+    scenes = _scenes_of(teacher)
+    random_init = any(is_random_init(m) for m in models.values()) or is_random_init(teacher)
+    rows = []
+    for label, model in models.items():
+        s_logits = _scene_logits(model, images, batch_size, transform)
+        probs = s_logits.softmax(-1)
+        for i, name in enumerate(names):
+            top, t_top = int(probs[i].argmax()), int(t_logits[i].argmax())
+            rows.append({"model": label, "image": name,
+                         "scene_drift": float(scene_drift(s_logits[i:i + 1], t_logits[i:i + 1])),
+                         "top_scene": scenes[top], "top_scene_label": _scene_label(scenes[top]),
+                         "top_prob": float(probs[i, top]), "teacher_top_scene": scenes[t_top],
+                         "same_top_scene": top == t_top})
+    table = _finish(pd.DataFrame(rows), random_init)
+    table.attrs["random_init"] = random_init
+    return table
+
+
+def summarize_scene_drift(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: mean and median scene drift, share of images whose top scene stayed the teacher's."""
+    out = table.groupby("model", sort=False).agg(
+        scene_drift_mean=("scene_drift", "mean"), scene_drift_median=("scene_drift", "median"),
+        top_scene_agreement=("same_top_scene", "mean"), n_images=("image", "size")).reset_index()
+    random_init = bool(table["random_init"].any()) if "random_init" in table else False
+    return _finish(out, random_init)
+
+
+def _image_names(images: Tensor | References) -> list[str]:
+    if isinstance(images, Tensor):
+        return [f"image{i}" for i in range(images.shape[0])]
+    return list(_as_named(images).keys())
+
+
+@torch.no_grad()
+def _scene_logits(model: nn.Module, images: Tensor | References, batch_size: int,
+                  transform: Callable | None) -> Tensor:
+    if not isinstance(images, Tensor):
+        images = torch.stack([to_model_input(model, im, transform)[0] for im in _as_named(images).values()])
+    out = []
+    with unwrap(model) as core, frozen_eval(core):
+        device = model_device(core)
+        for start in range(0, images.shape[0], batch_size):
+            out.append(core.scene_logits(images[start:start + batch_size].to(device, torch.float32)).float().cpu())
+    return torch.cat(out)
+
+
+def _scenes_of(model: nn.Module) -> tuple[str, ...]:
+    from clipiqa.prompts import SCENES
+    return tuple(getattr(model, "scenes", SCENES))
+
+
+def _scene_label(scene: str) -> str:
+    from clipiqa.prompts import SCENE_LABELS
+    return SCENE_LABELS.get(scene, scene.replace("_", " "))
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+def compare_models(models: Mapping[str, nn.Module], references: References, *, distortion: str = "gaussian_blur",
+                   level: int = 4, mask_fraction: float = 0.25, method: str = "ig",
+                   types: Iterable[str] | None = None, levels: Iterable[int] = (1, 2, 3, 4, 5), seed: int = 0,
+                   batch_size: int = 32, scene_images: Tensor | References | None = None,
+                   teacher: nn.Module | None = None, return_tables: bool = False, **attr_options: Any
+                   ) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Run the three diagnostics for every model; one tidy table ``model, diagnostic, metric, value``.
+
+    ``models``: labels -> models, e.g. ``{"zero-shot": zero_shot(m), "adapted": m, "adapted + QGR": m_qgr}``.
+    The scene drift uses ``scene_images`` (default: the clean references) against ``teacher`` (default: the
+    first model with adapters off). With ``return_tables`` also the detailed tables (``focus``, ``content``,
+    ``scene``), each with a ``model`` column, ready for the plots.
+    """
+    types = None if types is None else list(types)
+    levels = tuple(levels)
+    rows, focus_tables, cvd_tables = [], [], []
+    for label, model in models.items():
+        focus = distortion_focus(model, references, distortion, level, mask_fraction, method, seed,
+                                 keep_maps=False, **attr_options)
+        cvd = content_vs_distortion(model, references, types, levels, seed, batch_size)
+        rows += _metric_rows(label, "distortion_focus", focus.summary,
+                             ("focus_mean", "focus_median", "share_focus_above_1", "focus_clean_mean",
+                              "focus_gain_mean", "score_drop_mean"))
+        rows += _metric_rows(label, "content_vs_distortion", cvd.summary,
+                             ("eta2_level", "eta2_content", "eta2_type", "srcc_level", "srcc_level_within"))
+        focus_tables.append(focus.table.assign(model=label))
+        cvd_tables.append(cvd.table.assign(model=label))
+    scene = scene_drift_table(models, scene_images if scene_images is not None else references, teacher, batch_size)
+    for _, r in summarize_scene_drift(scene).iterrows():
+        rows += _metric_rows(r["model"], "scene_drift", r, ("scene_drift_mean", "top_scene_agreement"))
+    random_init = any(is_random_init(m) for m in models.values())
+    table = _finish(pd.DataFrame(rows, columns=["model", "diagnostic", "metric", "value"]), random_init)
+    table.attrs["random_init"] = random_init
+    if not return_tables:
+        return table
+    tables = {"focus": _move_model_first(pd.concat(focus_tables, ignore_index=True)),
+              "content": _move_model_first(pd.concat(cvd_tables, ignore_index=True)), "scene": scene}
+    return table, tables
+
+
+def _metric_rows(label: str, diagnostic: str, summary: Mapping[str, Any], metrics: Sequence[str]) -> list[dict]:
+    return [{"model": label, "diagnostic": diagnostic, "metric": m, "value": float(summary[m])}
+            for m in metrics if m in summary]
+
+
+def _move_model_first(table: pd.DataFrame) -> pd.DataFrame:
+    return table[["model"] + [c for c in table.columns if c != "model"]]
+
+
+__all__ = ["FocusResult", "CVDResult", "RANDOM_INIT_NOTE", "focus_ratio", "rectangle_mask", "distortion_focus",
+           "eta_squared", "content_vs_distortion", "cvd_summary", "scene_drift_table", "summarize_scene_drift",
+           "compare_models", "to_model_input", "pixels_to_input", "eval_transform", "split_transform",
+           "score_tensors", "note_for", "ZeroShot", "zero_shot"]
