@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .imageio import ImageLoadError, load_image
+from .imageio import ImageLoadError, list_images, load_image
 
 ProgressFn = Callable[[int, int], None]
 
@@ -50,9 +50,11 @@ def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 
                 amp: bool | None = None, progress: ProgressFn | None = None) -> pd.DataFrame:
     """Score files with ``model`` (on its device). Returns ``path, score, status, error`` in input order.
 
+    Folders in ``paths`` are expanded (recursively, image extensions); named files are always kept.
+
     ``status`` is "ok" or "error"; ``score`` is NaN for errors. ``progress(done, total)`` is called per batch.
     """
-    paths = [os.fspath(p) for p in paths]
+    paths = list_images([os.fspath(p) for p in paths])
     scores = [float("nan")] * len(paths)
     errors = [""] * len(paths)
     loader = DataLoader(ImageFiles(paths, model.preprocess), batch_size=batch_size, num_workers=num_workers,
