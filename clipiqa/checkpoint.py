@@ -123,4 +123,5 @@ def apply_checkpoint(model, checkpoint: Checkpoint | str | os.PathLike) -> dict[
                 raise CheckpointMismatchError(f"tensor {name}: checkpoint shape {tuple(t.shape)} != model "
                                               f"shape {tuple(p.shape)}")
             p.copy_(t.to(p.device, p.dtype))
+    model.enable_adapters(True)
     return checkpoint.card

@@ -79,6 +79,14 @@ class IQAModel(nn.Module):
             self.visual_prompt.eval()
         return self
 
+    def enable_adapters(self, enabled: bool = True) -> "IQAModel":
+        """Switch every learnable part on (prompted / adapted model) or off (frozen CLIP, antonym prompts).
+
+        ``load_model`` leaves them off unless a checkpoint is applied: untrained prompts score nothing useful.
+        Training (``set_trainable``) and ``apply_checkpoint`` switch them on."""
+        self.adapters_enabled = bool(enabled)
+        return self
+
     @contextmanager
     def adapters_off(self) -> Iterator["IQAModel"]:
         """Temporarily the frozen CLIP with antonym prompts (zero-shot baseline / teacher)."""
@@ -124,6 +132,8 @@ class IQAModel(nn.Module):
         Returns the names of the trainable tensors."""
         if which not in TRAINABLE_SETS:
             raise ValueError(f"trainable set {which!r} is not allowed; use one of {', '.join(TRAINABLE_SETS)}")
+        if which != "none":
+            self.enable_adapters(True)
         if which == "paper":
             # backbones shallower than k + 1 blocks (the tiny test model) tune their last n - 1 blocks
             self.add_tuned_blocks(max(1, min(k, self.n_visual_layers - 1, len(self.clip.transformer.resblocks) - 1)))
@@ -337,6 +347,8 @@ def load_model(name: str = "vitb16-openai", weights: str | None = None, device: 
     weights: a local weights file or open_clip folder; never touches the network when given.
     device: "cuda", "cpu", or None/"auto".
     prompts: a ``PromptConfig`` (or its dict), or the path of a clipiqa checkpoint to load onto the model.
+        Without a checkpoint the adapters start switched off: the model scores zero-shot (frozen CLIP with
+        antonym prompts) until it is trained or ``enable_adapters()`` is called.
     seed: seeds the prompt initialisation.
     """
     preset: Preset = get_preset(name)
@@ -352,6 +364,7 @@ def load_model(name: str = "vitb16-openai", weights: str | None = None, device: 
         prompt_config = prompts or PromptConfig()
     tokenizer = open_clip.get_tokenizer(preset.arch, context_length=clip.context_length)
     model = IQAModel(clip, tokenizer, source, prompt_config, seed=seed)
+    model.enable_adapters(False)
     if checkpoint is not None:
         from .checkpoint import apply_checkpoint
         apply_checkpoint(model, checkpoint)

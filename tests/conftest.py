@@ -24,8 +24,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def tiny():
+    """The tiny model with its (untrained) prompts switched on, as a model in training sees them."""
     import clipiqa
-    return clipiqa.load_model("tiny", device="cpu")
+    return clipiqa.load_model("tiny", device="cpu").enable_adapters()
 
 
 @pytest.fixture

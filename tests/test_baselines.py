@@ -142,7 +142,7 @@ def test_classical_ridge_learns_blur_severity_on_unseen_contents():
 
 
 def test_clip_features_are_frozen_and_normalised(photo, tmp_path):
-    model = clipiqa.load_model("tiny", device="cpu")
+    model = clipiqa.load_model("tiny", device="cpu").enable_adapters()
     paths = []
     for i, img in enumerate((photo, _blur(photo, 2), _jpeg(photo, 10))):
         paths.append(tmp_path / f"{i}.png")

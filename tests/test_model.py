@@ -158,3 +158,16 @@ def test_device_resolution_errors_are_actionable():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_a_fresh_model_scores_zero_shot_until_adapted(images, tmp_path):
+    fresh = clipiqa.load_model("tiny")
+    assert not fresh.adapters_enabled  # untrained prompts would score nothing useful
+    with torch.no_grad():
+        zero_shot = fresh.score(images)
+        with fresh.adapters_off():
+            torch.testing.assert_close(fresh.score(images), zero_shot, rtol=0, atol=0)
+    fresh.set_trainable("prompts")
+    assert fresh.adapters_enabled
+    clipiqa.save_checkpoint(fresh, tmp_path / "ckpt")
+    assert clipiqa.load_model("tiny", prompts=tmp_path / "ckpt").adapters_enabled

@@ -1,0 +1,17 @@
+"""ipywidgets panels for the notebook loop (installed as ``clipiqa.widgets``).
+
+* :class:`LabelPanel` - rate images on a named scale; autosave, skip, undo, resume, suggestions.
+* :class:`AdaptPanel` - adaptation settings, Run/Stop, live progress, loss and SRCC curves.
+* :class:`ComparePanel` - with vs without QGR on identical splits: table, plots, gradient-cosine traces.
+* :class:`AttributionViewer` - attribution maps before/after adaptation, overlay, diagnostics.
+
+Each panel is an ``ipywidgets.VBox`` of stock widgets (no front-end extension to build); its logic lives in
+plain methods that code and tests call directly. Every panel shows a "random-init weights: scores are
+meaningless" banner when the model is the random-init ``tiny`` smoke-test model.
+"""
+from .adapt import AdaptPanel
+from .attribution import AttributionViewer
+from .compare import CompareResult, ComparePanel
+from .label import LabelPanel
+
+__all__ = ["LabelPanel", "AdaptPanel", "ComparePanel", "CompareResult", "AttributionViewer"]

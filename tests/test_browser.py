@@ -1,0 +1,342 @@
+"""Real JupyterLab in Debian's Chromium, driven by Playwright: the panels work where users use them.
+
+The test starts ``jupyter lab`` on a free port with a fresh ``JUPYTER_CONFIG_DIR`` (kernel auto-start, no news
+or update checks, read-only extension manager) on a temporary copy of ``notebooks/`` and ``CLIPIQA_SMOKE=1``.
+
+* 02: run all cells, rate images by clicking *Save + next*, by the keys box and by the slider handle's arrow
+  key, undo with the button, and see ``labels.csv`` change on disk after each.
+* 03: run all cells and watch the progress bar advance while the kernel is busy in the blocking run; then start
+  a background run with the *Run* button (kernel idle: the notebook stays usable), see it advance, press *Stop*
+  and see it stop, with a checkpoint marked stopped on disk.
+
+Screenshots go to ``test-output/browser/`` in the repository (printed at the end). Skipped when
+``/usr/bin/chromium`` is missing (``scripts/setup.sh test`` installs it as root).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "test-output" / "browser"
+TOKEN = "clipiqa-browser-test"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: install Debian's chromium "
+                       "(apt-get install -y chromium, or scripts/setup.sh test as root) to run the browser tests"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                       reason="playwright is not installed: pip install -e '.[test]'"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_settings(config_dir: Path) -> None:
+    settings = config_dir / "lab" / "user-settings" / "@jupyterlab"
+    for plugin, values in {"notebook-extension/tracker": {"autoStartDefaultKernel": True},
+                           "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}
+                           }.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+def _set_parameters(path: Path, **values) -> None:
+    """Append assignments to the notebook's parameters cell (what papermill-style injection does)."""
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A running JupyterLab on a copy of the notebooks; yields (base url, notebooks folder)."""
+    root = tmp_path_factory.mktemp("lab")
+    notebooks = root / "notebooks"
+    shutil.copytree(REPO / "notebooks", notebooks, ignore=shutil.ignore_patterns("clipiqa-work", ".ipynb_checkpoints"))
+    _set_parameters(notebooks / "02_label_a_few.ipynb", N_LABELS=5)  # leave images for the clicks to label
+    # 03 in its own session (40 stand-in labels, 30 to train, 10 held out) and long enough to watch it advance
+    _set_parameters(notebooks / "03_adapt_on_gpu.ipynb", EPOCHS=40, SESSION="clipiqa-work/smoke/adapt-session")
+    config = root / "jupyter-config"
+    _write_settings(config)
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), CLIPIQA_SMOKE="1", HF_HUB_OFFLINE="1",
+               CLIPIQA_CACHE=str(root / "cache"), IPYTHONDIR=str(root / "ipython"),
+               JUPYTER_RUNTIME_DIR=str(root / "runtime"))
+    env.setdefault("OMP_NUM_THREADS", "1")  # see tests/test_notebooks.py
+    env.pop("MPLBACKEND", None)
+    port = _free_port()
+    jupyter = Path(sys.executable).parent / "jupyter"
+    log = open(root / "lab.log", "w")
+    proc = subprocess.Popen(
+        [str(jupyter), "lab", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={notebooks}",
+         "--LabApp.extension_manager=readonly"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"jupyter lab did not start; log: {(root / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield url, notebooks
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    shutil.rmtree(SHOTS, ignore_errors=True)  # only this run's screenshots
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+    print(f"\nscreenshots: {SHOTS}")
+
+
+@pytest.fixture
+def page(browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(120_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _open(page, url: str, name: str) -> None:
+    """Open a notebook and wait until its kernel has been idle for two seconds in a row (JupyterLab may start
+    and replace a first kernel right after opening)."""
+    page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?token={TOKEN}")  # one notebook per workspace
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell")
+    indicator = page.locator(".jp-Notebook-ExecutionIndicator")
+    idle_since = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status_bar = page.locator("#jp-main-statusbar").inner_text()
+        if indicator.get_attribute("data-status") == "idle" and "| Idle" in status_bar:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > 2:
+                return
+        else:
+            idle_since = None
+        time.sleep(0.2)
+    raise AssertionError(f"the kernel of {name} did not become idle")
+
+
+def _run_all(page) -> None:
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.locator('li[data-command="runmenu:run-all"]').click()
+
+
+PROMPTS_JS = "() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(e => e.textContent)"
+
+
+def _wait_all_executed(page, timeout: float = 180, rerun: bool = True) -> None:
+    """Wait until every code cell shows an execution count (a failing cell stops a run-all, so this also means
+    none failed). If the kernel sits idle with cells never run (JupyterLab replaced the kernel under a fresh
+    run-all), run all once more."""
+    deadline = time.monotonic() + timeout
+    stuck_since = None
+    while time.monotonic() < deadline:
+        prompts = [p.strip() for p in page.evaluate(PROMPTS_JS)]
+        if prompts and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts):
+            return
+        idle = page.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status") == "idle"
+        if idle and "[*]:" not in prompts:
+            stuck_since = stuck_since or time.monotonic()
+            if rerun and time.monotonic() - stuck_since > 5:
+                _run_all(page)
+                rerun, stuck_since = False, None
+        else:
+            stuck_since = None
+        time.sleep(0.2)
+    _shot(page, "failure.png")
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    raise AssertionError(f"not every cell ran: prompts {page.evaluate(PROMPTS_JS)}; stderr outputs: "
+                         f"{errors.all_inner_texts()[-3:]}; screenshot {SHOTS / 'failure.png'}")
+
+
+def _labels(notebooks: Path) -> list[tuple[str, float]]:
+    path = notebooks / "clipiqa-work" / "smoke" / "label-session" / "labels.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [(os.path.basename(r["path"]), float(r["score"])) for r in csv.DictReader(f)]
+
+
+def _wait_for(predicate, timeout: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _shot(locator_or_page, name: str) -> None:
+    locator_or_page.screenshot(path=str(SHOTS / name))
+
+
+def _progress(panel) -> float:
+    """The adapt panel's progress bar fill in percent (the width the browser draws)."""
+    width = panel.locator(".widget-hprogress .progress-bar").evaluate("e => e.style.width || '0%'")
+    return float(width.rstrip("%") or 0)
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+def test_label_in_the_browser_writes_labels_csv(lab, page):
+    url, notebooks = lab
+    _open(page, url, "02_label_a_few.ipynb")
+    _run_all(page)
+    _wait_all_executed(page)
+    panel = page.locator(".clipiqa-label-panel")
+    panel.scroll_into_view_if_needed()
+    assert "random-init weights: scores are meaningless" in panel.inner_text()
+    rows = _labels(notebooks)
+    assert len(rows) == 5  # the stand-in rater's labels
+    _shot(panel, "02_label_panel_ready.png")
+
+    def shown() -> str:
+        return re.search(r"(\S+\.png)", panel.locator(".widget-html-content").nth(1).inner_text()).group(1)
+
+    # 1. click "Save + next" with the slider at its default (3 fair)
+    name = shown()
+    panel.get_by_role("button", name="Save + next").click()
+    rows = _wait_for(lambda: (r := _labels(notebooks)) and len(r) == 6 and r, what="a 6th row in labels.csv")
+    assert rows[-1] == (name, 3.0)
+    _wait_for(lambda: shown() != name, what="the panel to move on to the next image")
+    # 2. the slider handle with the keyboard: ArrowRight moves 3 fair -> 4 good, then save
+    name = shown()
+    _wait_for(lambda: panel.locator(".widget-readout").inner_text() == "3 fair", what="slider at 3 fair")
+    handle = panel.locator(".noUi-handle")
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    _wait_for(lambda: panel.locator(".widget-readout").inner_text() == "4 good", what="slider at 4 good")
+    panel.get_by_role("button", name="Save + next").click()
+    rows = _wait_for(lambda: (r := _labels(notebooks)) and len(r) == 7 and r, what="a 7th row")
+    assert rows[-1] == (name, 4.0)
+    _wait_for(lambda: shown() != name, what="the next image")
+    # 3. the keys box: type 5 + Enter
+    name = shown()
+    keys = panel.locator(".widget-text input")
+    keys.click()
+    page.keyboard.type("5")
+    page.keyboard.press("Enter")
+    rows = _wait_for(lambda: (r := _labels(notebooks)) and len(r) == 8 and r, what="an 8th row")
+    assert rows[-1] == (name, 5.0)
+    _wait_for(lambda: keys.input_value() == "", what="the keys box to clear")
+    count = panel.locator(".widget-label").filter(has_text="labelled,")
+    _wait_for(lambda: count.inner_text().startswith("8 labelled"), what="the count to say 8 labelled")
+    # the box kept the focus: s + Enter skips, u + Enter undoes, without clicking again
+    for key, text in (("s", "1 skipped"), ("u", "0 skipped")):
+        page.keyboard.type(key)
+        page.keyboard.press("Enter")
+        _wait_for(lambda: text in count.inner_text(), 30, f"{key} + Enter in the keys box")
+    _shot(panel, "02_label_panel_after_rating.png")
+    # 4. Undo removes the last label from disk
+    panel.get_by_role("button", name="Undo").click()
+    _wait_for(lambda: len(_labels(notebooks)) == 7, what="undo to remove the row")
+    _wait_for(lambda: shown() == name, what="undo to show the un-labelled image again")
+    _shot(panel, "02_label_panel_after_undo.png")
+    # 5. a focused button is pressed with the keyboard (Space, then Enter) like any HTML button
+    for key, skipped in (("Space", 1), ("Enter", 2)):
+        panel.get_by_role("button", name="Skip").focus()
+        page.keyboard.press(key)
+        _wait_for(lambda: f"{skipped} skipped" in count.inner_text(), 30, f"{key} on the focused Skip button")
+    # ... and Tab moves the focus on: Skip -> Undo, whose Enter un-skips
+    panel.get_by_role("button", name="Skip").focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    _wait_for(lambda: "1 skipped" in count.inner_text(), 30, "Tab to Undo, Enter")
+    _shot(panel, "02_label_panel_keyboard.png")
+
+
+def test_adapt_in_the_browser_progresses_and_stops(lab, page):
+    url, notebooks = lab
+    _open(page, url, "03_adapt_on_gpu.ipynb")
+    _run_all(page)
+    panel = page.locator(".clipiqa-adapt-panel")
+    panel.wait_for()
+    indicator = page.locator(".jp-Notebook-ExecutionIndicator")
+    run_cell = page.locator(".jp-CodeCell").filter(has_text="panel.run(block=True)")
+    # while the blocking cell runs (kernel busy), the progress bar must advance
+    seen, busy_seen = [], False
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        prompt = run_cell.locator(".jp-InputPrompt").inner_text().strip()
+        if prompt == "[*]:":
+            busy = indicator.get_attribute("data-status") == "busy"
+            busy_seen = busy_seen or busy
+            value = _progress(panel)
+            if busy and 0 < value < 100 and value not in seen:
+                seen.append(value)
+                if len(seen) == 2:
+                    panel.scroll_into_view_if_needed()
+                    _shot(page, "03_progress_while_kernel_busy.png")
+        elif re.fullmatch(r"\[\d+\]:", prompt):
+            break
+        time.sleep(0.1)
+    assert busy_seen and len(seen) >= 2, f"progress values seen while busy: {seen}"
+    _wait_all_executed(page)
+    assert _progress(panel) == 100.0
+    _shot(panel, "03_adapt_panel_done.png")
+
+    # a background run from the Run button: the kernel is idle, the bar moves, Stop stops it
+    epochs = panel.locator(".widget-text").filter(has_text="Epochs").locator("input")
+    epochs.fill("5000")
+    epochs.press("Enter")
+    status = panel.locator(".widget-label").filter(has_text=re.compile(r"^(done|step|running|stopp)"))
+    panel.get_by_role("button", name="Run").click()
+    def step() -> int:
+        m = re.match(r"step (\d+)/", status.inner_text())
+        return int(m.group(1)) if m else 0
+
+    first = _wait_for(step, 120, "the background run to start stepping")
+    _wait_for(lambda: step() >= first + 5, 120, "five more steps")
+    assert indicator.get_attribute("data-status") == "idle"  # training runs in a thread: the notebook is free
+    assert "/5000," in status.inner_text()  # the typed epochs reached the kernel (one full batch per epoch)
+    panel.scroll_into_view_if_needed()
+    _shot(page, "03_background_run_kernel_idle.png")
+    panel.get_by_role("button", name="Stop").click()
+    _wait_for(lambda: status.inner_text() == "stopped", 120, "the run to stop")
+    _wait_for(lambda: panel.get_by_role("button", name="Run").is_enabled(), 30, "Run to be enabled again")
+    _shot(panel, "03_adapt_panel_stopped.png")
+    cards = sorted((notebooks / "clipiqa-work" / "smoke" / "adapt-session" / "checkpoints").glob("*/card.json"))
+    assert len(cards) == 2 and json.loads(cards[-1].read_text())["stopped"] is True

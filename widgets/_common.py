@@ -1,0 +1,89 @@
+"""Small helpers shared by the panels: the random-init banner, image thumbnails and figure rendering.
+
+Figures are drawn with ``matplotlib.figure.Figure`` (no pyplot, no global backend state) and shipped to the
+browser as PNG bytes in an ``ipywidgets.Image``. Setting a widget's ``value`` is a trait update, which syncs
+from any thread; printing or ``display`` into an ``Output`` widget from a training thread does not route
+reliably with ipykernel 7 (ipywidgets issue #4001), so the panels never do that.
+"""
+from __future__ import annotations
+
+import html
+import io
+import os
+from typing import Callable
+
+import ipywidgets as w
+import numpy as np
+
+RANDOM_INIT_TEXT = "random-init weights: scores are meaningless"
+NOTE_STYLE = "padding:4px 8px;margin:2px 0;border-radius:4px;"
+
+
+def banner(random_init: bool, extra: str = "") -> w.HTML:
+    """A visible warning when the model has random-init weights (empty otherwise)."""
+    b = w.HTML()
+    set_banner(b, random_init, extra)
+    return b
+
+
+def set_banner(widget: w.HTML, random_init: bool, extra: str = "") -> None:
+    if not random_init:
+        widget.value = ""
+        return
+    tail = f" {html.escape(extra)}" if extra else ""
+    widget.value = (f'<div class="clipiqa-random-init" style="{NOTE_STYLE}background:#fff3cd;'
+                    f'border:1px solid #d39e00;color:#6b4f00"><b>&#9888; {RANDOM_INIT_TEXT}</b>'
+                    f' (the <code>tiny</code> smoke-test model: it shows that the machinery runs, never that '
+                    f'a method works).{tail}</div>')
+
+
+def note(text: str, kind: str = "info") -> str:
+    """An HTML note; ``kind`` is info, ok, warn or error."""
+    colours = {"info": ("#eef4fb", "#31708f"), "ok": ("#e9f6ec", "#276738"),
+               "warn": ("#fff3cd", "#6b4f00"), "error": ("#fbeaea", "#a12a2a")}
+    bg, fg = colours.get(kind, colours["info"])
+    return f'<div style="{NOTE_STYLE}background:{bg};color:{fg}">{html.escape(text)}</div>'
+
+
+def thumbnail_bytes(path: str | os.PathLike, max_side: int = 480) -> tuple[bytes, str]:
+    """JPEG bytes of a downscaled copy of an image file (EXIF-rotated, RGB); a file that cannot be read gives
+    a grey placeholder. Returns ``(bytes, error_message)``."""
+    from PIL import Image
+
+    from clipiqa.imageio import ImageLoadError, load_image
+    try:
+        im = load_image(path, max_side=max_side)
+        err = ""
+    except (ImageLoadError, OSError) as e:
+        im, err = Image.new("RGB", (max_side, max_side * 3 // 4), (200, 200, 200)), str(e)
+    im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=88)
+    return buf.getvalue(), err
+
+
+def array_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def figure_png(draw: Callable, figsize=(8, 3), dpi: int = 80) -> bytes:
+    """Render ``draw(fig)`` on a fresh Agg figure and return PNG bytes (thread-safe: no pyplot)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    draw(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def table_html(df, float_format: str = "{:.3f}", caption: str = "") -> str:
+    """A DataFrame as a compact HTML table."""
+    styled = df.to_html(index=False, float_format=float_format.format, border=0, classes="clipiqa-table",
+                        na_rep="")
+    cap = f"<div style='font-size:90%;color:#555'>{html.escape(caption)}</div>" if caption else ""
+    css = ("<style>.clipiqa-table td,.clipiqa-table th{padding:2px 8px;text-align:right}"
+           ".clipiqa-table{border-collapse:collapse}.clipiqa-table tr:nth-child(even){background:#f6f6f6}</style>")
+    return css + styled + cap

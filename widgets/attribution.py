@@ -1,0 +1,201 @@
+"""AttributionViewer: where does the quality score look, before and after adaptation?
+
+Pick an image and an attribution method; the viewer shows the image as the model sees it (resized and centre
+cropped like its preprocessing), the attribution overlay of the zero-shot model ("before") and of the adapted
+model ("after") side by side, with their scores. The overlay strength is a slider (redraws without
+recomputing). "Diagnostics" adds numbers for the selected image: distortion focus (blur a known rectangle:
+share of attribution mass inside it relative to its area, 1 = no preference, with the clean-image control),
+the score drop caused by that distortion, and the scene drift from zero-shot CLIP with the top scene
+("plant" there is botanical: "plant (botanical)").
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ipywidgets as w
+import numpy as np
+import pandas as pd
+
+from ._common import RANDOM_INIT_TEXT, banner, figure_png, note, table_html
+
+# Settings that keep each method interactive on a CPU (about a second per map on ViT-B/32).
+FAST_OPTIONS = {"ig": {"n_steps": 16, "internal_batch_size": 8}, "smoothgrad": {"nt_samples": 8},
+                "occlusion": {"perturbations_per_eval": 32}}
+
+
+class AttributionViewer(w.VBox):
+    """Attribution maps before/after adaptation for a few images.
+
+    model_or_session: an ``IQAModel`` (the "after" model) or a :class:`~clipiqa.session.Session` (its model).
+    images: image paths, a table with a ``path`` column, or a ``{name: uint8 array}`` dict; None = the
+        session's labelled images (else its first images), at most ``max_images``.
+    before_model: the "before" model; default the zero-shot view of the same model (adapters off, same weights).
+    method: the initial attribution method (default the first of ``methods``, all of ``clipiqa.explain.METHODS``).
+    method_options: per-method settings, e.g. ``{"ig": {"n_steps": 32}}`` (defaults: :data:`FAST_OPTIONS`).
+    auto: draw at once and redraw on every change of image, method, overlay or sign (else only on *Explain*).
+    Methods for code and tests: ``render()``, ``maps(name, method)``, ``diagnostics()``; state: ``figure_png``.
+    """
+
+    def __init__(self, model_or_session: Any, images: Any = None, before_model: Any = None, *,
+                 methods: list[str] | None = None, method: str | None = None, method_options: dict | None = None,
+                 max_images: int = 50, auto: bool = True):
+        from clipiqa.explain import METHODS, zero_shot
+        from clipiqa.session import Session
+        self.session = model_or_session if isinstance(model_or_session, Session) else None
+        self.model = self.session.model if self.session is not None else model_or_session
+        if self.session is not None and not self.session.adapted:
+            self.model = zero_shot(self.model)  # an unadapted session model means zero-shot, not untrained prompts
+        if images is None and self.session is not None:
+            images = list(self.session.labels) or self.session.images
+        if images is None:
+            raise ValueError("give images (paths, a table with 'path', or a name -> array dict)")
+        self.images = _named_images(images, max_images)
+        if not self.images:
+            raise ValueError("no images to explain")
+        self.before_model = before_model if before_model is not None else zero_shot(self.model)
+        self.adapted = self.session.adapted if self.session is not None else self.before_model is not self.model
+        self.method_options = {k: dict(v) for k, v in FAST_OPTIONS.items()}
+        for k, v in (method_options or {}).items():
+            self.method_options.setdefault(k, {}).update(v)
+        self.random_init = bool(getattr(self.model, "random_init", False))
+        self._cache: dict[tuple, dict] = {}
+        self.figure_png = b""
+        style = {"description_width": "initial"}
+        self.banner = banner(self.random_init)
+        self.image_picker = w.Dropdown(options=list(self.images), description="Image", style=style,
+                                       layout=w.Layout(width="360px"))
+        options = list(methods or METHODS)
+        self.method_picker = w.Dropdown(options=options, value=method or options[0], description="Method",
+                                        style=style)
+        self.alpha = w.FloatSlider(value=0.55, min=0.0, max=1.0, step=0.05, description="Overlay",
+                                   continuous_update=False, style=style)
+        self.signed = w.Checkbox(value=False, description="signed (red raises, blue lowers the score)",
+                                 indent=False)
+        self.explain_button = w.Button(description="Explain", icon="search", button_style="primary")
+        self.diag_button = w.Button(description="Diagnostics", icon="table")
+        self.view = w.Image(format="png", layout=w.Layout(max_width="900px"))
+        self.table = w.HTML()
+        self.message = w.HTML()
+        self.explain_button.on_click(lambda _: self._safely(self.render))
+        self.diag_button.on_click(lambda _: self._safely(self.diagnostics))
+        if auto:
+            for control in (self.image_picker, self.method_picker, self.alpha, self.signed):
+                control.observe(lambda _: self._safely(self.render), names="value")
+        super().__init__(children=[
+            self.banner, w.HBox([self.image_picker, self.method_picker]), w.HBox([self.alpha, self.signed]),
+            w.HBox([self.explain_button, self.diag_button]), self.view, self.table, self.message])
+        self.add_class("clipiqa-attribution-viewer")
+        if auto:
+            self._safely(self.render)
+
+    # ------------------------------------------------------------------ computation
+    def image(self, name: str) -> np.ndarray:
+        """The uint8 RGB array of an image (files are read on first use)."""
+        value = self.images[name]
+        if isinstance(value, (str, os.PathLike)):
+            from clipiqa.imageio import load_rgb_array
+            value = self.images[name] = load_rgb_array(value)
+        return value
+
+    def _crop(self, name: str):
+        from clipiqa.explain.diagnostics import to_model_input
+        return to_model_input(self.model, self.image(name))
+
+    def maps(self, name: str | None = None, method: str | None = None) -> dict:
+        """Attribution maps and scores of the before and after models for one image and method (cached)."""
+        import torch
+
+        from clipiqa.explain import attribute
+        from clipiqa.explain.diagnostics import score_tensors
+        name = name or self.image_picker.value
+        method = method or self.method_picker.value
+        key = (name, method)
+        if key not in self._cache:
+            x, crop = self._crop(name)
+            batch = x[None]
+            options = self.method_options.get(method, {})
+            out = {"crop": crop}
+            for side, model in (("before", self.before_model), ("after", self.model)):
+                out[side] = attribute(model, batch, method, **options)[0]
+                out[f"score_{side}"] = float(score_tensors(model, batch)[0])
+            if not all(torch.isfinite(out[s]).all() for s in ("before", "after")):
+                raise ValueError(f"{method} gave non-finite attributions for {name}")
+            self._cache[key] = out
+        return self._cache[key]
+
+    def render(self) -> bytes:
+        """Compute (or reuse) the maps for the selected image and method and draw them; returns the PNG."""
+        from clipiqa.explain.plots import plot_attribution
+        name, method = self.image_picker.value, self.method_picker.value
+        m = self.maps(name, method)
+        alpha, signed = float(self.alpha.value), bool(self.signed.value) and method != "gradcam"
+
+        def draw(fig):
+            axes = fig.subplots(1, 3)
+            axes[0].imshow(m["crop"])
+            axes[0].set_axis_off()
+            axes[0].set_title(f"{name} (as the model sees it)", fontsize=9)
+            plot_attribution(m["crop"], m["before"], ax=axes[1], alpha=alpha, signed=signed,
+                             title=f"before (zero-shot): score {m['score_before']:.3f}")
+            after = "after (adapted)" if self.adapted else "after (= zero-shot: not adapted)"
+            plot_attribution(m["crop"], m["after"], ax=axes[2], alpha=alpha, signed=signed,
+                             title=f"{after}: score {m['score_after']:.3f}")
+            fig.suptitle(f"{method} attributions" + (f" - {RANDOM_INIT_TEXT}" if self.random_init else ""),
+                         color="#a12a2a" if self.random_init else "black", fontsize=10)
+
+        self.figure_png = figure_png(draw, figsize=(10, 3.8))
+        self.view.value = self.figure_png
+        same = "" if self.adapted else " The model is not adapted yet, so before and after are the same."
+        self.message.value = note(f"{method} on {name}.{same}", "info")
+        return self.figure_png
+
+    def diagnostics(self, distortion: str = "gaussian_blur", level: int = 4) -> pd.DataFrame:
+        """Distortion focus, score drop and scene drift of the before and after models on the selected image."""
+        from clipiqa.explain.diagnostics import distortion_focus, scene_drift_table
+        name, method = self.image_picker.value, self.method_picker.value
+        image = self.image(name)
+        options = self.method_options.get(method, {})
+        models = {"before (zero-shot)": self.before_model, "after (this model)": self.model}
+        rows = []
+        drift = scene_drift_table(models, {name: image}, teacher=self.before_model)
+        for label, model in models.items():
+            focus = distortion_focus(model, {name: image}, distortion, level, method=method, keep_maps=False,
+                                     **options).table.iloc[0]
+            d = drift[drift["model"] == label].iloc[0]
+            rows.append({"model": label, "method": method, "focus": focus["focus"],
+                         "focus_clean": focus.get("focus_clean", np.nan),
+                         "score_drop": focus.get("score_drop", np.nan), "scene_drift": d["scene_drift"],
+                         "top_scene": d["top_scene_label"]})
+        table = pd.DataFrame(rows)
+        caption = (f"focus: share of |attribution| inside a {distortion} (level {level}) rectangle relative to its "
+                   "area (1 = no preference; focus_clean = same rectangle on the clean image). scene_drift: "
+                   "KL(zero-shot || model) of the scene distribution.")
+        if self.random_init:
+            caption = RANDOM_INIT_TEXT + ". " + caption
+        self.table.value = table_html(table, caption=caption)
+        return table
+
+    def _safely(self, action) -> None:
+        try:
+            action()
+        except Exception as e:  # show the problem in the panel
+            self.message.value = note(f"{type(e).__name__}: {e}", "error")
+
+
+def _named_images(images: Any, limit: int) -> dict:
+    """``{name: path or array}`` from paths, a table with ``path``, or a dict (files are read later)."""
+    if isinstance(images, dict):
+        return {str(k): v if isinstance(v, (str, os.PathLike)) else np.asarray(v)
+                for k, v in list(images.items())[:limit]}
+    if isinstance(images, pd.DataFrame):
+        images = list(images["path"])
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    out = {}
+    for p in list(images)[:limit]:
+        name = os.path.basename(os.fspath(p))
+        if name in out:
+            name = os.fspath(p)
+        out[name] = os.fspath(p)
+    return out

@@ -1,0 +1,196 @@
+"""LabelPanel: rate images on a named scale, with autosave, skip, undo, navigation and suggestions.
+
+Every rating is written to ``<session>/labels.csv`` before the panel moves on (atomic write), so closing the
+browser or restarting the kernel loses nothing; a new panel on ``Session.open(folder)`` resumes where you were.
+
+Keyboard (what works in JupyterLab 4 with stock ipywidgets 8; each point is exercised by
+``tests/test_browser.py`` in JupyterLab 4.6 / Chromium):
+
+* the **"Keys" text box**: click it once, then type a level number and press Enter to rate (``4`` Enter =
+  "4 good" on the ACR scale); ``s`` Enter skips, ``u`` Enter undoes, ``p`` Enter goes to the previous image,
+  ``n`` Enter to the next one. The box is cleared after each command and keeps the focus, so a series of images
+  can be rated without the mouse. The notebook's own command-mode shortcuts do not fire while the focus is in
+  the box.
+* the **rating slider**: when its handle has the focus (click it or Tab to it), the arrow keys move it.
+* **buttons**: Tab moves the focus from one to the next, and Space or Enter presses the focused one.
+
+Stock ipywidgets 8 buttons have no access keys, and a panel cannot capture key presses outside its own inputs
+without a custom front-end extension, so single-key shortcuts without the text box are not offered.
+"""
+from __future__ import annotations
+
+import os
+
+import ipywidgets as w
+
+from clipiqa.session import Session
+
+from ._common import banner, note, thumbnail_bytes
+
+
+class LabelPanel(w.VBox):
+    """Label the images of a :class:`~clipiqa.session.Session` one by one.
+
+    Methods used from code and tests (the buttons call the same ones): ``rate(score)``, ``skip()``,
+    ``undo()``, ``next()``, ``previous()``, ``suggest()``, ``command(text)`` and the ``current_path``
+    property.
+
+    advance: after a rating, go to the next unlabelled image in list order (``"next"``) or to the next
+        suggestion of ``Session.suggest_next`` (``"suggest"``).
+    """
+
+    def __init__(self, session: Session, max_side: int = 480, advance: str = "next"):
+        if advance not in ("next", "suggest"):
+            raise ValueError(f"advance={advance!r} is not allowed; use 'next' or 'suggest'")
+        self.session = session
+        self.max_side = max_side
+        self.advance = advance
+        scale = session.scale
+        self.banner = banner(session.random_init)
+        self.title = w.HTML()
+        self.image = w.Image(format="jpeg", layout=w.Layout(max_width=f"{max_side}px", border="1px solid #ccc"))
+        options = [(scale.label(v), v) for v in scale.values]
+        self.slider = w.SelectionSlider(options=options, value=scale.values[len(options) // 2],
+                                        description="Rating", continuous_update=False,
+                                        layout=w.Layout(width=f"{max(max_side, 360)}px"),
+                                        style={"description_width": "initial"})
+        self.save_button = w.Button(description="Save + next", button_style="primary", icon="check",
+                                    tooltip="save the rating (written to labels.csv at once) and go on")
+        self.skip_button = w.Button(description="Skip", icon="forward", tooltip="skip this image")
+        self.undo_button = w.Button(description="Undo", icon="undo", tooltip="undo the last rating or skip")
+        self.prev_button = w.Button(description="Previous", icon="arrow-left")
+        self.next_button = w.Button(description="Next", icon="arrow-right")
+        self.suggest_button = w.Button(description="Suggest next", icon="lightbulb-o",
+                                       tooltip="jump to the image that helps most: diverse first, then uncertain")
+        for b in (self.save_button, self.skip_button, self.undo_button, self.prev_button, self.next_button,
+                  self.suggest_button):
+            b.layout = w.Layout(width="auto")
+        self.save_button.on_click(lambda _: self._safely(self.rate))
+        self.skip_button.on_click(lambda _: self._safely(self.skip))
+        self.undo_button.on_click(lambda _: self._safely(self.undo))
+        self.prev_button.on_click(lambda _: self._safely(self.previous))
+        self.next_button.on_click(lambda _: self._safely(self.next))
+        self.suggest_button.on_click(lambda _: self._safely(self.suggest))
+        levels = ", ".join(f"{v:g}" for v in scale.values)
+        self.key_box = w.Text(placeholder=f"keys: {levels} + Enter rates; s skip, u undo, p previous, n next",
+                              description="Keys", continuous_update=False,
+                              layout=w.Layout(width=f"{max(max_side, 360)}px"))
+        self.key_box.observe(self._on_key, names="value")
+        self.count = w.Label()
+        self.message = w.HTML()
+        super().__init__(children=[
+            self.banner, self.title, self.image, self.slider,
+            w.HBox([self.save_button, self.skip_button, self.undo_button, self.prev_button, self.next_button,
+                    self.suggest_button]),
+            self.key_box, self.count, self.message])
+        self.add_class("clipiqa-label-panel")
+        self.refresh()
+
+    # ------------------------------------------------------------------ actions (buttons, keys and tests)
+    @property
+    def current_path(self) -> str | None:
+        return self.session.current
+
+    def rate(self, score: float | None = None) -> None:
+        """Label the current image (``score`` or the slider's value), save it, and move on."""
+        path = self.session.current
+        score = self.slider.value if score is None else score
+        self.session.label(path, score)
+        self._say(f"saved {os.path.basename(path)}: {self.session.scale.label(score)}", "ok")
+        self._advance()
+
+    def skip(self) -> None:
+        path = self.session.current
+        self.session.skip(path)
+        self._say(f"skipped {os.path.basename(path)}")
+        self._advance()
+
+    def undo(self) -> None:
+        path = self.session.undo()
+        self._say(f"undid the last action on {os.path.basename(path)}" if path else "nothing to undo")
+        self.refresh()
+
+    def next(self) -> None:
+        self.session.step(+1)
+        self.refresh()
+
+    def previous(self) -> None:
+        self.session.step(-1)
+        self.refresh()
+
+    def suggest(self) -> None:
+        """Go to the image ``Session.suggest_next`` ranks first."""
+        picks = self.session.suggest_next(1)
+        if picks:
+            self.session.goto(picks[0])
+            self._say(f"suggested: {os.path.basename(picks[0])}")
+        else:
+            self._say("nothing left to suggest: every image is labelled or skipped")
+        self.refresh()
+
+    def command(self, text: str) -> bool:
+        """Run a keyboard command (what the keys box does); returns False for an unknown one."""
+        text = text.strip().lower()
+        if not text:
+            return True
+        actions = {"s": self.skip, "u": self.undo, "p": self.previous, "n": self.next, "?": self.suggest}
+        if text in actions:
+            actions[text]()
+            return True
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is not None and value in self.session.scale.values:
+            self.rate(value)
+            return True
+        self._say(f"unknown key {text!r}: type a level ({', '.join(f'{v:g}' for v in self.session.scale.values)}),"
+                  " s, u, p or n, then Enter", "warn")
+        return False
+
+    # ------------------------------------------------------------------ display
+    def refresh(self) -> None:
+        s = self.session
+        path = s.current
+        data, err = thumbnail_bytes(path, self.max_side)
+        self.image.value = data
+        existing = s.labels.get(path)
+        state = (f"labelled <b>{s.scale.label(existing['score'])}</b>" if existing
+                 else "skipped" if path in s.skipped else "not labelled yet")
+        self.title.value = (f"<b>{os.path.basename(path)}</b> &nbsp; image {s.position + 1} of {len(s.images)}"
+                            f" &middot; {state}")
+        if existing and existing["score"] in s.scale.values:
+            self.slider.value = existing["score"]
+        self.count.value = s.progress_text()
+        if err:
+            self._say(err, "error")
+
+    def _advance(self) -> None:
+        s = self.session
+        target = None
+        if self.advance == "suggest":
+            picks = s.suggest_next(1)
+            target = picks[0] if picks else None
+        else:
+            target = s.next_unlabelled()
+        if target is None:
+            self._say("every image is labelled or skipped: well done. Labels are in " + str(s.labels_path), "ok")
+        else:
+            s.goto(target)
+        self.refresh()
+
+    def _say(self, text: str, kind: str = "info") -> None:
+        self.message.value = note(text, kind)
+
+    def _safely(self, action) -> None:
+        try:
+            action()
+        except Exception as e:  # a failed write or a bad file must show up in the panel, not vanish
+            self._say(f"{type(e).__name__}: {e}", "error")
+
+    def _on_key(self, change) -> None:
+        text = change["new"]
+        if not text:
+            return
+        self._safely(lambda: self.command(text))
+        self.key_box.value = ""
