@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import clipiqa
-from clipiqa.adapt import EncodedSet, forward_cached
+from clipiqa.finetune import EncodedSet, forward_cached
 from clipiqa.data import demo_references
 from clipiqa.data.transforms import eval_transform
 from clipiqa.imageio import load_image

@@ -22,7 +22,7 @@ from .scoring import score_files, score_images  # noqa: E402
 from .weights import WeightsUnavailableError, export_backbone  # noqa: E402
 
 _LAZY = {  # heavier parts load on first use
-    "adapt": ("adapt", "adapt"), "AdaptConfig": ("adapt", "AdaptConfig"), "History": ("adapt", "History"),
+    "adapt": ("finetune", "adapt"), "AdaptConfig": ("finetune", "AdaptConfig"), "History": ("finetune", "History"),
     "QGRConfig": ("qgr", "QGRConfig"),
     "meta_pretrain": ("meta", "meta_pretrain"), "MetaConfig": ("meta", "MetaConfig"),
     "synthetic_tasks": ("meta", "synthetic_tasks"), "tasks_from_dataset": ("meta", "tasks_from_dataset"),

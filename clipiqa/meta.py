@@ -58,7 +58,7 @@ import torch
 from PIL import Image, ImageOps
 
 from . import distributed as ddp
-from .adapt import AdaptationDivergedError, AdaptConfig, EncodedSet, compute_gradients, train_step
+from .finetune import AdaptationDivergedError, AdaptConfig, EncodedSet, compute_gradients, train_step
 from .checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from .data.demo import stable_seed
 from .data.distortions import DISTORTIONS, apply_distortion, list_distortions

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from . import baselines
-from .adapt import OPTIMISTIC_NOTE, SELECTION_MODES, AdaptConfig, adapt
+from .finetune import OPTIMISTIC_NOTE, SELECTION_MODES, AdaptConfig, adapt
 from .data.splits import few_shot, split_hash, standard_splits
 from .data.transforms import eval_transform
 from .imageio import load_image

@@ -603,7 +603,7 @@ class Session:
         Returns the ``clipiqa.adapt.History`` (``history.stopped`` is True when ``stop`` ended it early; the
         checkpoint is saved either way and its card says so).
         """
-        from .adapt import AdaptConfig, adapt
+        from .finetune import AdaptConfig, adapt
         from .checkpoint import save_checkpoint
         from .data import few_shot, split_hash
         config = config or AdaptConfig()

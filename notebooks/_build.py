@@ -24,7 +24,7 @@ SMOKE = True  # True: tiny random-init model + embedded demo photos (any CPU, se
 SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode without editing this cell
 MODEL = "tiny" if SMOKE else "vitb16-openai"
 WEIGHTS = None  # real runs without model-hub access: a local weights file/folder (or set CLIPIQA_WEIGHTS)
-DEVICE = "cpu" if SMOKE else "cuda"
+DEVICE = os.environ.get("CLIPIQA_DEVICE") or ("cpu" if SMOKE else "cuda")  # CLIPIQA_DEVICE=cuda: smoke on a GPU
 WORK = "clipiqa-work/smoke" if SMOKE else "clipiqa-work"  # sessions and results, next to this notebook
 DEMO_TYPES = ["gaussian_blur", "white_noise", "jpeg"]  # distortions of the embedded demo set
 '''
@@ -476,7 +476,7 @@ EXPLAIN = [
     import matplotlib.pyplot as plt
 
     import clipiqa
-    from clipiqa.adapt import AdaptConfig
+    from clipiqa.finetune import AdaptConfig
     from clipiqa.data import build_demo_set, demo_references
     from clipiqa.explain import METHODS, zero_shot
     from clipiqa.explain.diagnostics import compare_models
@@ -624,7 +624,7 @@ META = [
     code("""
     from functools import partial
 
-    from clipiqa.adapt import AdaptConfig
+    from clipiqa.finetune import AdaptConfig
     from clipiqa.data import build_demo_set
     from clipiqa.protocol import run_protocol
 
@@ -707,7 +707,7 @@ PLANT = [
     from functools import partial
 
     import clipiqa
-    from clipiqa.adapt import AdaptConfig
+    from clipiqa.finetune import AdaptConfig
     from clipiqa.protocol import run_protocol
 
     table = session.labelled_table()

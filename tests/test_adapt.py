@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import clipiqa
-from clipiqa.adapt import AdaptationDivergedError, AdaptConfig, EncodedSet, adapt, forward_cached
+from clipiqa.finetune import AdaptationDivergedError, AdaptConfig, EncodedSet, adapt, forward_cached
 from clipiqa.data import apply_distortion, demo_references
 from clipiqa.data.transforms import eval_transform
 from clipiqa.losses import quality_loss, semantic_loss

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import clipiqa
-from clipiqa.adapt import AdaptConfig, adapt
+from clipiqa.finetune import AdaptConfig, adapt
 from clipiqa.data import build_demo_set
 
 pytestmark = pytest.mark.gpu

@@ -15,7 +15,7 @@ import torch
 
 import clipiqa
 from clipiqa import meta
-from clipiqa.adapt import EncodedSet, forward_cached
+from clipiqa.finetune import EncodedSet, forward_cached
 from clipiqa.checkpoint import read_checkpoint
 from clipiqa.cli import main
 from clipiqa.data import demo_references

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clipiqa.adapt import OPTIMISTIC_NOTE, AdaptConfig
+from clipiqa.finetune import OPTIMISTIC_NOTE, AdaptConfig
 from clipiqa.data import build_demo_set
 from clipiqa.data.splits import standard_splits
 from clipiqa.model import load_model

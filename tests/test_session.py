@@ -208,7 +208,7 @@ def test_farthest_point_picks_the_far_image(session):
 def test_adapt_saves_a_checkpoint_that_resumes(session, tmp_path):
     for i, p in enumerate(session.images):
         session.label(p, 1 + i)
-    from clipiqa.adapt import AdaptConfig
+    from clipiqa.finetune import AdaptConfig
     steps = []
     history = session.adapt(AdaptConfig(trainable="prompts", epochs=2, n_views=1), on_step=steps.append)
     assert len(history.steps) == 2 and [r["kind"] for r in steps] == ["step", "step"]
@@ -227,7 +227,7 @@ def test_adapt_with_shots_logs_test_srcc_and_stop_is_honoured(tmp_path, demo_tab
     s = Session(tmp_path / "d", images=demo_table, model_name="tiny")
     for p, q in zip(demo_table["path"][:12], demo_table["q"][:12]):
         s.label(p, 1 + 4 * q)
-    from clipiqa.adapt import AdaptConfig
+    from clipiqa.finetune import AdaptConfig
     history = s.adapt(AdaptConfig(trainable="prompts", epochs=3, n_views=1), shots=8)
     assert [e["kind"] for e in history.evals] == ["eval"] * 3 and "srcc_test" in history.evals[0]
     stopped = s.adapt(AdaptConfig(trainable="prompts", epochs=50, n_views=1, batch_size=2), stop=lambda: True)

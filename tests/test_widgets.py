@@ -218,7 +218,7 @@ def test_attribution_viewer_renders_every_method(session, demo_table):
 
 def test_attribution_viewer_before_and_after_differ_after_adaptation(session, demo_table):
     _label_from_severity(session, demo_table, 8)
-    from clipiqa.adapt import AdaptConfig
+    from clipiqa.finetune import AdaptConfig
     session.adapt(AdaptConfig(trainable="prompts", epochs=2, n_views=1, lr=0.5))
     viewer = AttributionViewer(session, images={"a": np.full((64, 64, 3), 128, "uint8")},
                                auto=False, method_options={"ig": {"n_steps": 4}})

@@ -88,7 +88,7 @@ class AdaptPanel(w.VBox):
     # ------------------------------------------------------------------ settings
     def config(self):
         """The ``AdaptConfig`` the controls describe (raises ValueError on bad settings)."""
-        from clipiqa.adapt import AdaptConfig
+        from clipiqa.finetune import AdaptConfig
         from clipiqa.qgr import QGRConfig
         return AdaptConfig(trainable=self.trainable.value, epochs=int(self.epochs.value), lr=float(self.lr.value),
                            selection=self.selection.value,
@@ -146,7 +146,7 @@ class AdaptPanel(w.VBox):
             self._say(f"{type(e).__name__}: {e}", "error")
 
     def _work(self, config, shots, device) -> None:
-        from clipiqa.adapt import AdaptationDivergedError
+        from clipiqa.finetune import AdaptationDivergedError
         status = "error"
         try:
             self.history = self.session.adapt(config, on_step=self._on_step, stop=self._stop_event.is_set,

@@ -120,7 +120,7 @@ class ComparePanel(w.VBox):
         return self._thread is not None and self._thread.is_alive()
 
     def config(self):
-        from clipiqa.adapt import AdaptConfig
+        from clipiqa.finetune import AdaptConfig
         from clipiqa.qgr import QGRConfig
         return AdaptConfig(trainable=self.trainable.value, epochs=int(self.epochs.value), lr=float(self.lr.value),
                            seed=self.seed, qgr=QGRConfig(lam=float(self.lam.value)), **self.adapt_options)
@@ -128,7 +128,7 @@ class ComparePanel(w.VBox):
     # ------------------------------------------------------------------ the computation
     def compare(self, on_progress: Callable[[dict], None] | None = None) -> CompareResult:
         """Run every arm on every split (blocking) and return the result (also kept in ``self.result``)."""
-        from clipiqa.adapt import adapt, with_qgr
+        from clipiqa.finetune import adapt, with_qgr
         from clipiqa.data import few_shot, split_hash, standard_splits
         from clipiqa.metrics import bootstrap_ci, chance_band, correlations, summarize
         from clipiqa.scoring import score_files

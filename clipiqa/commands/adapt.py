@@ -65,7 +65,7 @@ def _read(args: argparse.Namespace):
 
 
 def _config(args: argparse.Namespace):
-    from ..adapt import AdaptConfig
+    from ..finetune import AdaptConfig
     from ..qgr import QGRConfig
     lam = 0.0 if args.no_qgr else args.qgr_lam
     try:
@@ -111,7 +111,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from ..adapt import AdaptationDivergedError, adapt
+    from ..finetune import AdaptationDivergedError, adapt
     from ..checkpoint import save_checkpoint
     from ..cli import random_init_warning
     from ..data.splits import split_hash

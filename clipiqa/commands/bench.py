@@ -91,7 +91,7 @@ def load_bench_dataset(spec: str, demo_types: str | None = None):
 
 def _adapt_config(args: argparse.Namespace, tiny: bool):
     """Fine-tuning settings; CPU-friendly defaults for the tiny smoke model (reported on stderr)."""
-    from ..adapt import AdaptConfig
+    from ..finetune import AdaptConfig
     kw = {}
     if args.epochs is not None:
         kw["epochs"] = args.epochs
