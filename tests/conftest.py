@@ -45,3 +45,11 @@ def photo_dir(tmp_path):
     for name in ("astronaut", "chelsea", "coffee", "rocket"):
         Image.fromarray(getattr(data, name)()).save(folder / f"{name}.jpg", quality=92)
     return folder
+
+
+@pytest.fixture(scope="session")
+def demo_table(tmp_path_factory):
+    """A small embedded demo set (synthetic severities, not human MOS), shuffled so contents mix."""
+    from clipiqa.data import build_demo_set
+    table = build_demo_set(tmp_path_factory.mktemp("demo"), types=["gaussian_blur", "white_noise"], size=64)
+    return table.sample(frac=1.0, random_state=0).reset_index(drop=True)

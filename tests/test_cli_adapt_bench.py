@@ -6,21 +6,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from clipiqa.cli import main
 from clipiqa.data import apply_distortion, demo_references
 from clipiqa.protocol import DEFAULT_METHODS, NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads can be many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

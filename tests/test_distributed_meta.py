@@ -18,13 +18,6 @@ from torchrun_helpers import torchrun
 TYPES = ["gaussian_blur", "white_noise", "jpeg", "darken", "pixelate", "desaturate"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ------------------------------------------------------------------------------------------- helpers alone
 def test_helpers_are_no_ops_without_a_process_group(monkeypatch):

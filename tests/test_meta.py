@@ -28,14 +28,6 @@ TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken", "pixelate")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from 2 threads, and on a busy 2-core box OpenMP spinning makes it ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):

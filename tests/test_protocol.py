@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from clipiqa.finetune import OPTIMISTIC_NOTE, AdaptConfig
 from clipiqa.data import build_demo_set
@@ -20,14 +19,6 @@ FAST = AdaptConfig(epochs=2, augment="none")
 METHODS_UNDER_TEST = ["zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt", "meta", "spy", "boom"]
 SEEN: list[dict] = []
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads can be many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

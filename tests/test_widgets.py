@@ -14,13 +14,6 @@ from clipiqa.session import Session
 from clipiqa.widgets import AdaptPanel, AttributionViewer, ComparePanel, LabelPanel
 
 
-@pytest.fixture(scope="module")
-def demo_table(tmp_path_factory):
-    """A small embedded demo set (synthetic severities, not human MOS), shuffled so contents mix."""
-    from clipiqa.data import build_demo_set
-    table = build_demo_set(tmp_path_factory.mktemp("demo"), types=["gaussian_blur", "white_noise"], size=64)
-    return table.sample(frac=1.0, random_state=0).reset_index(drop=True)
-
 
 @pytest.fixture
 def session(tmp_path, demo_table):

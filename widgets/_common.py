@@ -87,3 +87,25 @@ def table_html(df, float_format: str = "{:.3f}", caption: str = "") -> str:
     css = ("<style>.clipiqa-table td,.clipiqa-table th{padding:2px 8px;text-align:right}"
            ".clipiqa-table{border-collapse:collapse}.clipiqa-table tr:nth-child(even){background:#f6f6f6}</style>")
     return css + styled + cap
+
+
+class BackgroundRun:
+    """Mixin for panels that work in a background thread: the thread, its status text, ``running``.
+
+    The thread only updates widget values (trait updates sync from any thread); it never prints into an Output
+    widget, whose routing from threads changed in ipykernel 7 (ipywidgets #4001)."""
+
+    _status: str = "idle"
+    _thread = None
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _join(self, timeout: float | None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)

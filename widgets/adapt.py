@@ -14,12 +14,12 @@ import ipywidgets as w
 
 from clipiqa.session import Session
 
-from ._common import RANDOM_INIT_TEXT, banner, figure_png, note
+from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, note
 
 DEVICES = ("auto", "cuda", "cpu")
 
 
-class AdaptPanel(w.VBox):
+class AdaptPanel(BackgroundRun, w.VBox):
     """Few-shot adaptation of a :class:`~clipiqa.session.Session`'s model on its labels.
 
     Methods for code and tests: ``run(block=False)``, ``stop()``, ``wait(timeout)``, ``config()``; state:
@@ -95,14 +95,6 @@ class AdaptPanel(w.VBox):
                            qgr=QGRConfig(lam=float(self.lam.value), enabled=bool(self.qgr.value)),
                            **self.adapt_options)
 
-    @property
-    def status(self) -> str:
-        return self._status
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     # ------------------------------------------------------------------ run / stop
     def run(self, block: bool = False):
         """Start adaptation with the current settings; with ``block`` wait for it and return the History."""
@@ -135,8 +127,7 @@ class AdaptPanel(w.VBox):
 
     def wait(self, timeout: float | None = None):
         """Wait for the run to finish (at most ``timeout`` seconds); returns the History (None if not done)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._join(timeout)
         return self.history
 
     def _run_clicked(self) -> None:

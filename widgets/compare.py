@@ -22,7 +22,7 @@ import ipywidgets as w
 import numpy as np
 import pandas as pd
 
-from ._common import RANDOM_INIT_TEXT, banner, figure_png, note, table_html
+from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, note, table_html
 
 ARMS = ("zero-shot", "QGR off", "QGR on")
 
@@ -39,7 +39,7 @@ class CompareResult:
     stopped: bool = False
 
 
-class ComparePanel(w.VBox):
+class ComparePanel(BackgroundRun, w.VBox):
     """Compare adaptation with and without QGR on identical splits.
 
     source: a :class:`~clipiqa.session.Session` (its labels and model preset) or a labelled table (``path``,
@@ -110,14 +110,6 @@ class ComparePanel(w.VBox):
             w.HBox([self.lr, self.lam, self.trainable]), w.HBox([self.run_button, self.stop_button]),
             w.HBox([self.progress, self.status_label]), self.table, self.plots, self.traces, self.message])
         self.add_class("clipiqa-compare-panel")
-
-    @property
-    def status(self) -> str:
-        return self._status
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def config(self):
         from clipiqa.finetune import AdaptConfig
@@ -231,8 +223,7 @@ class ComparePanel(w.VBox):
             self._status = self.status_label.value = "stopping"
 
     def wait(self, timeout: float | None = None) -> CompareResult | None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._join(timeout)
         return self.result
 
     def _run_clicked(self) -> None:
