@@ -49,6 +49,16 @@ def median_ms(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def paired_ms(fn_a, fn_b, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Medians of ``fn_a`` and ``fn_b`` timed alternately, so drifting machine load hits both alike."""
+    a, b = [], []
+    fn_a(), fn_b()
+    for _ in range(repeats):
+        a.append(median_ms(fn_a, device, 1, warmup=0))
+        b.append(median_ms(fn_b, device, 1, warmup=0))
+    return statistics.median(a), statistics.median(b)
+
+
 class PeakMemory:
     """Peak memory while the block runs: CUDA allocator peak, or sampled process RSS on CPU (MiB)."""
 
@@ -99,11 +109,11 @@ def bench_scoring(model, images: torch.Tensor, repeats: int) -> list[dict]:
     device = model.device
     rows = []
     with torch.inference_mode(), autocast(device):
-        base = median_ms(lambda: model.clip.encode_image(images), device, repeats)
         with model.adapters_off():
             model.score(images[:1])  # text features are computed once, then cached
             with PeakMemory(device) as mem:
-                ours = median_ms(lambda: model.score(images), device, repeats)
+                base, ours = paired_ms(lambda: model.clip.encode_image(images), lambda: model.score(images),
+                                       device, repeats)
         rows.append(row("scoring, zero-shot", "open_clip encode_image", base, "model.score", ours, 0.95, ">=",
                         mem.peak_mib, f"batch {len(images)}"))
         with PeakMemory(device) as mem:
@@ -161,27 +171,55 @@ def bench_finetune(model, pil_images, repeats: int) -> list[dict]:
                  compute_stats=stats)
 
     with PeakMemory(device) as mem_naive:
-        naive = median_ms(lambda: step(False, qgr_on), device, repeats)
+        step(False, qgr_on)
     with PeakMemory(device) as mem_cached:
-        fast = median_ms(lambda: step(True, qgr_on), device, repeats)
-    plain = median_ms(lambda: step(True, qgr_off, stats=False), device, repeats)
+        step(True, qgr_on)
+    naive, fast = paired_ms(lambda: step(False, qgr_on), lambda: step(True, qgr_on), device, repeats)
+    plain, fast_again = paired_ms(lambda: step(True, qgr_off, stats=False), lambda: step(True, qgr_on), device,
+                                  repeats)
     n = len(pil_images)
     return [
         row("fine-tune step, prefix cache", "naive step (student + teacher forward)", naive,
             f"cached from block {start}", fast, 0.45, "<=", mem_cached.peak_mib,
             f"paper set, batch {n}; naive peak {mem_naive.peak_mib:.0f} MiB"),
-        row("fine-tune step, QGR", "plain fine-tuning (one backward)", plain, "QGR lam=5 (two gradients)", fast,
+        row("fine-tune step, QGR", "plain fine-tuning (one backward)", plain, "QGR lam=5 (two gradients)", fast_again,
             1.6, "<=", None, f"both cached, batch {n}"),
     ]
 
 
-def bench_meta(model_name: str, device: torch.device, pil_images, repeats: int) -> list[dict]:
-    """Meta pre-training throughput (images per second through inner steps), if clipiqa.meta is present."""
-    try:
-        from clipiqa import meta
-    except ImportError:
-        return []
-    return meta.benchmark_rows(model_name, device, pil_images, repeats) if hasattr(meta, "benchmark_rows") else []
+def bench_meta(model_name: str, device: torch.device, batch: int, repeats: int, workdir: Path) -> list[dict]:
+    """Meta pre-training throughput: images per second through inner steps (task switches, Adam state resets
+    and parameter reloads included), against plain fine-tuning steps of the same trainable set and batch."""
+    from clipiqa.finetune import AdaptConfig, adapt
+    from clipiqa.meta import MetaConfig, meta_pretrain, synthetic_tasks
+    refs = dict(list(demo_references(size=160).items())[:6])
+    tasks = synthetic_tasks(refs, types=["gaussian_blur", "white_noise", "jpeg", "darken"], levels=(1, 3, 5),
+                            size=160, cache_dir=workdir / "meta-tasks")
+    inner_steps = max(2, repeats)
+    stamps: list[float] = []
+
+    def on_step(record: dict) -> None:
+        if record.get("kind") == "inner":
+            _sync(device)
+            stamps.append(time.perf_counter())
+
+    config = MetaConfig(epochs=1, inner_steps=inner_steps, tasks_per_batch=3, batch_size=batch, eval_every=1,
+                        holdout_tasks=1, augment="none")
+    model = clipiqa.load_model(model_name, device=device)
+    with PeakMemory(device) as mem:
+        meta_pretrain(model, tasks, config, on_step=on_step)
+    per_task = [b - a for a, b in zip(stamps, stamps[1:])]
+    meta_ms = statistics.median(per_task)  # includes the gaps at task switches (theta reload, fresh Adam)
+    table = tasks[0].table.head(batch)
+    steps: list[float] = []
+    adapt(clipiqa.load_model(model_name, device=device), table,
+          AdaptConfig(trainable="prompts", epochs=inner_steps + 1, batch_size=batch, augment="none",
+                      cache_prefix=False, qgr=config.qgr), on_step=lambda r: steps.append(time.perf_counter()))
+    plain_ms = statistics.median([b - a for a, b in zip(steps, steps[1:])]) * 1000
+    n = min(batch, len(table))
+    return [row("meta pre-training, images/s", f"fine-tuning {1000 * n / plain_ms:.1f} img/s", plain_ms,
+                f"meta {1000 * n / (meta_ms * 1000):.1f} img/s", meta_ms * 1000, None, "<=", mem.peak_mib,
+                "prompts set, time per inner step incl. task switches")]
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -215,7 +253,7 @@ def main(argv=None) -> int:
     rows = bench_scoring(model, images, repeats)
     rows += bench_decoding(model, paths, repeats)
     rows += bench_finetune(clipiqa.load_model(model_name, device=device), pil, repeats)
-    rows += bench_meta(model_name, device, pil, repeats)
+    rows += bench_meta(model_name, device, batch, repeats, Path(args.out))
     result = {
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
