@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .configs import invalid
 from .data.transforms import VARIANTS, eval_transform, train_transform
 from .imageio import load_image
 from .losses import quality_loss, scene_drift, semantic_loss
@@ -38,8 +39,8 @@ class AdaptationDivergedError(RuntimeError):
         self.history = history
 
 
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"AdaptConfig.{name}={value!r} is not allowed; {allowed}")
+def _fail(field_name: str, value: Any, allowed: str) -> None:
+    invalid("AdaptConfig", field_name, value, allowed)
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,13 @@ import torch
 from PIL import Image, ImageOps
 
 from . import distributed as ddp
-from .finetune import AdaptationDivergedError, AdaptConfig, EncodedSet, compute_gradients, train_step
 from .checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
+from .configs import from_dict, invalid
 from .data.demo import stable_seed
 from .data.distortions import DISTORTIONS, apply_distortion, list_distortions
 from .data.splits import holdout as _holdout
 from .data.transforms import VARIANTS, eval_transform, train_transform
+from .finetune import AdaptationDivergedError, AdaptConfig, EncodedSet, compute_gradients, train_step
 from .imageio import list_images, load_image, load_rgb_array
 from .metrics import srcc
 from .qgr import QGRConfig
@@ -81,8 +82,8 @@ STATE_VERSION = 1
 _TIMING_KEYS = ("seconds",)
 
 
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"MetaConfig.{name}={value!r} is not allowed; {allowed}")
+def _fail(field_name: str, value: Any, allowed: str) -> None:
+    invalid("MetaConfig", field_name, value, allowed)
 
 
 # ============================================================================================ configuration
@@ -186,12 +187,8 @@ class MetaConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MetaConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"MetaConfig got unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
+    def from_dict(cls, data) -> "MetaConfig":
+        return from_dict(cls, data)
 
     def adapt_config(self) -> AdaptConfig:
         """The step settings shared with few-shot adaptation (QGR, AMP), for ``clipiqa.adapt``'s step."""

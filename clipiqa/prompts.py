@@ -5,11 +5,12 @@ Only the tensors defined here are new parameters; CLIP itself is never edited. S
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from .configs import from_dict, invalid
 
 SCENES: tuple[str, ...] = (
     "animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others",
@@ -20,7 +21,7 @@ SCENE_LABELS["plant"] = "plant (botanical)"
 
 
 def _fail(field_name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"PromptConfig.{field_name}={value!r} is not allowed; {allowed}")
+    invalid("PromptConfig", field_name, value, allowed)
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,8 @@ class PromptConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PromptConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"PromptConfig got unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
+    def from_dict(cls, data) -> "PromptConfig":
+        return from_dict(cls, data)
 
 
 class TextPrompt(nn.Module):

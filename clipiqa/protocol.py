@@ -244,20 +244,21 @@ def coop_vpt(model_factory, train, test, config, seed):
                              prompts=PromptConfig())
 
 
-@register_method("meta", "meta-learned prompt init + paper trainable set (ctx + last blocks), no QGR", adapts=True)
-def meta(model_factory, train, test, config, seed):
+def _meta_arm(model_factory, train, test, config, seed, qgr: bool):
     init = meta_checkpoint(model_factory, train, test, config, seed)
-    preds, extras = adapt_and_predict(model_factory, train, test, config, seed, trainable="paper", qgr=False,
+    preds, extras = adapt_and_predict(model_factory, train, test, config, seed, trainable="paper", qgr=qgr,
                                       prompts=init)
     return preds, {**extras, **_meta_extras(init)}
+
+
+@register_method("meta", "meta-learned prompt init + paper trainable set (ctx + last blocks), no QGR", adapts=True)
+def meta(model_factory, train, test, config, seed):
+    return _meta_arm(model_factory, train, test, config, seed, qgr=False)
 
 
 @register_method("meta+qgr", "the full method: meta init + paper trainable set + QGR (lam 5)", adapts=True)
 def meta_qgr(model_factory, train, test, config, seed):
-    init = meta_checkpoint(model_factory, train, test, config, seed)
-    preds, extras = adapt_and_predict(model_factory, train, test, config, seed, trainable="paper", qgr=True,
-                                      prompts=init)
-    return preds, {**extras, **_meta_extras(init)}
+    return _meta_arm(model_factory, train, test, config, seed, qgr=True)
 
 
 @register_method("paper-noqgr", "comparison arm: default prompt init + paper trainable set, no QGR", adapts=True)
