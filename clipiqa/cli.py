@@ -77,7 +77,7 @@ def _configure_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for image decoding")
 
 
-@command("score", "score images with a (prompted) CLIP model")(_configure_score)
+@command("score", "score images: zero-shot CLIP, or an adapted model with --prompts CKPT")(_configure_score)
 def cmd_score(args: argparse.Namespace) -> int:
     from .imageio import list_images
     from .scoring import score_files_sharded
