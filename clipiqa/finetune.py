@@ -118,23 +118,24 @@ class EncodedSet:
     and the frozen teacher's scene logits. Built once; a step only runs the trainable part."""
 
     def __init__(self, model, images: list, transform, n_views: int, start: int, batch_size: int,
-                 cache: bool = True):
+                 cache: bool = True, teacher: bool = True):
         self.start = start if cache else 0
         self.n_views = n_views
-        inputs, teacher = [], []
+        inputs, teachers = [], []
         with torch.no_grad():
             for v in range(n_views):
                 views = torch.stack([transform(im) for im in images])
                 hidden, logits = [], []
                 for chunk in views.split(batch_size):
                     chunk = chunk.to(model.device)
-                    with model.adapters_off():
-                        logits.append(model.scene_logits(chunk).float())
+                    if teacher:  # evaluation sets need no teacher
+                        with model.adapters_off():
+                            logits.append(model.scene_logits(chunk).float())
                     hidden.append(model.visual_prefix(chunk, self.start) if self.start else chunk)
                 inputs.append(torch.cat(hidden))
-                teacher.append(torch.cat(logits))
-        self.inputs = torch.stack(inputs, dim=1)    # [N, V, ...]
-        self.teacher = torch.stack(teacher, dim=1)  # [N, V, K]
+                teachers.append(torch.cat(logits) if logits else None)
+        self.inputs = torch.stack(inputs, dim=1)  # [N, V, ...]
+        self.teacher = torch.stack(teachers, dim=1) if teacher else None  # [N, V, K]
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -148,10 +149,6 @@ def forward_cached(model, x: torch.Tensor, start: int) -> tuple[torch.Tensor, to
     """Quality and scene logits from cached activations entering block ``start`` (images when start == 0)."""
     features = model.encode_image_from(x, start) if start else model.encode_image(x)
     return model.heads(features)
-
-
-def load_images(paths) -> list:
-    return [load_image(p) for p in paths]
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -206,7 +203,8 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
         from .data.splits import holdout
         train, val = holdout(train, config.val_fraction, config.seed)
         train, val = train.reset_index(drop=True), val.reset_index(drop=True)
-    train_images = images if images is not None and config.selection != "val" else load_images(train["path"])
+    preloaded = dict(zip(labelled["path"], images)) if images is not None else {}
+    train_images = _images_for(train, preloaded)
 
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(config.seed)
@@ -218,7 +216,7 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
         else:
             transform, n_views = train_transform(model, config.augment), config.n_views
         encoded = EncodedSet(model, train_images, transform, n_views, start, config.eval_batch_size)
-        evaluators = _evaluators(model, val, test, config, start)
+        evaluators = _evaluators(model, val, test, config, start, preloaded)
         q = torch.tensor(train["q"].to_numpy(), dtype=torch.float32, device=model.device)
         params = [p for _, p in model.named_parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
@@ -268,12 +266,18 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
     return history
 
 
-def _evaluators(model, val, test, config: AdaptConfig, start: int) -> dict:
+def _images_for(table: pd.DataFrame, preloaded: dict) -> list:
+    """Images of ``table`` in row order, reusing preloaded ones and reading the rest."""
+    return [preloaded[p] if p in preloaded else load_image(p) for p in table["path"]]
+
+
+def _evaluators(model, val, test, config: AdaptConfig, start: int, preloaded: dict) -> dict:
     out = {}
     for name, table in (("val", val), ("test", test)):
         if table is not None and len(table):
-            enc = EncodedSet(model, load_images(table["path"]), eval_transform(
-                model, "paper" if config.augment == "paper" else "model"), 1, start, config.eval_batch_size)
+            enc = EncodedSet(model, _images_for(table, preloaded), eval_transform(
+                model, "paper" if config.augment == "paper" else "model"), 1, start, config.eval_batch_size,
+                teacher=False)
             out[name] = (enc, table["q"].to_numpy())
     return out
 
