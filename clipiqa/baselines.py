@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .imageio import load_image
-from .scoring import autocast_for
+from .inference import autocast_for, evaluating
 
 __all__ = [
     "CLASSICAL_FEATURES", "RIDGE_ALPHAS", "classical_features", "classical_table", "classical_ridge",
@@ -54,15 +54,15 @@ def clip_features(model, paths: Sequence[str | os.PathLike], batch_size: int = 3
     if images is not None and len(images) != len(paths):
         raise ValueError(f"got {len(images)} images for {len(paths)} paths")
     out = []
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode(), model.adapters_off(), autocast_for(model.device):
+    with evaluating(model), model.adapters_off():  # adapters off: the backbone's own preprocessing
+        preprocess = model.preprocess
         for start in range(0, len(paths), batch_size):
             chunk = images[start:start + batch_size] if images is not None else \
                 [load_image(p) for p in paths[start:start + batch_size]]
-            batch = torch.stack([model.preprocess(im) for im in chunk]).to(model.device)
-            out.append(F.normalize(model.encode_image(batch).float(), dim=-1).cpu())
-    model.train(was_training)
+            batch = torch.stack([preprocess(im) for im in chunk]).to(model.device)
+            with autocast_for(model.device):
+                features = model.encode_image(batch)
+            out.append(F.normalize(features.float(), dim=-1).cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()

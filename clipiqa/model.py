@@ -1,7 +1,8 @@
 """The prompted CLIP quality model: a frozen open_clip model wrapped, never edited (DESIGN 2.1).
 
-Read top to bottom: ``IQAModel`` holds the frozen ``clip`` and the learnable adapter (text context, visual
-prompts, and optionally tuned copies of the last blocks). ``adapters_enabled`` switches every learnable part
+Read top to bottom: ``IQAModel`` holds the frozen ``clip`` and the learnable adapter: the text context, and only
+when declared visual prompts and tuned copies of the last blocks (``adapter_spec`` says which exist; an adapted
+but untrained model has exactly the frozen CLIP's image features). ``adapters_enabled`` switches every learnable part
 off at once, which gives the frozen CLIP with antonym prompts: the zero-shot baseline and the teacher.
 
 Seams of open_clip that this file relies on (``tests/test_open_clip_seams.py`` fails if they move):
@@ -13,29 +14,34 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from .data.transforms import TransformSpec, as_spec, backbone_spec, eval_transform
+from .inference import Prediction, head_logits, no_autocast, predict_images
 from .presets import Preset, get_preset
-from .prompts import SCENES, PromptConfig, TextPrompt, VisualPrompt
+from .prompts import DEFAULT_VISUAL_TOKENS, SCENES, PromptConfig, TextPrompt, VisualPrompt, scene_prompts
 from .weights import ModelSource, load_backbone
 
 TRAINABLE_SETS = ("prompts", "paper", "text", "none")
+DEFAULT_MODEL = "vitb16-openai"  # the paper's backbone
 
 
 class IQAModel(nn.Module):
     """CLIP quality model. ``score(images) -> [B]`` in [0, 1], higher = better quality."""
 
+    zero_shot_only = False  # True for clipiqa.zeroshot.ZeroShotModel (CLIP-IQA's ResNet-50): adapters refused
+
     def __init__(self, clip: nn.Module, tokenizer: Callable, source: ModelSource, prompt_config: PromptConfig,
                  seed: int = 0):
         super().__init__()
-        _check_supported(clip)
+        _check_supported(clip, zero_shot_only=self.zero_shot_only)
         self.clip = clip.eval()
         for p in self.clip.parameters():
             p.requires_grad_(False)
@@ -44,38 +50,36 @@ class IQAModel(nn.Module):
         self.prompt_config = prompt_config
         self.adapters_enabled = True
         self.n_tuned_blocks = 0
+        self.seed = seed
+        self.prompt_dropout = False  # True: frozen visual prompts keep their dropout in training (released code)
 
-        visual = clip.visual
-        n_layers = len(visual.transformer.resblocks)
-        width_t = clip.token_embedding.weight.shape[1]
-        width_v = visual.class_embedding.shape[0]
-        gen_state = torch.random.fork_rng(devices=[])
-        with gen_state:
+        # Only declared parts are built (PEFT style): the text context always; visual prompts when the config
+        # declares tokens (or the ``prompts`` set asks for them); tuned blocks when ``paper`` asks for them.
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.text_prompt = TextPrompt(prompt_config.n_ctx, width_t, prompt_config.ctx_init_std)
-            self.visual_prompt = None
-            if prompt_config.visual_tokens > 0:
-                depth = min(prompt_config.visual_depth or n_layers, n_layers)
-                patch = visual.conv1.kernel_size[0]
-                self.visual_prompt = VisualPrompt(prompt_config.visual_tokens, depth, width_v, patch,
-                                                  prompt_config.visual_dropout)
+            self.text_prompt = TextPrompt(prompt_config.n_ctx, clip.token_embedding.weight.shape[1],
+                                          prompt_config.ctx_init_std)
+        self.visual_prompt: VisualPrompt | None = None
         self.tuned = nn.ModuleDict()  # copies of the last blocks, created by add_tuned_blocks
+        if prompt_config.visual_tokens > 0:
+            self.add_visual_prompt(prompt_config.visual_tokens, prompt_config.visual_depth)
 
         placeholder = " ".join(["X"] * prompt_config.n_ctx)
         self.register_buffer("quality_tokens", tokenizer([f"{placeholder} {c}." for c in prompt_config.classnames]),
                              persistent=False)
         self.register_buffer("antonym_tokens", tokenizer(list(prompt_config.antonyms)), persistent=False)
-        self.register_buffer("scene_tokens", tokenizer([prompt_config.scene_template.format(s.replace("_", " "))
-                                                        for s in prompt_config.scenes]), persistent=False)
+        self.register_buffer("scene_tokens", tokenizer(scene_prompts(prompt_config)), persistent=False)
         self._text_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ switches and parameter sets
     def train(self, mode: bool = True) -> "IQAModel":
         """Frozen CLIP always stays in eval mode; so do frozen visual prompts (no dropout: cached prefixes
-        stay exact). Only trainable adapter parts follow ``mode``."""
+        stay exact) unless ``prompt_dropout`` asks for the released behaviour. Only trainable adapter parts (and
+        then those prompts) follow ``mode``."""
         super().train(mode)
         self.clip.eval()
-        if self.visual_prompt is not None and not any(p.requires_grad for p in self.visual_prompt.parameters()):
+        frozen = self.visual_prompt is not None and not any(p.requires_grad for p in self.visual_prompt.parameters())
+        if frozen and not self.prompt_dropout:
             self.visual_prompt.eval()
         return self
 
@@ -104,6 +108,40 @@ class IQAModel(nn.Module):
     def n_visual_layers(self) -> int:
         return len(self.clip.visual.transformer.resblocks)
 
+    @property
+    def adapter_spec(self) -> dict:
+        """What this model's adapter is made of, exactly (recorded in checkpoint cards, rebuilt on load):
+        ``n_ctx`` text context vectors, ``visual_tokens`` visual prompt tokens (0 = none) entering
+        ``visual_depth`` blocks (None = every block), ``tuned_blocks`` tuned copies of the last blocks (0 = none).
+        """
+        c = self.prompt_config
+        return {"n_ctx": c.n_ctx, "visual_tokens": c.visual_tokens, "visual_depth": c.visual_depth,
+                "tuned_blocks": self.n_tuned_blocks}
+
+    def add_visual_prompt(self, n_tokens: int = DEFAULT_VISUAL_TOKENS, depth: int | None = None) -> None:
+        """Build VPT-deep visual prompts (``n_tokens`` per set, in the first ``depth`` blocks; None = every block)
+        and declare them in ``prompt_config``. Idempotent for the same declaration; refuses a different one.
+
+        Untrained visual prompts change CLIP's image features: only the ``prompts`` set (which trains them) and
+        checkpoints that carry them declare them."""
+        wanted = replace(self.prompt_config, visual_tokens=n_tokens, visual_depth=depth)  # validates
+        if self.visual_prompt is not None:
+            if (self.prompt_config.visual_tokens, self.prompt_config.visual_depth) == (n_tokens, depth):
+                return
+            raise ValueError(f"this model already has visual prompts (visual_tokens="
+                             f"{self.prompt_config.visual_tokens}, visual_depth={self.prompt_config.visual_depth}); "
+                             f"load a fresh model to use visual_tokens={n_tokens}, visual_depth={depth}")
+        if n_tokens == 0:
+            return
+        visual = self.clip.visual
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)  # the same prompts whether built at construction or later
+            vp = VisualPrompt(n_tokens, min(depth or self.n_visual_layers, self.n_visual_layers),
+                              visual.class_embedding.shape[0], visual.conv1.kernel_size[0],
+                              self.prompt_config.visual_dropout)
+        self.visual_prompt = vp.to(visual.class_embedding.device).train(self.training)
+        self.prompt_config = wanted
+
     def add_tuned_blocks(self, k: int) -> None:
         """Create trainable copies of the last ``k`` blocks of both encoders and their final norms.
 
@@ -126,14 +164,20 @@ class IQAModel(nn.Module):
         self.n_tuned_blocks = k
 
     def set_trainable(self, which: str, k: int = 4) -> list[str]:
-        """Choose what trains: ``prompts`` (text ctx + visual prompts), ``paper`` (text ctx + tuned copies of the
-        last ``k`` blocks of both encoders + final norms; visual prompts frozen), ``text`` (ctx only), ``none``.
-        The card records the effective number of tuned blocks (``n_tuned_blocks``).
+        """Choose what trains, building what the set declares and nothing else:
+
+        ``prompts``: text ctx + visual prompts (declares ``DEFAULT_VISUAL_TOKENS`` visual prompt tokens in every
+        block when the model has none yet); ``paper``: text ctx + tuned copies of the last ``k`` blocks of both
+        encoders + final norms; visual prompts are never added, existing ones (from a meta checkpoint) stay
+        frozen, so a fresh model's image features are exactly the frozen CLIP's before the first step;
+        ``text``: ctx only; ``none``. ``adapter_spec`` (recorded in cards) says what was built.
         Returns the names of the trainable tensors."""
         if which not in TRAINABLE_SETS:
             raise ValueError(f"trainable set {which!r} is not allowed; use one of {', '.join(TRAINABLE_SETS)}")
         if which != "none":
             self.enable_adapters(True)
+        if which == "prompts" and self.visual_prompt is None:
+            self.add_visual_prompt(DEFAULT_VISUAL_TOKENS, self.prompt_config.visual_depth)
         if which == "paper":
             # backbones shallower than k + 1 blocks (the tiny test model) tune their last n - 1 blocks
             self.add_tuned_blocks(max(1, min(k, self.n_visual_layers - 1, len(self.clip.transformer.resblocks) - 1)))
@@ -261,38 +305,69 @@ class IQAModel(nn.Module):
         fn = lambda: F.normalize(self.encode_text(self.scene_tokens), dim=-1)  # noqa: E731
         return self._cached_text("scenes", fn, self._text_params(False))
 
-    # ------------------------------------------------------------------ heads
+    # ------------------------------------------------------------------ heads (clipiqa.inference)
     def logit_scale(self) -> torch.Tensor:
-        return self.clip.logit_scale.exp().clamp(max=100.0)
+        """CLIP's logit scale (exp of the learned log scale, at most 100), float32."""
+        return self.clip.logit_scale.float().exp().clamp(max=100.0)
 
     def heads(self, image_features: torch.Tensor, scenes: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Quality logits ``[B, 2]`` (column 0 = high) and scene logits ``[B, K]`` from image features."""
-        f = F.normalize(image_features, dim=-1)
-        scale = self.logit_scale()
-        quality = scale * f @ self.quality_text_features().to(f.dtype).t()
-        scene = scale * f @ self.scene_text_features().to(f.dtype).t() if scenes else None
+        """Quality logits ``[B, 2]`` (column 0 = high) and scene logits ``[B, K]`` from image features.
+
+        Float32 outside autocast (:func:`clipiqa.inference.head_logits`), text features included, whatever
+        precision the encoder ran in: training losses and scores see the same logits."""
+        with no_autocast(image_features.device.type):
+            scale = self.logit_scale()
+            quality = head_logits(image_features, self.quality_text_features(), scale)
+            scene = head_logits(image_features, self.scene_text_features(), scale) if scenes else None
         return quality, scene
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Quality logits ``[B, 2]`` (float32) of preprocessed images."""
         return self.heads(self.encode_image(images), scenes=False)[0]
 
     def scene_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Scene logits ``[B, K]`` (float32) of preprocessed images."""
         return self.heads(self.encode_image(images))[1]
 
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """Margin and p_high of preprocessed images ``[B, 3, H, W]`` (:func:`clipiqa.inference.predict_images`:
+        encoder in the caller's autocast, head in fp32; mode and gradients as the caller has them)."""
+        return predict_images(self, images)
+
     def score(self, images: torch.Tensor) -> torch.Tensor:
-        """Quality score ``p_high`` in [0, 1] for preprocessed images ``[B, 3, H, W]``; higher = better."""
-        return self.logits(images).softmax(dim=-1)[:, 0]
+        """Quality score ``p_high`` in [0, 1] for preprocessed images ``[B, 3, H, W]``; higher = better.
+        For display; rank by the margin (``predict(images).margin``), which does not saturate."""
+        return predict_images(self, images).score
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Same as ``score``: a scalar per image, the form Captum attributions need."""
-        return self.score(images)
+        """The logit margin ``z_high - z_low`` per image ``[B]`` (float32): the scalar attributions explain by
+        default (DESIGN 2.7; p_high saturates and its gradients vanish). ``clipiqa.inference.p_high_target``
+        explains p_high instead."""
+        return predict_images(self, images).margin
+
+    # ------------------------------------------------------------------ preprocessing
+    @property
+    def transform_spec(self) -> TransformSpec:
+        """The evaluation transform of the adapted model: what it was trained with (set by ``adapt``, recorded in
+        the checkpoint card, restored by ``apply_checkpoint``); the backbone's own preprocessing by default.
+        Assign a ``TransformSpec`` (or its dict) to change it, ``None`` to reset it to the backbone's."""
+        spec = getattr(self, "_transform_spec", None)
+        return spec if spec is not None else backbone_spec(self)
+
+    @transform_spec.setter
+    def transform_spec(self, spec: TransformSpec | dict | None) -> None:
+        self._transform_spec = None if spec is None else as_spec(spec)
+
+    @property
+    def eval_spec(self) -> TransformSpec:
+        """The spec in effect: ``transform_spec`` while adapters are on; the backbone's own preprocessing while
+        they are off (zero-shot CLIP is always scored as CLIP was trained)."""
+        return self.transform_spec if self.adapters_enabled else backbone_spec(self)
 
     @property
     def preprocess(self):
-        """The backbone's own evaluation transform (PIL image -> tensor)."""
-        cfg = PreprocessCfg(**{k: v for k, v in self.source.preprocess_cfg.items()
-                               if k in PreprocessCfg.__dataclass_fields__})
-        return image_transform_v2(cfg, is_train=False)
+        """The evaluation transform in effect (PIL image -> tensor), built from ``eval_spec``."""
+        return eval_transform(self.eval_spec)
 
     @property
     def device(self) -> torch.device:
@@ -317,15 +392,24 @@ def _pooled_prefix_length(tokens: torch.Tensor, clip: nn.Module) -> int | None:
     return last + 1
 
 
-def _check_supported(clip: nn.Module) -> None:
+def _check_supported(clip: nn.Module, zero_shot_only: bool = False) -> None:
+    """Refuse a built open_clip model whose towers clipiqa cannot wrap (``clipiqa.zoo`` refuses most by their
+    config before anything is built; this catches what only the built model shows). ``zero_shot_only``: an
+    open_clip ModifiedResNet image tower (``clipiqa.zeroshot``) instead of a ViT."""
     visual = getattr(clip, "visual", None)
-    ok = (visual is not None and hasattr(visual, "transformer") and hasattr(visual, "class_embedding")
-          and getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
-          and not getattr(visual, "final_ln_after_pool", False) and hasattr(clip, "token_embedding"))
+    text_ok = hasattr(clip, "token_embedding") and hasattr(clip, "transformer")
+    if zero_shot_only:
+        ok = text_ok and all(hasattr(visual, n) for n in ("stem", "layer4", "attnpool"))
+    else:
+        ok = (text_ok and visual is not None and hasattr(visual, "transformer") and hasattr(visual, "class_embedding")
+              and getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
+              and not getattr(visual, "final_ln_after_pool", False))
     if not ok:
-        raise ValueError(f"{type(clip).__name__} with {type(visual).__name__} is not supported: clipiqa needs an "
-                         "open_clip CLIP with a ViT image tower pooled by its CLS token and the built-in text tower "
-                         "(e.g. ViT-B-16, ViT-B-32, ViT-L-14)")
+        from .zoo import supported_message
+        need = ("an open_clip ResNet image tower (ModifiedResNet) and the built-in text tower" if zero_shot_only
+                else "an open_clip CLIP with a ViT image tower pooled by its CLS token and the built-in text tower")
+        raise ValueError(f"{type(clip).__name__} with {type(visual).__name__} is not supported: clipiqa needs "
+                         f"{need}.\n{supported_message()}")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -339,31 +423,51 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def load_model(name: str = "vitb16-openai", weights: str | None = None, device: str | torch.device | None = None,
+def load_model(name: str | None = None, weights: str | None = None, device: str | torch.device | None = None,
                prompts: PromptConfig | dict | str | None = None, seed: int = 0) -> IQAModel:
-    """Load a backbone preset and wrap it with prompts.
+    """Load a backbone and wrap it with prompts.
 
-    name: a preset (``clipiqa models`` lists them): ``vitb16-openai`` (paper), ``vitb32-openai``, ``tiny``.
+    name: a preset (``clipiqa models`` lists them: ``vitb16-openai`` (paper), ``vitb32-openai``, ``vitl14-openai``,
+        ``rn50-openai`` (zero-shot only), ``tiny`` ...), any open_clip CLIP ViT as ``ARCH:TAG``
+        (``ViT-L-14:openai``, ``ViT-B-16:laion2b_s34b_b88k``), ``hf-hub:ORG/REPO``, or the path of a local
+        open_clip folder (:func:`clipiqa.zoo.resolve_model`). None: the model a checkpoint given as ``prompts``
+        names in its card, else ``vitb16-openai``. Towers clipiqa cannot wrap are refused with the list of what is
+        supported.
     weights: a local weights file or open_clip folder; never touches the network when given.
     device: "cuda", "cpu", or None/"auto".
     prompts: a ``PromptConfig`` (or its dict), or the path of a clipiqa checkpoint to load onto the model.
+        Only declared adapter parts are built: the text context, visual prompts when the config declares
+        ``visual_tokens`` (the default declares none; the ``prompts`` trainable set adds them), and for a
+        checkpoint exactly the parts its card declares (``adapter_spec``).
         Without a checkpoint the adapters start switched off: the model scores zero-shot (frozen CLIP with
         antonym prompts) until it is trained or ``enable_adapters()`` is called.
     seed: seeds the prompt initialisation.
+
+    ``clipiqa.weights.weights_line(model)`` says which weights, fingerprint and precision run.
     """
-    preset: Preset = get_preset(name)
-    clip, source = load_backbone(preset, weights)
     checkpoint = None
     if isinstance(prompts, (str, bytes)) or hasattr(prompts, "__fspath__"):
         from .checkpoint import read_checkpoint
         checkpoint = read_checkpoint(prompts)
         prompt_config = PromptConfig.from_dict(checkpoint.card["prompt_config"])
+        if name is None:
+            name = (checkpoint.card.get("backbone") or {}).get("preset") or DEFAULT_MODEL
     elif isinstance(prompts, dict):
         prompt_config = PromptConfig.from_dict(prompts)
     else:
         prompt_config = prompts or PromptConfig()
-    tokenizer = open_clip.get_tokenizer(preset.arch, context_length=clip.context_length)
-    model = IQAModel(clip, tokenizer, source, prompt_config, seed=seed)
+    preset: Preset = get_preset(name or DEFAULT_MODEL)
+    if preset.zero_shot_only and checkpoint is not None:
+        from .zeroshot import ZeroShotOnlyError
+        raise ZeroShotOnlyError(f"model {preset.name!r} is zero-shot only (CLIP-IQA's configuration): it takes no "
+                                "checkpoint; adapted checkpoints need a ViT backbone such as vitb16-openai")
+    clip, source = load_backbone(preset, weights)
+    tokenizer = open_clip.get_tokenizer(source.tokenizer or preset.arch, context_length=clip.context_length)
+    if preset.zero_shot_only:
+        from .zeroshot import ZeroShotModel
+        model: IQAModel = ZeroShotModel(clip, tokenizer, source, prompt_config, seed=seed)
+    else:
+        model = IQAModel(clip, tokenizer, source, prompt_config, seed=seed)
     model.enable_adapters(False)
     if checkpoint is not None:
         from .checkpoint import apply_checkpoint

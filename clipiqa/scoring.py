@@ -1,6 +1,11 @@
-"""Batch scoring of image files: one row per input, a bad file gets an error row and the batch goes on."""
+"""Batch scoring of image files: one row per input, a bad file gets an error row and the batch goes on.
+
+Every score comes from :mod:`clipiqa.inference` (quality head in fp32 outside autocast). Each row has ``score``
+(p_high in [0, 1], for display) and ``logit_margin`` (z_high - z_low, rank by it: it does not saturate).
+"""
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Sequence
 
@@ -8,24 +13,29 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .imageio import ImageLoadError, list_images, load_image
+from .imageio import DEFAULT_MAX_PIXELS, ImageLoadError, list_images, load_image
+from .inference import NON_FINITE_REASON, autocast_for, predict_batches, predict_pil
 
 ProgressFn = Callable[[int, int], None]
+COLUMNS = ("path", "score", "logit_margin", "status", "error")
+
+__all__ = ["score_files", "score_files_sharded", "score_images", "autocast_for", "COLUMNS"]
 
 
 class ImageFiles(Dataset):
     """Loads and preprocesses files; a file that cannot be read yields its error instead of a tensor."""
 
-    def __init__(self, paths: Sequence[str], transform: Callable):
+    def __init__(self, paths: Sequence[str], transform: Callable, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.paths = list(paths)
         self.transform = transform
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return i, self.transform(load_image(self.paths[i])), ""
+            return i, self.transform(load_image(self.paths[i], max_pixels=self.max_pixels)), ""
         except ImageLoadError as e:
             return i, None, str(e)
         except Exception as e:  # a transform failing on an odd image must not kill the batch
@@ -40,42 +50,51 @@ def _collate(items):
     return index, batch, failed
 
 
-def autocast_for(device: torch.device, amp: bool | None = None):
-    """bf16 autocast on CUDA (the default there), a no-op on CPU."""
-    enabled = device.type == "cuda" if amp is None else amp
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+def non_finite_error(path: str, margin: float, score: float) -> str:
+    """The error text of a row whose model output is NaN or infinite."""
+    return (f"{NON_FINITE_REASON} for {path}: logit_margin={margin}, score={score}; the model weights are "
+            "probably broken (a diverged adaptation or a corrupt checkpoint)")
 
 
 def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 32, num_workers: int = 0,
-                amp: bool | None = None, progress: ProgressFn | None = None) -> pd.DataFrame:
-    """Score files with ``model`` (on its device). Returns ``path, score, status, error`` in input order.
+                amp: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Score files with ``model`` (on its device). Returns ``path, score, logit_margin, status, error`` in input
+    order.
 
     Folders in ``paths`` are expanded (recursively, image extensions); named files are always kept.
+    Images are preprocessed with the model's evaluation transform (``model.preprocess``: the one its checkpoint
+    was trained with, or the backbone's own; zero-shot with adapters off).
 
-    ``status`` is "ok" or "error"; ``score`` is NaN for errors. ``progress(done, total)`` is called per batch.
+    ``score`` is p_high in [0, 1] (display); ``logit_margin`` is z_high - z_low (rank by it). ``status`` is "ok"
+    or "error"; both numbers are NaN for errors: unreadable files and non-finite model outputs.
+    amp: bf16 autocast for the image encoder: None = on CUDA only, True = on (CUDA or CPU), False = off. The
+        quality head always runs in fp32.
+    max_pixels: passed to :func:`clipiqa.imageio.load_image` (None: no own limit).
+    ``progress(done, total)`` is called per batch.
     """
     paths = list_images([os.fspath(p) for p in paths])
     scores = [float("nan")] * len(paths)
+    margins = [float("nan")] * len(paths)
     errors = [""] * len(paths)
-    loader = DataLoader(ImageFiles(paths, model.preprocess), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate, pin_memory=model.device.type == "cuda",
+    loader = DataLoader(ImageFiles(paths, model.preprocess, max_pixels), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
                         persistent_workers=False)
-    was_training = model.training
-    model.eval()
     done = 0
-    with torch.inference_mode(), autocast_for(model.device, amp):
-        for index, batch, failed in loader:
-            if batch is not None:
-                s = model.score(batch.to(model.device, non_blocking=True)).float().cpu()
-                for i, v in zip(index.tolist(), s.tolist()):
-                    scores[i] = v
-            for i, err in failed:
-                errors[i] = err
-            done += len(index) + len(failed)
-            if progress is not None:
-                progress(done, len(paths))
-    model.train(was_training)
-    return pd.DataFrame({"path": paths, "score": scores,
+    for index, batch, failed in loader:
+        if batch is not None:
+            pred = predict_batches(model, [batch], amp=amp)
+            for i, m, s in zip(index.tolist(), pred.margin.tolist(), pred.score.tolist()):
+                if math.isfinite(m) and math.isfinite(s):
+                    margins[i], scores[i] = m, s
+                else:
+                    errors[i] = non_finite_error(paths[i], m, s)
+        for i, err in failed:
+            errors[i] = err
+        done += len(index) + len(failed)
+        if progress is not None:
+            progress(done, len(paths))
+    return pd.DataFrame({"path": paths, "score": scores, "logit_margin": margins,
                          "status": ["error" if e else "ok" for e in errors], "error": errors})
 
 
@@ -92,9 +111,6 @@ def score_files_sharded(model, paths: Sequence[str | os.PathLike], **kwargs) -> 
 
 
 def score_images(model, images: Sequence, amp: bool | None = None) -> torch.Tensor:
-    """Score in-memory PIL images (or HxWx3 uint8 arrays) with the model's own preprocessing."""
-    from PIL import Image
-    pil = [Image.fromarray(im) if not isinstance(im, Image.Image) else im.convert("RGB") for im in images]
-    batch = torch.stack([model.preprocess(im) for im in pil]).to(model.device)
-    with torch.inference_mode(), autocast_for(model.device, amp):
-        return model.score(batch).float().cpu()
+    """p_high ``[N]`` (CPU, float32) of in-memory PIL images (or HxWx3 uint8 arrays) with the model's
+    preprocessing. For display; rank by ``clipiqa.inference.predict_pil(model, images).margin``."""
+    return predict_pil(model, images, amp=amp).score

@@ -47,6 +47,8 @@ def test_scores_in_range_deterministic_and_batch_independent(tiny, images):
 
 
 def test_prompts_change_the_score_and_switch_restores_zero_shot(tiny, images):
+    tiny.set_trainable("prompts")  # declares the visual prompts
+    tiny.eval()
     with torch.no_grad():
         prompted = tiny.score(images)
         with tiny.adapters_off():
@@ -61,7 +63,9 @@ def test_prompts_change_the_score_and_switch_restores_zero_shot(tiny, images):
 
 
 def test_visual_prompt_tokens_enter_every_block(tiny, images):
+    tiny.set_trainable("prompts")
     n = tiny.prompt_config.visual_tokens
+    assert n == 100
     grid = (224 // 16) ** 2
     hidden = tiny.visual_prefix(images[:1], 1)
     assert hidden.shape[1] == 1 + n + grid
@@ -171,3 +175,77 @@ def test_a_fresh_model_scores_zero_shot_until_adapted(images, tmp_path):
     assert fresh.adapters_enabled
     clipiqa.save_checkpoint(fresh, tmp_path / "ckpt")
     assert clipiqa.load_model("tiny", prompts=tmp_path / "ckpt").adapters_enabled
+
+
+# ---------------------------------------------------------------------------------------------- declared adapters
+def test_paper_set_on_a_fresh_model_gives_exactly_the_frozen_clip_image_features(images):
+    model = clipiqa.load_model("tiny")
+    names = model.set_trainable("paper")
+    assert model.adapters_enabled and model.visual_prompt is None and model.n_tuned_blocks == 1
+    assert not any(n.startswith("visual_prompt.") for n in names)
+    assert model.adapter_spec == {"n_ctx": 4, "visual_tokens": 0, "visual_depth": None, "tuned_blocks": 1}
+    model.eval()
+    with torch.no_grad():
+        ours, clip = model.encode_image(images), model.clip.encode_image(images)
+    assert torch.nn.functional.cosine_similarity(ours, clip).min() >= 1 - 1e-6
+    torch.testing.assert_close(ours, clip, rtol=0, atol=1e-6)
+
+
+def test_prompts_set_declares_visual_prompts_and_builds_them():
+    model = clipiqa.load_model("tiny")
+    assert model.visual_prompt is None and model.prompt_config.visual_tokens == 0
+    names = model.set_trainable("prompts")
+    assert model.visual_prompt.n_tokens == 100 and model.visual_prompt.depth == model.n_visual_layers
+    assert "visual_prompt.tokens" in names and "visual_prompt.proj.weight" in names
+    assert model.adapter_spec == {"n_ctx": 4, "visual_tokens": 100, "visual_depth": None, "tuned_blocks": 0}
+    # declared sizes are kept; paper on top keeps them, frozen
+    small = clipiqa.load_model("tiny", prompts=PromptConfig(visual_tokens=8, visual_depth=1))
+    assert small.visual_prompt.n_tokens == 8 and small.visual_prompt.depth == 1
+    small.set_trainable("prompts")
+    assert small.visual_prompt.n_tokens == 8
+    names = small.set_trainable("paper")
+    assert small.visual_prompt.n_tokens == 8 and not any(n.startswith("visual_prompt.") for n in names)
+
+
+def test_adapter_declaration_is_validated():
+    with pytest.raises(ValueError, match=r"PromptConfig.visual_depth=0 is not allowed"):
+        PromptConfig(visual_depth=0)
+    with pytest.raises(ValueError, match=r"PromptConfig.visual_tokens=True is not allowed"):
+        PromptConfig(visual_tokens=True)
+
+
+SCENE_TOKEN_IDS = {  # open_clip's tokenizer (ViT-B-16 and the tiny preset's ViT-B-32); checked by decoding
+    "animal": [49406, 320, 1125, 539, 320, 4668, 49407],
+    "cityscape": [49406, 320, 1125, 539, 320, 40808, 49407],
+    "human": [49406, 320, 1125, 539, 320, 2751, 49407],
+    "indoor": [49406, 320, 1125, 539, 320, 9546, 49407],
+    "landscape": [49406, 320, 1125, 539, 320, 5727, 49407],
+    "night": [49406, 320, 1125, 539, 320, 930, 49407],
+    "plant": [49406, 320, 1125, 539, 320, 3912, 49407],
+    "still_life": [49406, 320, 1125, 539, 320, 1170, 318, 970, 49407],  # still _ life: the raw name
+    "others": [49406, 320, 1125, 539, 320, 3326, 49407],
+}
+
+
+def test_scene_prompts_are_the_released_ones_token_for_token(tiny):
+    from clipiqa.prompts import scene_prompts
+    texts = scene_prompts(PromptConfig())
+    assert texts[7] == "a photo of a still_life" and all(not t.endswith(".") for t in texts)
+    vitb16 = open_clip.get_tokenizer("ViT-B-16")(texts)
+    for tokens in (vitb16, tiny.scene_tokens):
+        got = {s: [int(i) for i in row if i != 0] for s, row in zip(clipiqa.SCENES, tokens)}
+        assert got == SCENE_TOKEN_IDS
+
+
+def test_visual_prompt_projection_and_norm_are_initialised_as_released():
+    import math
+    from clipiqa.prompts import VisualPrompt
+    torch.manual_seed(0)
+    vp = VisualPrompt(n_tokens=4, depth=2, width=256, patch_size=16)
+    w = vp.proj.weight.detach()
+    # kaiming-normal, fan-out: N(0, 2 / fan_out); PyTorch's default would be uniform within 1 / sqrt(fan_in)
+    assert abs(w.std().item() - math.sqrt(2 / 256)) < 0.03 * math.sqrt(2 / 256)
+    assert w.abs().max().item() > 1 / math.sqrt(256)
+    # the bias keeps nn.Linear's default as the released code leaves it
+    assert vp.proj.bias.abs().max().item() <= 1 / math.sqrt(256) and vp.proj.bias.abs().sum() > 0
+    assert vp.norm.eps == 1e-6

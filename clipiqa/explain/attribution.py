@@ -5,8 +5,10 @@ One entry point for every method::
     maps = attribute(model, images, "ig")          # Tensor[B, H, W], aligned with the input pixels
 
 ``model`` is any ``nn.Module`` mapping preprocessed images ``[B, 3, H, W]`` to one number per image ``[B]``
-(an :class:`~clipiqa.model.IQAModel` scores ``p_high``); ``target_fn(model, images) -> [B]`` picks another
-scalar (e.g. one scene logit). Grad-CAM needs an ``IQAModel`` (it hooks the ViT blocks).
+(an :class:`~clipiqa.model.IQAModel` returns its logit margin ``z_high - z_low``: the default target, DESIGN 2.7;
+p_high saturates at logit scale 100 and its gradients vanish); ``target_fn(model, images) -> [B]`` picks another
+scalar: ``clipiqa.inference.p_high_target`` for p_high, or e.g. one scene logit. Grad-CAM needs an ``IQAModel``
+(it hooks the ViT blocks).
 
 Sign conventions of the returned maps:
 
@@ -76,7 +78,9 @@ class ZeroShot(nn.Module):
             return self.inner(images)
 
     def score(self, images: Tensor) -> Tensor:
-        return self.forward(images)
+        """p_high of the zero-shot model (``forward`` gives its logit margin)."""
+        with self.inner.adapters_off():
+            return self.inner.score(images)
 
     def scene_logits(self, images: Tensor) -> Tensor:
         with self.inner.adapters_off():
@@ -158,7 +162,11 @@ class _Scalar(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- baselines
 def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the model's input normalisation; OpenAI CLIP's when the module does not say."""
+    """(mean, std) of the model's input normalisation (its evaluation transform spec in effect); OpenAI CLIP's
+    when the module does not say."""
+    spec = getattr(model, "eval_spec", None)
+    if spec is not None:
+        return tuple(spec.mean), tuple(spec.std)
     cfg = getattr(getattr(model, "source", None), "preprocess_cfg", None) or {}
     return tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
 

@@ -8,6 +8,10 @@
 * :func:`scene_drift_table` measures how far each model's scene distribution moved from zero-shot CLIP.
 * :func:`compare_models` runs the three for several models into one tidy table.
 
+"Score" here is the model's output: for an ``IQAModel`` the logit margin ``z_high - z_low`` (DESIGN 2.7; it does
+not saturate, so eta squared, score drops and attributions stay informative), unless a ``target_fn`` is given
+(``clipiqa.inference.p_high_target`` for p_high).
+
 Every result says whether a random-init model took part (``random_init``); then its numbers describe the
 machinery only and carry the note "random-init weights: meaningless".
 
@@ -226,7 +230,9 @@ def _focus_summary(table: pd.DataFrame, distortion: str, level: int, method: str
 @torch.no_grad()
 def score_tensors(model: nn.Module, images: Tensor, batch_size: int = 32, target_fn: TargetFn | None = None
                   ) -> np.ndarray:
-    """Scores ``[N]`` (float64 numpy) of preprocessed images, in batches, in eval mode (restored after)."""
+    """Scores ``[N]`` (float64 numpy) of preprocessed images, in batches, in eval mode (restored after), float32
+    without autocast. The score is ``model(x)`` (an ``IQAModel``: its logit margin, through
+    :mod:`clipiqa.inference`) or ``target_fn(model, x)`` (``p_high_target`` for p_high)."""
     out = []
     with unwrap(model) as core, frozen_eval(core):
         device = model_device(core)
