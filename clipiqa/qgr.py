@@ -23,7 +23,14 @@ Reading the rule:
   scene semantics. This is the reverse of ProGrad.
 * ``conflict`` with ``lam = 1`` is ProGrad-like: it removes the component of ``g_q`` that conflicts with the
   teacher's scene knowledge.
-* ``lam = 0`` or ``enabled=False`` is plain fine-tuning (the comparison arm); statistics are still computed.
+* ``lam = 0`` or ``enabled=False`` is plain fine-tuning (the comparison arm); :func:`qgr_step` then runs one
+  backward pass unless statistics are asked for (``compute_stats``).
+
+Edge cases, as the released rule decides them: the projection is skipped only when :math:`\lVert g_s\rVert^2` is
+exactly 0 (the correction :math:`\lambda \langle g_q, \hat g_s\rangle \hat g_s` does not depend on the size of
+``g_s``, so no threshold; values too small for float32 are recomputed in float64, which holds the square of any
+float32/bf16 gradient entry); a non-finite gradient is never projected or skipped silently: it raises
+:class:`NonFiniteGradientError` (training treats it as a divergence).
 
 Functions here are pure; :func:`qgr_step` is the one that writes ``p.grad``.
 """
@@ -37,7 +44,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["QGRConfig", "QGRStats", "project_gradients", "qgr_step"]
+__all__ = ["QGRConfig", "QGRStats", "NonFiniteGradientError", "project_gradients", "qgr_step"]
 
 _GRANULARITIES = ("per-tensor", "global")
 _CONDITIONS = ("agree", "conflict")
@@ -58,14 +65,14 @@ class QGRConfig:
         condition: ``"agree"`` (project when ``<g_q, g_s> > 0``, released code) or ``"conflict"`` (project when
             ``<g_q, g_s> < 0``, ProGrad-like).
         enabled: False turns the regularizer off (same as ``lam = 0``).
-        eps: squared norms of ``g_s`` at or below ``eps`` count as zero (no projection, no division by ~0).
+
+    There is no threshold on :math:`\\lVert g_s\\rVert^2`: only an exactly zero ``g_s`` skips the projection.
     """
 
     lam: float = 5.0
     granularity: str = "per-tensor"
     condition: str = "agree"
     enabled: bool = True
-    eps: float = 1e-12
 
     def __post_init__(self) -> None:
         try:
@@ -84,12 +91,6 @@ class QGRConfig:
             )
         if not isinstance(self.enabled, bool):
             raise ValueError(f"QGRConfig.enabled={self.enabled!r} is not allowed; use True or False")
-        try:
-            eps = float(self.eps)
-        except (TypeError, ValueError):
-            raise ValueError(f"QGRConfig.eps={self.eps!r} is not allowed; use a finite number >= 0") from None
-        if not math.isfinite(eps) or eps < 0.0:
-            raise ValueError(f"QGRConfig.eps={self.eps!r} is not allowed; use a finite number >= 0")
 
     @property
     def active(self) -> bool:
@@ -124,9 +125,39 @@ class QGRStats:
     n_condition: int = 0
 
 
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient that QGR would combine holds inf or NaN: the step diverged (never projected or skipped)."""
+
+
+_WIDE = torch.float64
+_TINY = 1e-20
+"""Inner products run in at least float32 (one pass, fast); a row with a non-finite value or one of magnitude below
+``_TINY`` (float32 squares of entries under ~1e-19 underflow) is recomputed in float64, which holds the square of
+any float32/bf16/fp16 entry: a tiny |g_s|^2 never underflows to 0, a large one never overflows, so decisions follow
+the rule exactly, and a non-finite float64 value means a non-finite entry."""
+
+
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: at least float32 (bf16/fp16 grads are summed in float32, float64 stays float64)."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def _inner_products(g_q: list, g_s: list, index: list[int], wide: bool) -> list[tuple[float, float, float]]:
+    """Rows ``(<g_q, g_s>, |g_s|^2, |g_q|^2)`` for the positions in ``index``, with one host sync."""
+    if not index:
+        return []
+    dev = g_q[index[0]].device
+    parts = []
+    for i in index:
+        acc = _WIDE if wide else torch.promote_types(_acc_dtype(g_q[i].dtype), _acc_dtype(g_s[i].dtype))
+        a = g_q[i].detach().reshape(-1).to(acc)
+        b = g_s[i].detach().to(device=a.device).reshape(-1).to(acc)
+        parts.append(torch.stack([torch.dot(a, b), torch.dot(b, b), torch.dot(a, a)]).to(dev, _WIDE))
+    return [tuple(r) for r in torch.stack(parts).cpu().tolist()]
+
+
+def _needs_wide(row: tuple[float, float, float]) -> bool:
+    return any(not math.isfinite(v) or abs(v) < _TINY for v in row)
 
 
 def _cos(dot: float, qq: float, ss: float) -> float:
@@ -139,11 +170,23 @@ def _condition_holds(dot: float, condition: str) -> bool:
     return dot > 0.0 if condition == "agree" else dot < 0.0
 
 
-def _project(gq: Tensor, gs: Tensor, coef: float) -> Tensor:
-    """``gq - coef * gs`` in the accumulation dtype, returned in ``gq``'s dtype (new tensor)."""
-    acc = _acc_dtype(gq.dtype)
+def _project(gq: Tensor, gs: Tensor, coef: float, wide: bool) -> Tensor:
+    """``gq - coef * gs`` in the accumulation dtype, or in float64 for a tiny ``gs`` (``wide``) or a coefficient
+    out of float32's comfortable range; returned in ``gq``'s dtype (new tensor)."""
+    acc = _WIDE if wide or not abs(coef) < 1e30 else _acc_dtype(gq.dtype)
     out = gq.to(acc) - coef * gs.to(device=gq.device, dtype=acc)
     return out.to(gq.dtype)
+
+
+def _check_finite(rows: list[tuple[float, float, float]], pairs: list[int]) -> None:
+    """Raise on a non-finite ``g_s`` (or paired ``g_q``); ``rows`` hold float64 values where float32 was not finite."""
+    for i, (dot, ss, qq) in zip(pairs, rows):
+        if not math.isfinite(ss):
+            raise NonFiniteGradientError(f"semantic gradient g_s[{i}] is not finite (|g_s|^2 = {ss}): the step "
+                                         "diverged; QGR neither projects nor ignores it")
+        if not (math.isfinite(qq) and math.isfinite(dot)):
+            raise NonFiniteGradientError(f"quality gradient g_q[{i}] is not finite (|g_q|^2 = {qq}): the step "
+                                         "diverged")
 
 
 def project_gradients(
@@ -156,7 +199,7 @@ def project_gradients(
     For ``granularity="per-tensor"``, for every position ``i``:
 
     * ``g_q[i]`` None: the result is None (the tensor gets no update, whatever ``g_s[i]`` is);
-    * ``g_s[i]`` None or :math:`\lVert g_s[i] \rVert^2 \le` ``eps``: the result is ``g_q[i]``;
+    * ``g_s[i]`` None or exactly zero (:math:`\lVert g_s[i] \rVert^2 = 0`): the result is ``g_q[i]``;
     * otherwise with :math:`d = \langle g_q[i], g_s[i] \rangle`: if the condition holds (``d > 0`` for "agree",
       ``d < 0`` for "conflict") the result is :math:`g_q[i] - \lambda \, d / \lVert g_s[i] \rVert^2 \, g_s[i]`,
       else ``g_q[i]``.
@@ -166,8 +209,9 @@ def project_gradients(
     that have both gradients (equal to the inner product of the concatenations), and applied to every such
     position; positions with only ``g_q`` keep it.
 
-    Inner products and the projection are computed in at least float32 (bf16/fp16 safe); results have the dtype
-    and device of ``g_q[i]``. Inputs are never modified; unchanged positions return the very same tensor object
+    Inner products and the projection are computed in at least float32 (bf16/fp16 safe), in float64 where a
+    value is tiny or non-finite (any nonzero |g_s| is projected); results have the dtype and device of
+    ``g_q[i]``. Inputs are never modified; unchanged positions return the very same tensor object
     as ``g_q[i]``, changed ones a new tensor. With ``lam = 0`` or ``enabled=False`` the output list holds the
     ``g_q`` tensors unchanged, and the statistics are still computed.
 
@@ -182,6 +226,7 @@ def project_gradients(
 
     Raises:
         ValueError: the two lists differ in length, or a pair of gradients differs in shape.
+        NonFiniteGradientError: a ``g_s[i]`` (or a ``g_q[i]`` paired with one) holds inf or NaN.
     """
     if not isinstance(config, QGRConfig):
         raise TypeError(f"config must be a QGRConfig; got {type(config).__name__}")
@@ -200,19 +245,14 @@ def project_gradients(
             )
         pairs.append(i)
 
-    # One host sync for all inner products: rows (dot, ||g_s||^2, ||g_q||^2) in float64.
-    rows: list[tuple[float, float, float]] = []
-    if pairs:
-        dev = g_q[pairs[0]].device
-        parts = []
-        for i in pairs:
-            acc = torch.promote_types(_acc_dtype(g_q[i].dtype), _acc_dtype(g_s[i].dtype))
-            a = g_q[i].detach().reshape(-1).to(acc)
-            b = g_s[i].detach().to(device=a.device).reshape(-1).to(acc)
-            parts.append(torch.stack([torch.dot(a, b), torch.dot(b, b), torch.dot(a, a)]).to(dev, torch.float64))
-        rows = [tuple(r) for r in torch.stack(parts).cpu().tolist()]
+    # Rows (dot, ||g_s||^2, ||g_q||^2): one host sync, and one more only for rows that need float64.
+    rows = _inner_products(g_q, g_s, pairs, wide=False)
+    redo = [k for k, row in enumerate(rows) if _needs_wide(row)]
+    for k, row in zip(redo, _inner_products(g_q, g_s, [pairs[k] for k in redo], wide=True)):
+        rows[k] = row
+    wide = {pairs[k] for k in redo}
+    _check_finite(rows, pairs)
 
-    eps = float(config.eps)
     lam = float(config.lam)
     per_tensor_cosine = [float("nan")] * len(g_q)
     for i, (dot, ss, qq) in zip(pairs, rows):
@@ -226,20 +266,20 @@ def project_gradients(
     coefs: dict[int, float] = {}
     if config.granularity == "per-tensor":
         for i, (dot, ss, _qq) in zip(pairs, rows):
-            if ss > eps and _condition_holds(dot, config.condition):
+            if ss > 0.0 and _condition_holds(dot, config.condition):
                 coefs[i] = lam * dot / ss
     else:
-        if rows and tot_ss > eps and _condition_holds(tot_dot, config.condition):
+        if rows and tot_ss > 0.0 and _condition_holds(tot_dot, config.condition):
             c = lam * tot_dot / tot_ss
             for i, (_dot, ss, _qq) in zip(pairs, rows):
-                if ss > eps:  # a zero g_s[i] would leave g_q[i] unchanged anyway
+                if ss > 0.0:  # a zero g_s[i] would leave g_q[i] unchanged anyway
                     coefs[i] = c
 
     out: list[Optional[Tensor]] = list(g_q)
     n_projected = 0
     if config.active:
         for i, c in coefs.items():
-            out[i] = _project(g_q[i], g_s[i], c)
+            out[i] = _project(g_q[i], g_s[i], c, i in wide)
             n_projected += 1
 
     n_tensors = sum(1 for a in g_q if a is not None)
@@ -287,6 +327,10 @@ def qgr_step(
 
     Returns:
         the :class:`QGRStats` of this step.
+
+    Raises:
+        NonFiniteGradientError: a semantic gradient (or a quality gradient paired with one) is not finite; no
+            ``p.grad`` has been written.
     """
     params = list(params)
     trainable = [i for i, p in enumerate(params) if p.requires_grad]

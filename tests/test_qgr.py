@@ -193,7 +193,6 @@ def test_inputs_untouched():
         ({"lam": float("nan")}, r"QGRConfig.lam=nan is not allowed"),
         ({"lam": "big"}, r"QGRConfig.lam='big' is not allowed"),
         ({"enabled": "yes"}, r"QGRConfig.enabled='yes' is not allowed"),
-        ({"eps": -1.0}, r"QGRConfig.eps=-1.0 is not allowed"),
     ],
 )
 def test_config_validation(kwargs, pattern):
@@ -203,6 +202,7 @@ def test_config_validation(kwargs, pattern):
 
 def test_config_defaults_and_frozen():
     cfg = QGRConfig()
+    assert not hasattr(cfg, "eps")  # no threshold: only an exactly zero |g_s|^2 skips the projection
     assert (cfg.lam, cfg.granularity, cfg.condition, cfg.enabled) == (5.0, "per-tensor", "agree", True)
     with pytest.raises(Exception):
         cfg.lam = 1.0  # frozen
@@ -302,3 +302,79 @@ def test_qgr_step_without_semantic_loss_and_errors():
     assert model.trunk.weight.grad is not None
     with pytest.raises(ValueError, match="requires_grad"):
         qgr_step([model.frozen], lq, None, QGRConfig())
+
+
+# ------------------------------------------------------------------------------------------- edge cases (issue 10, 9)
+
+
+@pytest.mark.parametrize("scale", [1e-10, 1e-20, 1e-40])
+@pytest.mark.parametrize("gran", ["per-tensor", "global"])
+def test_tiny_semantic_gradient_is_projected_as_the_released_rule(scale, gran):
+    # |g_s|^2 = scale^2 (1e-20, 1e-40, 1e-80: the last underflows float32) is not zero: the released rule projects,
+    # and the correction lam * <g_q, g_s> / |g_s|^2 * g_s does not depend on |g_s|
+    gq, gs = t(3.0, 1.0), t(scale, 0.0)
+    out, st = project_gradients([gq], [gs], QGRConfig(lam=5.0, granularity=gran))
+    assert st.n_projected == 1 and st.n_condition == 1
+    assert close(out[0], [3.0 - 5 * 3.0, 1.0])
+
+
+def test_projection_is_invariant_to_the_scale_of_g_s():
+    g = torch.Generator().manual_seed(5)
+    gq = [torch.randn(40, generator=g) for _ in range(76)]
+    gs = [torch.randn(40, generator=g) for _ in range(76)]
+    if sum(float(a @ b) for a, b in zip(gq, gs)) < 0:
+        gs = [-s for s in gs]  # the global condition holds too
+    for gran in ("per-tensor", "global"):
+        ref, ref_st = project_gradients(gq, gs, QGRConfig(lam=5.0, granularity=gran))
+        for scale in (1e-4, 1e-8, 1e-15, 1e-20):
+            out, st = project_gradients(gq, [scale * s for s in gs], QGRConfig(lam=5.0, granularity=gran))
+            assert st.n_projected == ref_st.n_projected > 0
+            for a, b in zip(out, ref):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_exactly_zero_semantic_gradient_keeps_g_q():
+    gq = t(3.0, 1.0)
+    for gran in ("per-tensor", "global"):
+        out, st = project_gradients([gq], [t(0.0, 0.0)], QGRConfig(granularity=gran))
+        assert out[0] is gq and st.n_projected == 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("cfg", [QGRConfig(), QGRConfig(granularity="global"), QGRConfig(lam=0.0)])
+def test_non_finite_semantic_gradient_raises(bad, cfg):
+    from clipiqa.qgr import NonFiniteGradientError
+    with pytest.raises(NonFiniteGradientError, match=r"semantic gradient g_s\[1\] is not finite"):
+        project_gradients([t(1.0, 2.0), t(3.0, 1.0)], [t(1.0, 0.0), t(bad, 0.0)], cfg)
+
+
+def _nan_gradient(loss):
+    """The same value as ``loss`` but a NaN gradient (the classic NaN-through-where)."""
+    return torch.where(torch.tensor(True), loss, loss * float("nan"))
+
+
+def test_qgr_step_raises_on_a_nan_semantic_gradient():
+    from clipiqa.qgr import NonFiniteGradientError
+    model = Tiny()
+    params = list(model.parameters())
+    lq, ls = _losses(model, torch.randn(4, 4), torch.rand(4), torch.randn(4, 5))
+    assert torch.isfinite(_nan_gradient(ls))
+    with pytest.raises(NonFiniteGradientError):
+        qgr_step(params, lq, _nan_gradient(ls), QGRConfig())
+
+
+def test_qgr_off_without_stats_runs_one_backward(monkeypatch):
+    real, calls = torch.autograd.grad, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    model = Tiny()
+    for cfg, stats, expected in ((QGRConfig(lam=0.0), False, 1), (QGRConfig(enabled=False), False, 1),
+                                 (QGRConfig(lam=0.0), True, 2), (QGRConfig(), False, 2)):
+        calls.clear()
+        lq, ls = _losses(model, torch.randn(4, 4), torch.rand(4), torch.randn(4, 5))
+        qgr_step(list(model.parameters()), lq, ls, cfg, compute_stats=stats)
+        assert len(calls) == expected, (cfg, stats)
