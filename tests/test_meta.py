@@ -53,8 +53,10 @@ def clone(params: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------- config and tasks
 @pytest.mark.parametrize("field, value, hint", [
-    ("algorithm", "maml", "reptile, fomaml"), ("inner_steps", 0, "positive integer"),
-    ("meta_lr", -1.0, "finite positive"), ("support_fraction", 1.0, "(0, 1)"), ("trainable", "all", "prompts"),
+    ("algorithm", "maml", "reptile, fomaml, released"), ("inner_steps", 0, "positive integer"),
+    ("meta_lr", -1.0, "finite positive"), ("meta_lr", 0.0, "finite positive"), ("meta_lr", float("nan"), "None"),
+    ("outer_optimizer", "rmsprop", "sgd, adam"), ("meta_lr_schedule", "cosine", "constant, linear"),
+    ("support_fraction", 1.0, "(0, 1)"), ("trainable", "all", "prompts"),
     ("holdout_tasks", 0.0, "fraction"), ("holdout_tasks", (), "task name"), ("augment", "big", "'model'"),
 ])
 def test_config_messages_name_field_value_and_allowed(field, value, hint):
@@ -65,10 +67,17 @@ def test_config_messages_name_field_value_and_allowed(field, value, hint):
 
 def test_config_defaults_and_round_trip():
     c = MetaConfig()
-    assert (c.algorithm, c.inner_steps, c.inner_lr, c.meta_lr, c.epochs, c.trainable) == \
-        ("reptile", 5, 1e-4, 0.01, 50, "prompts")
+    assert (c.algorithm, c.inner_steps, c.inner_lr, c.epochs, c.trainable) == ("reptile", 5, 1e-4, 50, "prompts")
     assert not c.qgr.active  # QGR off by default for meta training
     assert MetaConfig.from_dict(MetaConfig(holdout_tasks=["a", "b"]).to_dict()) == MetaConfig(holdout_tasks=("a", "b"))
+    # outer optimizer: the algorithm's default unless given (Reptile: 1.0 annealed linearly, Nichol et al. 2018)
+    assert (c.meta_lr, c.outer_optimizer, c.meta_lr_schedule) == (None, None, None)
+    assert c.outer() == meta.OuterSettings("sgd", 1.0, "linear")
+    assert MetaConfig(algorithm="fomaml").outer() == meta.OuterSettings("adam", 1e-3, "constant")
+    assert MetaConfig(algorithm="released").outer() == meta.OuterSettings("sgd", 0.01, "constant")
+    given = MetaConfig(algorithm="fomaml", meta_lr=0.3, outer_optimizer="sgd", meta_lr_schedule="linear")
+    assert given.outer() == meta.OuterSettings("sgd", 0.3, "linear")
+    assert MetaConfig.from_dict(given.to_dict()) == given
 
 
 def test_synthetic_tasks_one_per_type_with_reference_and_content_split(tasks):
@@ -146,7 +155,9 @@ def _instrumented_run(tasks, **kw):
 
 def test_every_task_starts_from_the_meta_parameters_and_reptile_step_is_the_formula(tasks):
     model, history, starts, ends = _instrumented_run(tasks)
-    beta = 0.5
+    # Reptile's default schedule: 0.5 annealed linearly over the run's 2 meta steps: 0.5, then 0.25
+    beta1, beta2 = meta.meta_lr_at(1, 2, 0.5, "linear"), meta.meta_lr_at(2, 2, 0.5, "linear")
+    assert (beta1, beta2) == (0.5, 0.25) and [s["meta_lr"] for s in history.steps] == [beta1, beta2]
     train_starts = [s for s in history.task_starts if s["phase"] == "train"]
     assert len(train_starts) == 4 and len(ends) == 4  # 4 training tasks in meta batches of 2
     # instrumented record: every task of meta step m starts from theta after step m - 1
@@ -163,18 +174,19 @@ def test_every_task_starts_from_the_meta_parameters_and_reptile_step_is_the_form
     # the inner loop moved each task away from theta, and the outer step is theta += beta * mean(phi - theta)
     phis = [phi for _, phi, _ in ends]
     assert all(not torch.equal(phis[0][n], theta0[n]) for n in theta0)
-    expected = reptile_update(theta0, phis[:2], beta)
+    expected = reptile_update(theta0, phis[:2], beta1)
     for n in theta0:
         torch.testing.assert_close(theta1[n], expected[n], rtol=0, atol=1e-7)
     theta2 = starts[-1][1]  # held-out evaluation after the last step starts from the final theta
-    expected = reptile_update(theta1, phis[2:], beta)
+    expected = reptile_update(theta1, phis[2:], beta2)
     for n in theta0:
         torch.testing.assert_close(theta2[n], expected[n], rtol=0, atol=1e-7)
     assert history.trainable and all(not n.startswith("clip.") for n in history.trainable)
 
 
 def test_fomaml_uses_the_query_gradient_at_phi(tasks):
-    model, history, starts, ends = _instrumented_run(tasks, algorithm="fomaml", epochs=1, meta_lr=0.1)
+    model, history, starts, ends = _instrumented_run(tasks, algorithm="fomaml", epochs=1, meta_lr=0.1,
+                                                     outer_optimizer="sgd", meta_lr_schedule="constant")
     train = [p for name, p in starts if name != "jpeg"]
     theta0, theta1 = train[0], train[2]
     (name_a, phi_a, g_a), (name_b, phi_b, g_b) = ends[:2]
@@ -260,9 +272,19 @@ def _same_rows(a: list[dict], b: list[dict]) -> None:
             assert x[k] == y[k] or (isinstance(x[k], float) and math.isnan(x[k]) and math.isnan(y[k])), k
 
 
-def resume_config(**kw) -> MetaConfig:
+RESUMED_LOOPS = {
+    # Reptile, outer SGD annealed linearly (the schedule spans the whole run, not the resumed part)
+    "reptile": {},
+    # FOMAML with its default Adam outer optimizer: the moments must survive the checkpoint
+    "fomaml-adam": {"algorithm": "fomaml", "meta_lr": None},
+    # the released loop: its never-reset inner model and its one inner Adam optimizer must survive too
+    "released": {"algorithm": "released", "meta_lr": None},
+}
+
+
+def resume_config(loop: str = "reptile", **kw) -> MetaConfig:
     """3 training tasks: one meta step per epoch; random crops and dropout exercise the per-visit seeds."""
-    return fast(epochs=2, tasks_per_batch=3, inner_steps=2, augment="model", **kw)
+    return fast(epochs=2, tasks_per_batch=3, inner_steps=2, augment="model", **{**RESUMED_LOOPS[loop], **kw})
 
 
 @pytest.fixture(scope="module")
@@ -270,16 +292,16 @@ def few_tasks(tasks):
     return tasks[:4]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(few_tasks, tmp_path_factory):
+@pytest.fixture(scope="module", params=list(RESUMED_LOOPS))
+def uninterrupted(few_tasks, tmp_path_factory, request):
     out = tmp_path_factory.mktemp("full")
-    history = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(), out_dir=out)
-    return out, history
+    history = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(request.param), out_dir=out)
+    return out, history, request.param
 
 
 @pytest.mark.parametrize("where", ["after epoch 1", "inside a meta step"])
 def test_interrupted_run_resumes_where_it_stopped(few_tasks, tmp_path, uninterrupted, where):
-    full_dir, full = uninterrupted
+    full_dir, full, loop = uninterrupted
     if where == "after epoch 1":
         seen = []
         stop = lambda: any(r["kind"] == "eval" and r["epoch"] == 1 for r in seen)  # noqa: E731
@@ -287,14 +309,18 @@ def test_interrupted_run_resumes_where_it_stopped(few_tasks, tmp_path, uninterru
     else:
         calls = {"n": 0}
 
-        def stop():  # polls: 3 tasks x 2 inner steps, outer | task (2 inner steps), task <- stop: inside step 2
+        # polls: 3 tasks x 2 inner steps, outer | task (2 inner steps), task <- stop: inside meta step 2;
+        # released: 3 tasks x 2 x (support, query), outer | task (4 polls), task <- stop: inside phase 2
+        at = 16 if loop == "released" else 10
+
+        def stop():
             calls["n"] += 1
-            return calls["n"] == 10
+            return calls["n"] == at
         on_step = None
-    first = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(), out_dir=tmp_path, stop=stop,
+    first = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(loop), out_dir=tmp_path, stop=stop,
                           on_step=on_step)
     assert first.stopped and len(first.steps) == 1
-    second = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(), out_dir=tmp_path)
+    second = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(loop), out_dir=tmp_path)
     assert not second.stopped and second.resumed_from == len(first.steps)
     for a, b in zip(_comparable(second), _comparable(full)):
         _same_rows(a, b)
@@ -306,9 +332,12 @@ def test_interrupted_run_resumes_where_it_stopped(few_tasks, tmp_path, uninterru
 
 
 def test_resume_refuses_other_settings(few_tasks, uninterrupted):
-    out, _ = uninterrupted
+    out, _, loop = uninterrupted
     with pytest.raises(ValueError, match="inner_lr"):
-        meta_pretrain(tiny_model(0.1), few_tasks, resume_config(inner_lr=1e-3), out_dir=out)
+        meta_pretrain(tiny_model(0.1), few_tasks, resume_config(loop, inner_lr=1e-3), out_dir=out)
+    with pytest.raises(ValueError, match="outer_optimizer"):
+        meta_pretrain(tiny_model(0.1), few_tasks, resume_config(loop, outer_optimizer="sgd" if loop == "fomaml-adam"
+                                                                else "adam"), out_dir=out)
 
 
 @pytest.mark.parametrize("kw", [dict(n_views=2, augment="model"), dict(trainable="paper"),

@@ -5,6 +5,10 @@ Task sources (``--tasks``, one or more): ``demo`` (synthetic distortions of the 
 Writes ``OUT/best`` (the meta init, selected on held-out *source* tasks), ``OUT/last``, ``OUT/history.csv``
 and periodic state in ``OUT/state`` (rerun the same command to resume). Works under
 ``torchrun --nproc_per_node N -m clipiqa pretrain ...`` (tasks of each meta batch spread over ranks).
+
+The outer optimizer defaults per algorithm (Reptile: SGD 1.0 annealed linearly to 0; FOMAML: Adam 1e-3); the
+summary says how far the meta parameters moved (``|theta - theta0| / |theta0|``, also in ``history.csv``) and
+warns below 1 %. ``--algorithm released`` runs the released code's loop, for comparison only (labelled so).
 """
 from __future__ import annotations
 
@@ -32,11 +36,20 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="where synthetic task images are written")
     add_model_args(p)
     p.add_argument("--out", required=True, help="output folder: best/, last/, history.csv, state/")
-    p.add_argument("--algorithm", choices=("reptile", "fomaml"), default="reptile")
+    p.add_argument("--algorithm", choices=("reptile", "fomaml", "released"), default="reptile",
+                   help="reptile (default), fomaml (first-order MAML), or released: the released code's loop (inner "
+                        "model never reset, query steps, outer step per dataset phase), for comparison only")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--inner-steps", type=int, default=5)
     p.add_argument("--inner-lr", type=float, default=1e-4)
-    p.add_argument("--meta-lr", type=float, default=0.01, help="outer step size beta (default 0.01)")
+    p.add_argument("--meta-lr", type=float, default=None,
+                   help="outer step size beta, or Adam's learning rate with --outer-optimizer adam (default per "
+                        "algorithm: reptile 1.0, fomaml 1e-3, released 0.01)")
+    p.add_argument("--outer-optimizer", choices=("sgd", "adam"), default=None,
+                   help="outer optimizer (default per algorithm: reptile sgd, fomaml adam, released sgd)")
+    p.add_argument("--meta-lr-schedule", choices=("constant", "linear"), default=None,
+                   help="outer step size schedule; linear anneals to 0 over the run (default: reptile linear, "
+                        "others constant)")
     p.add_argument("--tasks-per-batch", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32, help="images per inner step")
     p.add_argument("--holdout", default="0.2",
@@ -49,6 +62,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=1)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from OUT/state when it exists (default on)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds a run which cannot be resumed (overwrites best/, last/ ...)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -68,7 +83,9 @@ def _config(args: argparse.Namespace):
     from ..qgr import QGRConfig
     try:
         return MetaConfig(algorithm=args.algorithm, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
-                          meta_lr=args.meta_lr, epochs=args.epochs, tasks_per_batch=args.tasks_per_batch,
+                          meta_lr=args.meta_lr, outer_optimizer=args.outer_optimizer,
+                          meta_lr_schedule=args.meta_lr_schedule, epochs=args.epochs,
+                          tasks_per_batch=args.tasks_per_batch,
                           batch_size=args.batch_size, holdout_tasks=_holdout(args.holdout),
                           trainable=args.trainable, qgr=QGRConfig(lam=args.qgr_lam), augment=args.augment,
                           n_views=args.n_views, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
@@ -155,7 +172,8 @@ def _progress(total_hint: int) -> Callable[[dict], None]:
                        file=sys.stderr, disable=None)
         if record["kind"] == "step":
             bar.update(record["meta_step"] - bar.n)
-            bar.set_postfix(loss=f"{record['loss_last']:.3f}", epoch=record["epoch"])
+            bar.set_postfix(loss=f"{record['loss_last']:.3f}", epoch=record["epoch"],
+                            moved=f"{100 * record.get('rel_move', float('nan')):.2g}%")
             if bar.n >= bar.total:
                 bar.close()
         elif record["kind"] == "eval":
@@ -192,9 +210,29 @@ def _summary(history, model, args: argparse.Namespace) -> None:
     shown = "n/a" if score is None or not math.isfinite(score) else f"{score:.3f}"
     print(f"held-out source tasks ({', '.join(history.holdout_tasks)}): best mean SRCC {shown} at epoch "
           f"{history.best_epoch}{meaningless}", file=sys.stderr)
+    if history.rel_move is not None:
+        outer = history.outer
+        print(f"meta parameters moved {100 * history.rel_move:.3g} % of their norm from the start "
+              f"(|theta - theta0| / |theta0|; outer {outer.get('optimizer')}, meta_lr {outer.get('lr')} "
+              f"{outer.get('schedule')})", file=sys.stderr)
     if history.note:
         print(history.note, file=sys.stderr)
     print(f"wrote {args.out}/best (meta init), {args.out}/last, {args.out}/history.csv", file=sys.stderr)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Before any work: ``--out`` must be creatable, and a run already there is only continued (``--resume`` with
+    ``OUT/state``) or overwritten with ``--force``, never overwritten silently."""
+    from ..cli import check_out_folder
+    out = check_out_folder(args.out)
+    if args.force or not out.is_dir():
+        return
+    existing = [n for n in ("best", "last", "history.csv", "state") if (out / n).exists()]
+    resumable = (out / "state" / "latest.json").is_file()
+    if existing and not (args.resume and resumable):
+        why = "--no-resume would start it again" if resumable else "it has no state/ to resume from"
+        raise UsageError(f"--out {args.out} already holds a pre-training run ({', '.join(existing)}) and {why}; "
+                         "give another --out, or add --force to overwrite it")
 
 
 # ------------------------------------------------------------------------------------------- command
@@ -203,6 +241,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .. import distributed as ddp
     from ..meta import MetaDivergedError, meta_pretrain
     config = _config(args)
+    _check_out(args)
     args.device = ddp.device_for_rank(args.device)
     ddp.init_distributed(device=args.device)
     try:
