@@ -20,8 +20,8 @@ from scipy.io import savemat
 
 __all__ = [
     "BUILDERS", "LIVE_FOLDERS", "LIVE_ORGS_DROPPED", "image_bytes", "make_csiq", "make_kadid10k",
-    "make_koniq10k", "make_labels_csv", "make_live", "make_livec", "make_spaq", "make_tid2013",
-    "write_image",
+    "make_koniq10k", "make_labels_csv", "make_live", "make_livec", "make_pyiqa_meta", "make_spaq",
+    "make_tid2013", "write_image",
 ]
 
 LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
@@ -253,6 +253,55 @@ def make_labels_csv(root: Path, layout: str = "plain", n: int = 5) -> Path:
     else:
         raise ValueError(f"unknown layout {layout!r}")
     return csv
+
+
+def make_pyiqa_meta(root: Path, dataset: str) -> tuple[Path, Path]:
+    """A pyiqa-style meta-info CSV and its image folder; returns ``(csv, images_root)``.
+
+    The layouts follow pyiqa's published meta-info files (headers as pyiqa writes them):
+
+    - "live": ``meta_info_LIVEIQADataset.csv`` with ``ref_name,dist_name,mos`` — the header says
+      ``mos`` but the values are LIVE's DMOS on ~0-100, **lower better**; names
+      ``refimgs/ref<r>.bmp`` and ``<folder>/img<k>.bmp`` under ``root``. 10 rows, DMOS
+      ``5 + 10 i`` for row i, three references.
+    - "csiq": ``meta_info_CSIQDataset.csv`` with ``ref_name,dist_name,dmos`` (DMOS 0-1, lower
+      better); names ``<ref>.png`` and ``<ref>.<TAG>.<level>.png`` in ``root/dst_imgs_all``.
+      8 rows, DMOS ``0.05 + 0.1 i``, two references.
+    - "livec": ``meta_info_LIVEChallengeDataset.csv`` with ``img_name,mos,std``: the 7 practice
+      images ``t1.bmp..t7.bmp`` first (MOS 99, stored in ``Images/trainingImages``, so they do not
+      resolve under ``Images``), then ``100.bmp..107.bmp`` with MOS ``20 + 5 i`` under ``root/Images``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    if dataset == "live":
+        folders = ["jp2k"] * 5 + ["wn"] * 5
+        rows = [{"ref_name": f"refimgs/ref{i % 3}.bmp", "dist_name": f"{f}/img{i + 1}.bmp", "mos": 5.0 + 10 * i}
+                for i, f in enumerate(folders)]
+        for i, row in enumerate(rows):
+            write_image(root / row["dist_name"], shade=i * 20)
+        csv, images = root / "meta_info_LIVEIQADataset.csv", root
+    elif dataset == "csiq":
+        tags = [("1600", "AWGN"), ("1600", "JPEG"), ("aerial_city", "AWGN"), ("aerial_city", "JPEG")]
+        rows = [{"ref_name": f"{ref}.png", "dist_name": f"{ref}.{tag}.{lev}.png",
+                 "dmos": round(0.05 + 0.1 * (2 * k + lev - 1), 4)}
+                for k, (ref, tag) in enumerate(tags) for lev in (1, 2)]
+        images = root / "dst_imgs_all"
+        for i, row in enumerate(rows):
+            write_image(images / row["dist_name"], shade=i * 25)
+        csv = root / "meta_info_CSIQDataset.csv"
+    elif dataset == "livec":
+        practice = [f"t{k}.bmp" for k in range(1, 8)]
+        names = [f"{100 + i}.bmp" for i in range(8)]
+        for name in practice:
+            write_image(root / "Images" / "trainingImages" / name)
+        for i, name in enumerate(names):
+            write_image(root / "Images" / name, shade=i * 30)
+        rows = ([{"img_name": n, "mos": 99.0, "std": 1.0} for n in practice]
+                + [{"img_name": n, "mos": 20.0 + 5 * i, "std": 10.0 + i} for i, n in enumerate(names)])
+        csv, images = root / "meta_info_LIVEChallengeDataset.csv", root / "Images"
+    else:
+        raise ValueError(f"unknown pyiqa meta layout {dataset!r}")
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv, images
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {

@@ -345,6 +345,22 @@ def test_per_subset_minmax(tables: dict[str, pd.DataFrame]) -> None:
     np.testing.assert_allclose(df["q"], 1 - df["mos"])
 
 
+def test_per_subset_minmax_direction_survives_csv_round_trip(tables: dict[str, pd.DataFrame],
+                                                             tmp_path: Path) -> None:
+    # attrs (higher_better=False for CSIQ's DMOS) are lost in a CSV round trip: the direction must
+    # come from the table itself (q against mos), never default to higher-better and invert DMOS
+    csv = tmp_path / "csiq.csv"
+    tables["csiq"].to_csv(csv, index=False)
+    df = pd.read_csv(csv)
+    assert "higher_better" not in df.attrs
+    out = per_subset_minmax(df, by="distortion")
+    for _, group in out.groupby("distortion"):
+        assert group.loc[group["mos"].idxmin(), "q"] == pytest.approx(1.0)
+    np.testing.assert_allclose(per_subset_minmax(df, higher_better=False)["q"], out["q"])
+    with pytest.raises(ValueError, match="higher_better"):
+        per_subset_minmax(df.drop(columns="q"))
+
+
 # ------------------------------------------------------------------------------ read_labels
 
 
@@ -372,7 +388,7 @@ def test_read_labels_images_root_and_range(tmp_path: Path) -> None:
     assert df["content_id"].tolist() == ["a0.png", "a1.png", "a2.png"]
     assert df.attrs["synthetic"] is False
     with pytest.raises(DatasetFormatError, match="3 of 3 image files"):
-        read_labels(csv, score_range=(0, 100))  # resolves against the CSV's folder
+        read_labels(csv, score_range=(0, 100), higher_better=False)  # resolves against the CSV's folder
 
 
 def test_read_labels_pyiqa_and_headerless(tmp_path: Path) -> None:

@@ -35,13 +35,17 @@ def test_content_split_keeps_groups_apart() -> None:
 
 
 def test_image_split_for_in_the_wild() -> None:
-    df = table(n_contents=10, per_content=5, synthetic=False)
+    # in-the-wild tables have one image per content (content_id = the image name)
+    df = table(n_contents=50, per_content=1, synthetic=False)
     split = split_dataset(df, seed=0)
     assert split.by == "image"
     assert len(split.train) == 40 and len(split.test) == 10
-    # by image, content groups may straddle the split (here they are folders of 5)
-    forced = split_dataset(df, seed=0, by="content")
-    assert not set(forced.train["content_id"]) & set(forced.test["content_id"])
+    # by="image" forced on grouped data: content groups may straddle the split (folders of 5)
+    grouped = table(n_contents=10, per_content=5, synthetic=False)
+    forced = split_dataset(grouped, seed=0, by="image")
+    assert forced.by == "image" and len(forced.test) == 10
+    assert not set(split_dataset(grouped, seed=0).train["content_id"]) & set(
+        split_dataset(grouped, seed=0).test["content_id"])
 
 
 def test_same_seed_same_split_any_row_order() -> None:
@@ -164,3 +168,62 @@ def test_split_real_reader_output(tmp_path: Path) -> None:
     assert split.train.attrs["dataset"] == "kadid10k"
     moved = read_dataset("kadid10k", make_kadid10k(tmp_path / "elsewhere" / "k", n_refs=5))
     assert split_dataset(moved, seed=0).hash == split.hash
+
+
+# ------------------------------------------------------------- splits that survive pandas (issue 10 item 5)
+
+
+def _pandas_variants(df: pd.DataFrame, tmp_path: Path) -> dict[str, pd.DataFrame]:
+    """The table after a CSV round trip, a merge and a concat: pandas drops ``attrs`` in each."""
+    csv = tmp_path / "table.csv"
+    df.to_csv(csv, index=False)
+    round_trip = pd.read_csv(csv)
+    extra = pd.DataFrame({"path": df["path"], "note": range(len(df))})
+    merged = df.merge(extra, on="path")
+    half = len(df) // 2
+    concat = pd.concat([round_trip.iloc[:half], df.iloc[half:]], ignore_index=True)
+    return {"csv": round_trip, "merge": merged, "concat": concat}
+
+
+def _straddling(train: pd.DataFrame, test: pd.DataFrame) -> set:
+    return set(train["content_id"].astype(str)) & set(test["content_id"].astype(str))
+
+
+def test_content_split_survives_csv_merge_concat(tmp_path: Path) -> None:
+    df = read_dataset("kadid10k", make_kadid10k(tmp_path / "kadid", n_refs=20))
+    assert df.attrs["synthetic"] is True and df["content_id"].nunique() == 20
+    for how, variant in _pandas_variants(df, tmp_path).items():
+        assert "synthetic" not in variant.attrs, how  # the variant really lost its attrs
+        split = split_dataset(variant, seed=0)
+        assert split.by == "content", how
+        assert not _straddling(split.train, split.test), how
+        for s in standard_splits(variant, n_splits=3, seed=1):
+            assert s.by == "content" and not _straddling(s.train, s.test), how
+        fit, val = holdout(variant, 0.25, seed=2)
+        assert not _straddling(fit, val), how
+        # the same split as on the original table (same images on each side)
+        assert sorted(split.test["path"]) == sorted(split_dataset(df, seed=0).test["path"]), how
+
+
+def test_groups_decide_without_attrs() -> None:
+    # attrs claiming "not synthetic" do not let grouped contents straddle the split
+    df = table(n_contents=10, per_content=5, synthetic=False)
+    assert split_dataset(df, seed=0).by == "content"
+    assert holdout(df, 0.2, seed=0)[1]["content_id"].nunique() == 2
+    # one image per content: by image, whatever attrs say
+    single = table(n_contents=10, per_content=1, synthetic=True)
+    assert split_dataset(single, seed=0).by == "image"
+    # an explicit by= still wins
+    assert split_dataset(df, seed=0, by="image").by == "image"
+    # no content_id column: by image
+    assert split_dataset(df.drop(columns="content_id"), seed=0).by == "image"
+
+
+def test_missing_content_ids_fall_back_to_the_image() -> None:
+    df = table(n_contents=6, per_content=3)
+    df.loc[df.index[:6], "content_id"] = None  # two contents' rows lose their id
+    split = split_dataset(df, seed=0)
+    assert split.by == "content"
+    assert len(split.train) + len(split.test) == 18
+    named = _straddling(split.train.dropna(subset=["content_id"]), split.test.dropna(subset=["content_id"]))
+    assert not named

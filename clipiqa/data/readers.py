@@ -22,8 +22,10 @@ Every reader returns a :class:`pandas.DataFrame` with exactly these columns (Kon
     distortion level (int), or NaN when the dataset has none.
 
 ``df.attrs`` holds ``dataset`` (canonical name), ``score_range`` (lo, hi), ``higher_better``,
-``synthetic`` (True when splits must go by content), ``score_column``, ``root`` and
-``labels_file``.
+``synthetic`` (True for reference-content datasets), ``score_column``, ``root`` and
+``labels_file``. They are information only: pandas drops ``attrs`` in CSV round trips, merges
+and concats, so nothing that decides a number depends on them (splits group by ``content_id``,
+:func:`per_subset_minmax` reads the direction from ``q``).
 
 All file, folder, column, sheet and variable look-ups are case-insensitive.
 """
@@ -45,6 +47,7 @@ __all__ = [
     "DATASETS",
     "DatasetFormatError",
     "DatasetSpec",
+    "LabelScaleError",
     "canonical_name",
     "normalize_scores",
     "per_subset_minmax",
@@ -309,7 +312,7 @@ def _numeric(values: Any, source: Path, what: str, expected: str | None) -> np.n
 def _read_csv(path: Path, expected: str | None, **kwargs: Any) -> pd.DataFrame:
     """pandas.read_csv with parse errors turned into :class:`DatasetFormatError`."""
     try:
-        return pd.read_csv(path, **kwargs)
+        return pd.read_csv(path, encoding_errors="surrogateescape", **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(f"cannot parse as CSV ({exc})", path, expected) from exc
 
@@ -431,17 +434,37 @@ def normalize_scores(mos: Any, score_range: Sequence[float], higher_better: bool
     return q
 
 
-def per_subset_minmax(df: pd.DataFrame, by: str = "distortion", score: str = "mos") -> pd.DataFrame:
+def _table_direction(df: pd.DataFrame, score: str) -> bool | None:
+    """Whether higher ``score`` is better, read from the table itself: the sign of the rank
+    correlation between its ``q`` (higher = better) and ``score``; None when it cannot tell."""
+    if "q" not in df.columns or score not in df.columns:
+        return None
+    rho = pd.to_numeric(df["q"], errors="coerce").corr(pd.to_numeric(df[score], errors="coerce"),
+                                                       method="spearman")
+    return None if rho is None or not np.isfinite(rho) or rho == 0 else bool(rho > 0)
+
+
+def per_subset_minmax(df: pd.DataFrame, by: str = "distortion", score: str = "mos",
+                      higher_better: bool | None = None) -> pd.DataFrame:
     """Recompute ``q`` by min-max normalising ``score`` within each ``by`` group.
 
     This reproduces an option of the method's released code, which normalises each subset
     separately. It makes ``q`` depend on what else is in the table, so use it only on training
-    data and **never on test data**; the default mapping is :func:`normalize_scores`. Direction
-    follows ``df.attrs["higher_better"]`` (default True). A group with a single distinct score gets
-    q = 0.5. Returns a copy; ``attrs["q_mapping"]`` records what was done.
+    data and **never on test data**; the default mapping is :func:`normalize_scores`. The direction
+    is ``higher_better`` when given, else read from the table's own ``q`` against ``score`` (so it
+    survives CSV round trips, merges and concats, which drop ``attrs``), else
+    ``df.attrs["higher_better"]``; a table that says none of these is a ``ValueError``. A group with
+    a single distinct score gets q = 0.5. Returns a copy; ``attrs["q_mapping"]`` records what was done.
     """
     if by not in df.columns:
         raise KeyError(f"column {by!r} not in table (columns: {', '.join(df.columns)})")
+    if higher_better is None:
+        higher_better = _table_direction(df, score)
+    if higher_better is None:
+        higher_better = df.attrs.get("higher_better")
+    if higher_better is None:
+        raise ValueError(f"cannot tell whether higher {score!r} is better: the table has no usable 'q' "
+                         "column and no attrs['higher_better']; pass higher_better=True or False")
     out = df.copy()
     groups = out.groupby(out[by].astype(object).where(out[by].notna(), "<none>"), sort=False)[score]
     lo = groups.transform("min").to_numpy(dtype=float)
@@ -450,7 +473,7 @@ def per_subset_minmax(df: pd.DataFrame, by: str = "distortion", score: str = "mo
     span = hi - lo
     with np.errstate(invalid="ignore", divide="ignore"):
         q = np.where(span > 0, (values - lo) / np.where(span > 0, span, 1.0), 0.5)
-    if not df.attrs.get("higher_better", True):
+    if not higher_better:
         q = 1.0 - q
     out["q"] = np.clip(q, 0.0, 1.0)
     out.attrs = dict(df.attrs)
@@ -930,9 +953,35 @@ def read_dataset(name: str, root: PathLike, **options: Any) -> pd.DataFrame:
 _LABELS_LAYOUT = ("a CSV with header 'path,score' (optional columns mos_std/std, content_id, "
                   "distortion, level), or a pyiqa-style meta-info CSV whose first column is the "
                   "image name and second the MOS (optional third column std), or pyiqa's "
-                  "full-reference layout ref_name,dist_name,<score>; relative paths resolve against "
-                  "images_root or the CSV's folder")
+                  "full-reference layout ref_name,dist_name,<score>; comma-, semicolon- or "
+                  "tab-separated (detected; decimal commas are read in semicolon and tab files); "
+                  "relative paths resolve against images_root or the CSV's folder and must stay "
+                  "inside it")
 _STD_NAMES = ("mos_std", "std", "sd", "score_std", "stddev", "dmos_std")
+DEFAULT_LABEL_RANGE: tuple[float, float] = (1.0, 5.0)
+_DELIMITERS: tuple[tuple[str, str], ...] = (("\t", "tab"), (";", "semicolon"), (",", "comma"))
+_HEADER_KEYS = frozenset(_norm_key(n) for n in (
+    "path", "file", "filename", "image", "image_name", "img_name", "img", "name", "dist_name",
+    "dist_img", "ref_name", "ref_img", "score", "mos", "dmos", "mos_zscore", "rating", "content_id",
+    "distortion", "level", *_STD_NAMES))
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif",
+                   ".heic", ".heif", ".jp2", ".j2k", ".ppm", ".pgm", ".pnm")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+_LIVEC_PRACTICE = tuple(f"t{k}" for k in range(1, 8))
+
+
+class LabelScaleError(DatasetFormatError):
+    """The scale or direction of a label file is not given and cannot safely be assumed.
+
+    ``reason`` is why (a ``dmos`` header, a range other than 1-5, scores outside the range)
+    without the advice, so that a command line can name its own flags; the message adds the
+    Python arguments to pass.
+    """
+
+    def __init__(self, reason: str, path: PathLike, advice: str):
+        self.reason = reason
+        self.advice = advice
+        super().__init__(f"{reason}; {advice}", path, _LABELS_LAYOUT)
 
 
 def _looks_numeric(text: Any) -> bool:
@@ -944,22 +993,115 @@ def _looks_numeric(text: Any) -> bool:
     return True
 
 
-def _load_label_table(path: Path) -> pd.DataFrame:
-    """Read the CSV as text; a header row is detected by a non-numeric second field."""
-    raw = _read_csv(path, _LABELS_LAYOUT, header=None, dtype=str, skipinitialspace=True,
-                    skip_blank_lines=True)
-    raw = raw.dropna(how="all")
-    if raw.empty or raw.shape[1] < 2:
+def _looks_like_image(text: str) -> bool:
+    """True when ``text`` looks like an image path (an image extension or a folder separator)."""
+    text = str(text).strip()
+    return text.lower().endswith(_IMAGE_SUFFIXES) or "/" in text or "\\" in text
+
+
+def _warn(message: str) -> None:
+    import warnings
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _read_label_text(path: Path) -> str:
+    """The file as text: UTF-8 (a BOM is dropped); undecodable bytes survive as surrogate escapes,
+    the way Python itself decodes file names, so non-UTF-8 names resolve to their files."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _records(text: str, delimiter: str, path: Path) -> list[tuple[int, list[str]]]:
+    """(first line number, stripped fields) of each non-blank record; quoted fields may hold the
+    delimiter or line breaks."""
+    import csv as _csv
+    import io
+
+    reader = _csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    out, start = [], 1
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            fields = [f.strip() for f in fields]
+            if any(fields):
+                out.append((line, fields))
+    except _csv.Error as exc:
+        raise DatasetFormatError(f"cannot parse as CSV near line {reader.line_num} ({exc})", path,
+                                 _LABELS_LAYOUT) from exc
+    return out
+
+
+def _detect_delimiter(text: str, path: Path) -> tuple[str, list[tuple[int, list[str]]]]:
+    """The delimiter (tab, semicolon or comma) that splits the most records into two or more
+    fields; ties go to tab, then semicolon (a semicolon file often has decimal commas)."""
+    best: tuple[int, str, list] | None = None
+    for delimiter, _name in _DELIMITERS:
+        records = _records(text, delimiter, path)
+        wide = sum(len(fields) >= 2 for _, fields in records)
+        if best is None or wide > best[0]:
+            best = (wide, delimiter, records)
+    wide, delimiter, records = best
+    if not records:
+        raise DatasetFormatError("the file holds no rows", path, _LABELS_LAYOUT)
+    if wide == 0:
+        first = records[0]
+        raise DatasetFormatError(
+            f"cannot find the delimiter: no line splits into two fields at a comma, a semicolon or "
+            f"a tab (line {first[0]}: {first[1][0]!r}); write one 'path,score' row per image",
+            path, _LABELS_LAYOUT)
+    return delimiter, records
+
+
+def _delimiter_name(delimiter: str) -> str:
+    return dict(_DELIMITERS)[delimiter]
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """Column names made unique (``score``, ``score_2``); blank ones become ``unnamed_<i>``."""
+    out: list[str] = []
+    for i, name in enumerate(names):
+        name = name or f"unnamed_{i}"
+        candidate, k = name, 2
+        while candidate in out:
+            candidate, k = f"{name}_{k}", k + 1
+        out.append(candidate)
+    return out
+
+
+def _load_label_table(path: Path) -> tuple[pd.DataFrame, str]:
+    """The label file as a text table indexed by file line number, and its delimiter.
+
+    The first row is a header when it names a known column (path, score, mos, dmos, img_name, ...);
+    else when its second field is not a number and its first does not look like an image path (a
+    warning names that line); else the file has no header and the columns are path, score[, std].
+    A row with more fields than the header is an error naming its line.
+    """
+    delimiter, records = _detect_delimiter(_read_label_text(path), path)
+    line, first = records[0]
+    known = {_norm_key(f) for f in first} & _HEADER_KEYS
+    guessed = (not known and len(first) >= 2 and not _looks_numeric(first[1])
+               and not _looks_like_image(first[0]))
+    if known or guessed:
+        if guessed:
+            _warn(f"{path}: line {line} ({delimiter.join(first)!r}) names no known column and is "
+                  "taken as the header (columns: image, score); name them 'path,score' to silence this")
+        columns, body = _unique_names(first), records[1:]
+        long = [(n, len(f)) for n, f in body if len(f) > len(columns)]
+        if long:
+            shown = ", ".join(f"line {n} has {k}" for n, k in long[:5])
+            raise DatasetFormatError(
+                f"{len(long)} row(s) have more fields than the header's {len(columns)} ({shown}); "
+                f"quote paths that contain a {_delimiter_name(delimiter)}", path, _LABELS_LAYOUT)
+    else:
+        body = records
+        width = max(len(f) for _, f in body)
+        columns = ["path", "score", *(["mos_std"] if width > 2 else []),
+                   *[f"unnamed_{i}" for i in range(3, width)]]
+    if len(columns) < 2:
         raise DatasetFormatError("needs at least two columns (image, score)", path, _LABELS_LAYOUT)
-    first = raw.iloc[0].tolist()
-    has_header = not _looks_numeric(first[1])
-    if has_header:
-        body = raw.iloc[1:].reset_index(drop=True)
-        body.columns = [str(c).strip() if pd.notna(c) else f"unnamed_{i}" for i, c in enumerate(first)]
-        return body
-    raw.columns = ["path", "score", *(["mos_std"] if raw.shape[1] > 2 else []),
-                   *[f"unnamed_{i}" for i in range(3, raw.shape[1])]]
-    return raw.reset_index(drop=True)
+    rows = [f + [""] * (len(columns) - len(f)) for _, f in body]
+    table = pd.DataFrame(rows, columns=columns, index=[n for n, _ in body], dtype=object)
+    return table, delimiter  # a header without rows is an empty table
 
 
 def _label_columns(table: pd.DataFrame, path: Path) -> dict[str, str | None]:
@@ -986,11 +1128,13 @@ def _label_columns(table: pd.DataFrame, path: Path) -> dict[str, str | None]:
             "distortion": col("distortion"), "level": col("level"), "layout": layout}
 
 
-def read_labels(csv: PathLike, images_root: PathLike | None = None, *,
-                score_range: Sequence[float] = (1.0, 5.0), higher_better: bool = True) -> pd.DataFrame:
-    """Read a label CSV for the user's own images into the common table.
+def read_labels(csv: PathLike, images_root: PathLike | None = None, *, dataset: str | None = None,
+                score_range: Sequence[float] | None = None, higher_better: bool | None = None,
+                allow_outside_root: bool = False) -> pd.DataFrame:
+    """Read a label CSV for the user's own images (or a pyiqa meta-info CSV) into the common table.
 
-    Accepted layouts (detected from the header, case-insensitive):
+    Accepted layouts (detected from the header, case-insensitive; comma-, semicolon- or
+    tab-separated, detected):
 
     - plain: columns ``path,score`` (``mos`` also accepted for ``score``), optional ``mos_std``
       (or ``std``/``sd``), ``content_id``, ``distortion``, ``level`` — e.g. the labelling panel's output;
@@ -999,95 +1143,267 @@ def read_labels(csv: PathLike, images_root: PathLike | None = None, *,
     - pyiqa full-reference meta info: ``ref_name,dist_name,<score>`` (``ref_name`` becomes the
       content group).
 
-    Relative paths resolve against ``images_root`` or, when None, the CSV's folder. Scores map to
-    ``q`` with ``score_range`` (default the 1-5 ACR scale) and ``higher_better``; a score outside
-    ``score_range``, a missing file or a duplicated path is a :class:`DatasetFormatError`.
-    ``content_id`` defaults to the path as written in the CSV; ``attrs["synthetic"]`` is True
-    when a given ``content_id`` column groups several images (then splits go by content).
+    **Scale and direction** (labels must never be read upside down):
+
+    - ``dataset=NAME`` (a key of ``DATASETS`` or an alias) takes that dataset's declared range and
+      direction, e.g. ``dataset="live"`` or ``"csiq"`` for pyiqa's DMOS files (lower is better),
+      ``"kadid10k"`` (its 'dmos' is higher-better). ``score_range`` may override the range; a
+      ``higher_better`` contradicting the dataset is an error. Scores outside the declared range
+      give a warning and are clipped (as :func:`read_dataset` does). For ``"livec"`` the 7
+      practice images ``t1``-``t7`` are dropped with a warning naming them, as the LIVEC reader does.
+    - Otherwise the range is ``score_range`` (default the 1-5 ACR scale) and the direction
+      ``higher_better``, which must be given explicitly when the score column is named ``dmos``
+      or when ``score_range`` is not 1-5 (a :class:`LabelScaleError` says which to pass). A plain
+      ``path,score`` file on 1-5 needs neither. A score outside the range is an error.
+
+    **Paths** resolve before they are trusted: relative ones against ``images_root`` or, when
+    None, the CSV's folder; ``.``/``..`` are normalised and the duplicate check runs on the
+    resolved file (``./a.jpg``, ``sub/../a.jpg``, an absolute path and a symlink to it are one
+    image; the error names both lines). A path outside ``images_root`` (or a relative one that
+    climbs out of the CSV's folder) is refused unless ``allow_outside_root=True``; absolute paths
+    are accepted as written when no ``images_root`` is given (the labelling session writes them).
+    A missing file is an error.
+
+    Every refused row is named by its line in the file: a blank path with a score, a score that
+    is missing or not a number, a row with more fields than the header. A header-less file's first
+    row is data unless it names known columns (or has no number and no image path, with a warning).
+
+    ``content_id`` defaults to the path as written in the CSV; ``attrs["synthetic"]`` is True when
+    a given ``content_id`` column groups several images (splits decide from the column itself).
+    ``attrs`` also records ``dataset``, ``score_range``, ``higher_better``, ``layout``, ``delimiter``.
     """
     path = Path(csv).expanduser()
     if not path.is_file():
         raise DatasetFormatError("label file not found", path, _LABELS_LAYOUT)
+    spec = DATASETS[canonical_name(dataset)] if dataset is not None else None
     base = Path(images_root).expanduser() if images_root is not None else path.parent
-    table = _load_label_table(path)
+    table, delimiter = _load_label_table(path)
     cols = _label_columns(table, path)
-    table = _drop_blank(table, cols["path"])
-    names = [n.strip() for n in table[cols["path"]].astype(str)]
-    _check_duplicates(names, path)
-    mos = _numeric(table[cols["score"]], path, cols["score"], _LABELS_LAYOUT)
-    _check_scores(mos, names, score_range, path)
-    paths = _resolve_label_paths(names, base, path)
+    _refuse_blank_paths(table, cols["path"], path)
+    if spec is not None and spec.name == "livec":
+        table = _drop_livec_practice(table, cols["path"], path)
+    else:
+        _warn_livec_practice(table, cols["path"], path)
+    names = [str(n).strip() for n in table[cols["path"]]]
+    lines = [int(n) for n in table.index]
+    mos = _label_numbers(table[cols["score"]], cols["score"], path, delimiter, allow_missing=False)
+    rng = _label_range(spec, score_range)
+    _check_scores(mos, lines, rng, path, from_dataset=spec is not None and score_range is None)
+    better = _label_direction(spec, rng, higher_better, cols["score"], path)
+    paths = _resolve_label_paths(names, lines, base, path, strict_absolute=images_root is not None,
+                                 allow_outside_root=allow_outside_root)
     content = names if cols["content"] is None else _label_content(table[cols["content"]], cols, names)
-    std = None if cols["std"] is None else _numeric(table[cols["std"]], path, cols["std"], _LABELS_LAYOUT)
-    level = None if cols["level"] is None else _numeric(table[cols["level"]], path, "level", _LABELS_LAYOUT)
+    std = None if cols["std"] is None else _label_numbers(table[cols["std"]], cols["std"], path, delimiter)
+    level = None if cols["level"] is None else _label_numbers(table[cols["level"]], "level", path, delimiter)
     distortion = None
     if cols["distortion"] is not None:
-        distortion = [None if pd.isna(d) or not str(d).strip() else str(d).strip()
-                      for d in table[cols["distortion"]]]
-    df = _common_table(paths, mos, score_range=score_range, higher_better=higher_better,
-                       content_id=content, mos_std=std, distortion=distortion, level=level)
+        distortion = [str(d).strip() or None for d in table[cols["distortion"]]]
+    df = _common_table(paths, mos, score_range=rng, higher_better=better, content_id=content,
+                       mos_std=std, distortion=distortion, level=level)
     grouped = cols["content"] is not None and df["content_id"].nunique() < len(df)
-    spec = DatasetSpec(name="custom", title="label file", score_range=tuple(score_range),
-                       higher_better=higher_better, synthetic=grouped, score_column=cols["score"],
-                       layout=_LABELS_LAYOUT, description="user labels")
-    df = _set_attrs(df, spec, base, path, score_range=score_range, dataset="custom")
+    custom = DatasetSpec(name="custom", title="label file", score_range=rng, higher_better=better,
+                         synthetic=grouped, score_column=cols["score"], layout=_LABELS_LAYOUT,
+                         description="user labels")
+    df = _set_attrs(df, custom, base, path, dataset=spec.name if spec is not None else "custom")
     df.attrs["layout"] = cols["layout"]
+    df.attrs["delimiter"] = delimiter
     return df
+
+
+def _refuse_blank_paths(table: pd.DataFrame, path_col: str, path: Path) -> None:
+    """A row with a score (or anything) but no image path is an error naming its lines."""
+    blank = [n for n, v in table[path_col].items() if not str(v).strip()]
+    if blank:
+        shown = ", ".join(f"line {n}" for n in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        raise DatasetFormatError(f"{len(blank)} row(s) have values but no image path ({shown}); "
+                                 "fill in the path or delete the row", path, _LABELS_LAYOUT)
+
+
+def _practice_rows(table: pd.DataFrame, path_col: str) -> list[tuple[int, str]]:
+    """(line, name) of rows naming LIVEC's practice images t1..t7 (any folder or extension)."""
+    return [(int(n), str(v)) for n, v in table[path_col].items()
+            if _stem(str(v)).lower() in _LIVEC_PRACTICE]
+
+
+def _drop_livec_practice(table: pd.DataFrame, path_col: str, path: Path) -> pd.DataFrame:
+    """Drop LIVEC's 7 practice images (as :func:`read_dataset` does), with a warning naming them."""
+    rows = _practice_rows(table, path_col)
+    if rows:
+        _warn(f"{path}: dropped {len(rows)} LIVEC practice image(s), as the LIVEC reader does: "
+              + ", ".join(f"{name} (line {n})" for n, name in rows))
+    return table.drop(index=[n for n, _ in rows])
+
+
+def _warn_livec_practice(table: pd.DataFrame, path_col: str, path: Path) -> None:
+    """Say so when all of LIVEC's practice images are listed but no dataset was named."""
+    rows = _practice_rows(table, path_col)
+    if len({_stem(name).lower() for _, name in rows}) == len(_LIVEC_PRACTICE):
+        _warn(f"{path}: rows {', '.join(name for _, name in rows)} look like LIVEC's practice "
+              "images; pass dataset='livec' to drop them as the LIVEC reader does")
+
+
+def _label_numbers(values: pd.Series, what: str, path: Path, delimiter: str,
+                   allow_missing: bool = True) -> np.ndarray:
+    """Numbers of a text column (indexed by line); decimal commas are read in semicolon and tab
+    files. Non-numbers (and, for scores, blanks, NaN and infinities) are errors naming the lines."""
+    out = np.full(len(values), np.nan)
+    bad: list[str] = []
+    missing: list[str] = []
+    for i, (line, value) in enumerate(values.items()):
+        text = str(value).strip()
+        if delimiter != "," and _DECIMAL_COMMA.fullmatch(text):
+            text = text.replace(",", ".")
+        if not text:
+            missing.append(f"line {line}")
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            bad.append(f"line {line}: {value!r}")
+            continue
+        if math.isnan(number) and allow_missing:
+            continue
+        if not math.isfinite(number):
+            bad.append(f"line {line}: {value!r}")
+            continue
+        out[i] = number
+    if bad:
+        raise DatasetFormatError(f"{len(bad)} non-numeric (or infinite) {what} value(s): " + ", ".join(bad[:5])
+                                 + (", ..." if len(bad) > 5 else ""), path, _LABELS_LAYOUT)
+    if missing and not allow_missing:
+        raise DatasetFormatError(f"{len(missing)} image(s) without a {what} ("
+                                 + ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+                                 + ")", path, _LABELS_LAYOUT)
+    return out
+
+
+def _label_range(spec: DatasetSpec | None, score_range: Sequence[float] | None) -> tuple[float, float]:
+    """``score_range``, else the dataset's declared range, else the 1-5 ACR default."""
+    if score_range is None:
+        return spec.score_range if spec is not None else DEFAULT_LABEL_RANGE
+    lo, hi = (float(v) for v in score_range)
+    if not hi > lo:
+        raise ValueError(f"score_range must be (lo, hi) with hi > lo, got {tuple(score_range)}")
+    return lo, hi
+
+
+def _scale_advice() -> str:
+    names = ", ".join(sorted(DATASETS))
+    return (f"pass dataset=NAME for a known dataset ({names}), or score_range=(lo, hi) together with "
+            "higher_better=True (higher scores are better, e.g. MOS) or higher_better=False (lower "
+            "scores are better, e.g. DMOS)")
+
+
+def _check_scores(mos: np.ndarray, lines: Sequence[int], score_range: tuple[float, float], path: Path,
+                  from_dataset: bool = False) -> None:
+    """Scores must lie inside the declared range (a warning for a dataset's registry range)."""
+    lo, hi = score_range
+    outside = (mos < lo) | (mos > hi)
+    if not outside.any():
+        return
+    where = ", ".join(f"line {n}" for n in np.asarray(lines)[outside][:3])
+    reason = (f"{int(outside.sum())} score(s) outside score_range ({lo:g}, {hi:g}) ({where}); "
+              f"observed {mos.min():g}..{mos.max():g}")
+    if from_dataset:
+        _warn(f"{path}: {reason}; their q is clipped to [0, 1]")
+        return
+    raise LabelScaleError(reason, path, _scale_advice())
+
+
+def _label_direction(spec: DatasetSpec | None, score_range: tuple[float, float],
+                     higher_better: bool | None, score_col: str, path: Path) -> bool:
+    """Whether higher scores are better: the dataset's, or explicit when it cannot be assumed."""
+    if spec is not None:
+        if higher_better is not None and bool(higher_better) != spec.higher_better:
+            declared = "higher scores are better" if spec.higher_better else "lower scores are better"
+            raise ValueError(f"dataset {spec.name!r} declares that {declared}; higher_better="
+                             f"{bool(higher_better)} contradicts it: drop higher_better, or drop "
+                             "dataset= and give score_range and higher_better")
+        return spec.higher_better
+    if higher_better is not None:
+        return bool(higher_better)
+    advice = ("pass higher_better=True (higher scores are better) or higher_better=False (lower "
+              f"scores are better), or dataset=NAME ({', '.join(sorted(DATASETS))})")
+    if "dmos" in _norm_key(score_col):
+        raise LabelScaleError(f"the score column is named {score_col!r}: DMOS is lower-better in LIVE "
+                              "and CSIQ but higher-better in KADID-10k, so the direction cannot be "
+                              "assumed", path, advice)
+    if tuple(score_range) != DEFAULT_LABEL_RANGE:
+        raise LabelScaleError(f"score_range=({score_range[0]:g}, {score_range[1]:g}) is not the default "
+                              "1-5 scale, so the direction cannot be assumed", path, advice)
+    return True
 
 
 def _label_content(values: pd.Series, cols: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     """Content ids from a column; empty cells fall back to the image name; FR refs lose extensions."""
     out = []
     for value, name in zip(values, names):
-        text = "" if pd.isna(value) else str(value).strip()
+        text = str(value).strip()
         if cols["layout"] == "pyiqa-fr" and text:
             text = _stem(text)
         out.append(text or name)
     return out
 
 
-def _check_duplicates(names: Sequence[str], path: Path) -> None:
-    """Each image may appear once (aggregate repeated ratings before reading)."""
-    counts = pd.Series(names).value_counts()
-    dups = counts[counts > 1]
-    if len(dups):
-        shown = ", ".join(list(dups.index[:5]))
-        raise DatasetFormatError(f"{len(dups)} image(s) listed more than once (e.g. {shown}); "
-                                 "aggregate repeated ratings into one row per image", path,
-                                 _LABELS_LAYOUT)
+def _is_within(path: str, root: str) -> bool:
+    """True when the normalised absolute ``path`` lies inside the folder ``root``."""
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives
+        return False
 
 
-def _check_scores(mos: np.ndarray, names: Sequence[str], score_range: Sequence[float], path: Path) -> None:
-    """Scores must be present and inside the declared range."""
-    lo, hi = (float(v) for v in score_range)
-    if not hi > lo:
-        raise ValueError(f"score_range must be (lo, hi) with hi > lo, got {tuple(score_range)}")
-    empty = [n for n, m in zip(names, mos) if math.isnan(m)]
-    if empty:
-        raise DatasetFormatError(f"{len(empty)} image(s) without a score, e.g. {', '.join(empty[:5])}",
-                                 path, _LABELS_LAYOUT)
-    outside = (mos < lo) | (mos > hi)
-    if outside.any():
-        raise DatasetFormatError(
-            f"{int(outside.sum())} score(s) outside score_range ({lo:g}, {hi:g}); observed "
-            f"{mos.min():g}..{mos.max():g}; pass score_range=(lo, hi) for this scale",
-            path, _LABELS_LAYOUT)
+def _resolve_label_paths(names: Sequence[str], lines: Sequence[int], base: Path, labels: Path, *,
+                         strict_absolute: bool, allow_outside_root: bool) -> list[str]:
+    """Absolute image paths, resolved before they are trusted.
 
-
-def _resolve_label_paths(names: Sequence[str], base: Path, labels: Path) -> list[str]:
-    """Absolute image paths; relative ones resolve against ``base``; missing files are an error."""
+    Relative names join ``base`` and ``.``/``..`` are normalised; a name outside ``base`` is refused
+    unless ``allow_outside_root`` (absolute names only when ``strict_absolute``, i.e. an images
+    root was given); duplicates are found on the real file (aliases, symlinks); missing files are
+    an error. Each error names the lines.
+    """
+    root = os.path.abspath(base)
     tree = _CaseInsensitiveTree()
-    paths, missing = [], []
-    for name in names:
-        candidate = Path(name).expanduser()
-        if not candidate.is_absolute():
-            candidate = base / candidate
-        if not candidate.is_file() and not Path(name).is_absolute():
-            candidate = tree.find(base, name) or candidate  # case-insensitive fallback
-        if candidate.is_file():
-            paths.append(os.path.abspath(candidate))
-        else:
-            missing.append(name)
+    resolved: list[str] = []
+    outside: list[str] = []
+    for name, line in zip(names, lines):
+        given = Path(name).expanduser()
+        absolute = given.is_absolute()
+        lexical = os.path.abspath(given if absolute else os.path.join(root, given))
+        if (not absolute or strict_absolute) and not allow_outside_root and not _is_within(lexical, root):
+            outside.append(f"line {line}: {name!r}")
+        if not os.path.isfile(lexical) and not absolute and _is_within(lexical, root):
+            hit = tree.find(Path(root), os.path.relpath(lexical, root))  # case-insensitive fallback
+            lexical = os.path.abspath(hit) if hit is not None else lexical
+        resolved.append(lexical)
+    if outside:
+        raise DatasetFormatError(
+            f"{len(outside)} path(s) lie outside the images root {root} (" + ", ".join(outside[:5])
+            + (", ..." if len(outside) > 5 else "") + "); pass allow_outside_root=True if these "
+            "files are meant to be read", labels, _LABELS_LAYOUT)
+    _check_duplicates(resolved, names, lines, labels)
+    missing = [f"{name} (line {line})" for name, line, p in zip(names, lines, resolved)
+               if not os.path.isfile(p)]
     if missing:
         _raise_missing(missing, len(names), base, labels, _LABELS_LAYOUT)
-    return paths
+    return resolved
+
+
+def _check_duplicates(resolved: Sequence[str], names: Sequence[str], lines: Sequence[int],
+                      labels: Path) -> None:
+    """Each image may appear once, however its path is written (aggregate repeated ratings first)."""
+    first_seen: dict[str, int] = {}
+    pairs: list[str] = []
+    for i, p in enumerate(resolved):
+        key = os.path.normcase(os.path.realpath(p))
+        if key in first_seen:
+            j = first_seen[key]
+            pairs.append(f"line {lines[j]} {names[j]!r} and line {lines[i]} {names[i]!r} are the same file "
+                         f"{os.path.realpath(p)}")
+        else:
+            first_seen[key] = i
+    if pairs:
+        raise DatasetFormatError(f"{len(pairs)} image(s) listed more than once: " + "; ".join(pairs[:5])
+                                 + ("; ..." if len(pairs) > 5 else "")
+                                 + ". Aggregate repeated ratings into one row per image", labels,
+                                 _LABELS_LAYOUT)

@@ -2,9 +2,17 @@
 
 The protocol (DESIGN 2.6): 10 seeded 80/20 splits, by reference content for synthetic datasets
 (LIVE, CSIQ, TID2013, KADID-10k) and by image for in-the-wild ones; N labelled images are drawn
-from the 80 % pool only. Everything here is deterministic from an integer seed and independent
-of the row order of the input table: the same seed and the same set of images give the same
-split, and :func:`split_hash` gives a short fingerprint that checkpoints and reports record.
+from the 80 % pool only. Which of the two is decided from the data alone: by ``content_id``
+whenever a content groups several rows, by image otherwise — never from ``DataFrame.attrs``,
+which pandas drops in CSV round trips, ``merge`` and ``concat``.
+
+Everything here is deterministic from an integer seed and independent of the row order of the
+input table: the same seed and the same set of images give the same split, and
+:func:`split_hash` gives a short fingerprint that checkpoints and reports record. Image names
+(for image splits, few-shot draws and hashes) are relative to ``attrs["root"]`` when the table
+still has it, else to the images' common folder: the split itself is the same either way, but
+the hash of a table whose root differs from its images' common folder (e.g. KADID-10k's
+``images/``) changes when ``attrs`` are lost.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Split", "few_shot", "holdout", "split_dataset", "split_hash", "standard_splits"]
+__all__ = ["Split", "few_shot", "has_content_groups", "holdout", "split_dataset", "split_hash",
+           "standard_splits"]
 
 # Independent random streams for the different draws made from one seed.
 _FEW_SHOT_STREAM = 1
@@ -51,10 +60,23 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
+def has_content_groups(df: pd.DataFrame) -> bool:
+    """True when some ``content_id`` groups several rows (then splits must keep contents apart).
+
+    Decided from the column alone, never from ``df.attrs`` (lost in CSV round trips, merges and
+    concats). Missing content ids count as one content per image.
+    """
+    if "content_id" not in df.columns:
+        return False
+    ids = df["content_id"]
+    named = ids[ids.notna()].astype(str)
+    return bool(named.duplicated().any())
+
+
 def _resolve_by(df: pd.DataFrame, by: str | None) -> str:
-    """``by`` or, when None, "content" for synthetic datasets and "image" otherwise."""
+    """``by`` or, when None, "content" when a content groups several rows and "image" otherwise."""
     if by is None:
-        by = "content" if df.attrs.get("synthetic") else "image"
+        by = "content" if has_content_groups(df) else "image"
     if by not in ("content", "image"):
         raise ValueError(f"by must be 'content', 'image' or None, got {by!r}")
     if by == "content" and "content_id" not in df.columns:
@@ -98,9 +120,15 @@ def _image_names(df: pd.DataFrame, root: str | None = None) -> list[str]:
 
 def _group_keys(df: pd.DataFrame, by: str) -> np.ndarray:
     """One group key per row: the content id, or the image's relative name."""
-    if by == "content":
-        return df["content_id"].astype(str).to_numpy()
-    return np.asarray(_image_names(df), dtype=object)
+    if by == "image":
+        return np.asarray(_image_names(df), dtype=object)
+    ids = df["content_id"]
+    keys = np.asarray(["content:" + str(c) for c in ids], dtype=object)
+    missing = ids.isna().to_numpy()
+    if missing.any():  # a row without a content id is its own group, keyed by its image
+        names = np.asarray(_image_names(df), dtype=object)
+        keys[missing] = ["image:" + n for n in names[missing]]
+    return keys
 
 
 def _first_part_mask(keys: np.ndarray, frac_first: float, rng: np.random.Generator) -> np.ndarray:
@@ -127,9 +155,10 @@ def _take(df: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
 def split_dataset(df: pd.DataFrame, seed: int, train_frac: float = 0.8, by: str | None = None) -> Split:
     """Split ``df`` into train and test parts, group-aware and seeded.
 
-    ``by=None`` picks ``"content"`` when ``df.attrs["synthetic"]`` is true (no reference image
-    on both sides) and ``"image"`` otherwise. Groups are sorted before a
-    ``numpy.random.default_rng(seed)`` permutation, so the split depends only on the seed and
+    ``by=None`` picks ``"content"`` when some ``content_id`` groups several rows (no reference
+    image on both sides; see :func:`has_content_groups`) and ``"image"`` otherwise; it never reads
+    ``df.attrs``, so the choice survives CSV round trips, merges and concats. Groups are sorted
+    before a ``numpy.random.default_rng(seed)`` permutation, so the split depends only on the seed and
     the set of images, not on row order. ``train_frac`` is the fraction of *groups* in train
     (rounded, at least one group per side). Rows keep their original index and order.
     """
@@ -195,8 +224,9 @@ def holdout(df: pd.DataFrame, frac: float = 0.2, seed: int = 0,
             by: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Carve a validation part off a labelled set, group-aware; returns ``(fit, val)``.
 
-    ``frac`` is the fraction of groups (content groups for synthetic data, else images) that go
-    to ``val``, rounded, at least one group per side. Used by the ``val`` model-selection mode.
+    ``frac`` is the fraction of groups (content groups when a content groups several rows, else
+    images; ``by`` as in :func:`split_dataset`) that go to ``val``, rounded, at least one group
+    per side. Used by the ``val`` model-selection mode.
     """
     seed = _check_seed(seed)
     if not 0.0 < float(frac) < 1.0:
