@@ -109,20 +109,37 @@ def test_stop_is_honoured_within_one_step(labelled):
     assert history.stopped and len(history.steps) == 3
 
 
-def test_non_finite_loss_stops_with_error_and_keeps_last_good_state(labelled):
+def test_non_finite_loss_restores_the_start_of_the_last_finite_epoch(labelled, monkeypatch):
+    import clipiqa.finetune as finetune
     model = clipiqa.load_model("tiny")
-    snapshot = {}
+    real, seen, saved = finetune.quality_loss, [], {}
+    monkeypatch.setattr(finetune, "quality_loss",  # NaN from the 5th step on (18 images, batch 8: 3 steps/epoch)
+                        lambda z, q: real(z, q) * (float("nan") if len(seen) >= 4 else 1.0))
+
+    def record(row):
+        seen.append(row)
+        saved[row["step"]] = {n: p.detach().clone() for n, p in model.adapter_parameters()}
+
+    with pytest.raises(AdaptationDivergedError, match="non-finite loss at step 5") as err:
+        adapt(model, labelled, _fast(epochs=5), on_step=record)
+    history = err.value.history
+    assert len(history.steps) == 4
+    assert history.diverged["restored_after_step"] == 3 and history.diverged["restored_epoch"] == 2
+    for n, p in model.adapter_parameters():
+        assert torch.equal(p, saved[3][n]), n
+    assert "restored" in history.note
+
+
+def test_a_backbone_that_cannot_score_is_reported_unusable(labelled):
+    model = clipiqa.load_model("tiny")
 
     def poison(record):
-        if record["step"] == 2:
-            snapshot.update({n: p.detach().clone() for n, p in model.adapter_parameters()})
+        if record["step"] == 2:  # CLIP itself broken: no adapter state can fix it
             model.clip.logit_scale.data.fill_(float("nan"))
 
-    with pytest.raises(AdaptationDivergedError, match="non-finite loss at step 3") as err:
+    with pytest.raises(AdaptationDivergedError, match="non-finite loss at step 3.*does not score finitely") as err:
         adapt(model, labelled, _fast(epochs=5), on_step=poison)
-    assert len(err.value.history.steps) == 2
-    for n, p in model.adapter_parameters():
-        assert torch.equal(p, snapshot[n]), n
+    assert len(err.value.history.steps) == 2 and err.value.history.diverged["restored_after_step"] is None
 
 
 def test_same_seed_gives_identical_numbers(labelled):
@@ -156,3 +173,87 @@ def test_config_and_input_validation(labelled):
     bad.loc[0, "q"] = 1.5
     with pytest.raises(ValueError, match=r"q must lie in \[0, 1\]"):
         adapt(clipiqa.load_model("tiny"), bad)
+
+
+# --------------------------------------------------------------------------------------------- QGR edge cases
+def _count_grad_calls(monkeypatch) -> list:
+    real, calls = torch.autograd.grad, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    return calls
+
+
+@pytest.mark.parametrize("qgr, stats, expected", [(QGRConfig(lam=0.0), False, 1), (QGRConfig(enabled=False), False, 1),
+                                                  (QGRConfig(lam=0.0), True, 2), (QGRConfig(), False, 2)])
+def test_qgr_off_runs_the_second_backward_only_for_statistics(labelled, monkeypatch, qgr, stats, expected):
+    model = clipiqa.load_model("tiny")
+    calls = _count_grad_calls(monkeypatch)
+    history = adapt(model, labelled, _fast(epochs=1, batch_size=18, qgr=qgr, qgr_stats=stats))
+    assert len(history.steps) == 1 and len(calls) == expected
+    assert math.isnan(history.steps[0]["cosine"]) == (expected == 1)
+
+
+def test_nan_semantic_gradient_is_a_divergence(labelled, monkeypatch):
+    import clipiqa.finetune as finetune
+    real = finetune.semantic_loss
+
+    def nan_gradient(s_logits, teacher):  # finite value, NaN gradient (NaN through torch.where)
+        loss = real(s_logits, teacher)
+        return torch.where(torch.tensor(True), loss, loss * float("nan"))
+
+    monkeypatch.setattr(finetune, "semantic_loss", nan_gradient)
+    model = clipiqa.load_model("tiny")
+    with pytest.raises(AdaptationDivergedError, match="semantic gradient"):
+        adapt(model, labelled, _fast(epochs=1, batch_size=18))
+
+
+# --------------------------------------------------------------------------------------------- divergence
+def _finite_scores(model, labelled) -> bool:
+    x = torch.stack([model.preprocess(Image.open(p).convert("RGB")) for p in labelled["path"]])
+    with torch.no_grad():
+        return bool(torch.isfinite(model.encode_image(x)).all() and torch.isfinite(model.logits(x)).all())
+
+
+@pytest.mark.parametrize("lr", [1e3, 1e8])
+def test_divergence_restores_the_last_good_parameters_in_place(labelled, lr):
+    model = clipiqa.load_model("tiny")
+    model.set_trainable("paper")
+    saved = {0: {n: p.detach().clone() for n, p in model.adapter_parameters()}}  # after step s
+
+    def snapshot(record):
+        saved[record["step"]] = {n: p.detach().clone() for n, p in model.adapter_parameters()}
+
+    with pytest.raises(AdaptationDivergedError, match="restored") as err:
+        adapt(model, labelled, _fast(epochs=5, lr=lr), on_step=snapshot)
+    diverged = err.value.history.diverged
+    assert diverged["restored_after_step"] in saved and diverged["step"] > diverged["restored_after_step"]
+    expected = saved[diverged["restored_after_step"]]
+    for n, p in model.adapter_parameters():
+        assert torch.equal(p, expected[n]), n
+    assert _finite_scores(model, labelled)
+    assert f"after step {diverged['restored_after_step']}" in str(err.value)
+
+
+def test_non_finite_parameters_after_a_step_are_a_divergence(labelled, monkeypatch):
+    model = clipiqa.load_model("tiny")
+    initial = {n: p.detach().clone() for n, p in model.adapter_parameters()}
+    real_step = torch.optim.SGD.step
+
+    def poisoned_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", poisoned_step)
+    with pytest.raises(AdaptationDivergedError, match="non-finite parameters after step 1"):
+        adapt(model, labelled, _fast(epochs=2, trainable="prompts"))
+    built = {n for n, _ in model.adapter_parameters()}
+    for n, p in model.adapter_parameters():
+        if n in initial:
+            assert torch.equal(p, initial[n]), n
+    assert built >= set(initial) and _finite_scores(model, labelled)

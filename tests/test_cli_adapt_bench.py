@@ -124,8 +124,9 @@ def test_bench_lists_methods(capsys):
 
 
 @pytest.mark.slow
-def test_bench_demo_tiny_writes_all_six_methods(tmp_path, capsys, monkeypatch):
-    """The smoke command of the brief: every method runs (meta via the quick auto meta pre-training)."""
+def test_bench_demo_tiny_runs_every_default_arm_naming_its_recipe(tmp_path, capsys, monkeypatch):
+    """The smoke command of the brief: the 2x2 ablation and the baselines all run (the meta arms via the quick auto
+    meta pre-training), each row naming its recipe."""
     monkeypatch.setenv("CLIPIQA_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bench"
     rc = main(["bench", "--dataset", "demo", "--model", "tiny", "--shots", "20", "--splits", "2", "--out", str(out),
@@ -133,13 +134,38 @@ def test_bench_demo_tiny_writes_all_six_methods(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     summary = pd.read_csv(out / "summary.csv")
-    expected = ["zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt", "meta", "meta+qgr"]
-    assert list(summary["method"]) == expected
+    expected = ["zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt", "ft", "ft+qgr", "meta+ft",
+                "meta+ft+qgr"]
+    assert list(summary["method"]) == expected == list(DEFAULT_METHODS)
     assert (summary["n_ok"] == 2).all(), summary[["method", "reason"]].to_string()
     per = pd.read_csv(out / "per_split.csv")
-    assert len(per) == 14 and per.groupby("split")["split_hash"].nunique().eq(1).all()
+    assert len(per) == 18 and per.groupby("split")["split_hash"].nunique().eq(1).all()
+    recipes = per.groupby("method")["recipe"].first()
+    assert recipes["coop"].startswith("coop [") and recipes["meta+ft+qgr"].startswith("grmp [")
+    assert recipes["zero-shot"] == "none" and recipes["ridge-probe"].startswith("closed form")
     assert (out / "summary.png").is_file() and (out / "summary.json").is_file()
-    for text in ("meta+qgr", "classical-ridge", NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS, "chance"):
+    for text in ("meta+ft+qgr", "classical-ridge", "grmp [", NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS, "chance"):
         assert text in captured.out
-    assert "CPU-friendly defaults" in captured.err
+    assert "CPU-friendly budget" in captured.err
     assert list((out / "meta-auto").iterdir())  # the auto meta checkpoints are kept beside the results
+
+
+def test_adapt_released_recipe_selects_on_the_test_labels_and_says_optimistic(labels_csv, tmp_path, capsys):
+    out = tmp_path / "released"
+    base = ["adapt", "--labels", str(labels_csv), "--model", "tiny", "--device", "cpu", "--recipe", "grmp-released",
+            "--epochs", "2", "--augment", "none", "--trainable", "text"]
+    assert main([*base, "--out", str(out)]) == 1
+    assert "--test-labels" in capsys.readouterr().err and not out.exists()
+    rc = main([*base, "--out", str(out), "--test-labels", str(labels_csv)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "optimistic: selected on the test split" in captured.out
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["selection"] == "test-oracle" and card["training"]["lr_schedule"] == "plateau"
+    assert card["training"]["select_initial"] and card["training"]["selection_metric"] == "srcc+plcc"
+    assert "optimistic" in card["metrics"]["optimistic"] and "test_srcc" in card["metrics"]
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.loc[history["kind"] == "eval", "epoch"]) == [0, 1, 2]  # epoch 0 is a candidate
+    assert main(["adapt", "--labels", str(labels_csv), "--model", "tiny", "--out", str(tmp_path / "x"),
+                 "--recipe", "nope"]) == 1
+    assert "--recipe 'nope'" in capsys.readouterr().err

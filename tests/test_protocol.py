@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipiqa.finetune import OPTIMISTIC_NOTE, AdaptConfig
+from clipiqa.finetune import OPTIMISTIC_NOTE
 from clipiqa.data import build_demo_set
 from clipiqa.data.splits import standard_splits
 from clipiqa.model import load_model
 from clipiqa.protocol import (METHODS, METRICS, NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS, PER_SPLIT_COLUMNS,
                               register_method, run_protocol)
 
-FAST = AdaptConfig(epochs=2, augment="none")
-METHODS_UNDER_TEST = ["zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt", "meta", "spy", "boom"]
+FAST = {"epochs": 2, "augment": "none"}
+METHODS_UNDER_TEST = ["zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt", "meta+ft", "spy", "boom"]
 SEEN: list[dict] = []
 
 
@@ -58,7 +58,7 @@ def result(demo, tmp_path_factory, test_methods):
     out = tmp_path_factory.mktemp("protocol")
     progress = []
     res = run_protocol(demo, METHODS_UNDER_TEST, shots=10, n_splits=2, seed=0, model_factory=tiny_factory,
-                       adapt_config=FAST, out_dir=out, on_progress=progress.append, n_boot=200)
+                       overrides=FAST, out_dir=out, on_progress=progress.append, n_boot=200)
     res.progress = progress
     return res
 
@@ -94,8 +94,8 @@ def test_table_columns_status_and_metrics(result):
     status = per.groupby("method")["status"].agg(set).to_dict()
     for m in ("zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt", "spy"):
         assert status[m] == {"ok"}, (m, per.loc[per["method"] == m, "error"].tolist())
-    assert status["meta"] == {"skipped"} and status["boom"] == {"error"}
-    assert per.loc[per["method"] == "meta", "error"].str.contains("meta checkpoint").all()
+    assert status["meta+ft"] == {"skipped"} and status["boom"] == {"error"}
+    assert per.loc[per["method"] == "meta+ft", "error"].str.contains("meta checkpoint").all()
     assert per.loc[per["method"] == "boom", "error"].str.contains("RuntimeError: kaboom").all()
     ok = per[per["status"] == "ok"]
     for col in ("srcc", "krcc", "plcc", "rmse", "srcc_ci_lo", "srcc_ci_hi", "chance_band", "seconds"):
@@ -120,7 +120,7 @@ def test_summary_recomputed_by_hand(result):
             assert summary.loc[method, f"{metric}_mean"] == pytest.approx(values.mean())
             assert summary.loc[method, f"{metric}_median"] == pytest.approx(np.median(values))
             assert summary.loc[method, f"{metric}_std"] == pytest.approx(values.std(ddof=1))
-    assert summary.loc["meta", "n_skipped"] == 2 and summary.loc["meta", "n_ok"] == 0
+    assert summary.loc["meta+ft", "n_skipped"] == 2 and summary.loc["meta+ft", "n_ok"] == 0
     assert summary.loc["boom", "n_error"] == 2 and "kaboom" in summary.loc["boom", "reason"]
     text = result.to_text()
     assert "meta" in text and "skipped" in text and NOTE_RANDOM_INIT in text
@@ -146,7 +146,7 @@ def test_files_and_notes(result):
 def test_same_seed_same_numbers(result, demo):
     methods = ["zero-shot", "ridge-probe", "classical-ridge", "coop"]
     again = run_protocol(demo, methods, shots=10, n_splits=2, seed=0, model_factory=tiny_factory,
-                         adapt_config=FAST, n_boot=200)
+                         overrides=FAST, n_boot=200)
     cols = ["split", "method", "split_hash", "labelled_hash", *METRICS, "srcc_ci_lo", "srcc_ci_hi"]
     first = result.per_split[result.per_split["method"].isin(methods)][cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(again.per_split[cols], first)
@@ -156,7 +156,7 @@ def test_same_seed_same_numbers(result, demo):
 
 def test_fraction_shots_test_oracle_note_and_bad_arguments(demo):
     res = run_protocol(demo, ["coop"], shots=0.5, n_splits=1, seed=0, model_factory=tiny_factory,
-                       adapt_config=FAST, selection="test-oracle")
+                       overrides=FAST, selection="test-oracle")
     row = res.per_split.iloc[0]
     assert row["status"] == "ok" and row["n_train"] == round(0.5 * row["n_pool"])
     assert OPTIMISTIC_NOTE in res.notes and OPTIMISTIC_NOTE in row["note"] and row["selection"] == "test-oracle"
@@ -169,8 +169,8 @@ def test_fraction_shots_test_oracle_note_and_bad_arguments(demo):
 
 
 def test_missing_meta_checkpoint_is_an_error_not_a_crash(demo, tmp_path):
-    res = run_protocol(demo, ["meta+qgr"], shots=5, n_splits=1, model_factory=tiny_factory,
-                       meta_init=tmp_path / "nothing", adapt_config=FAST)
+    res = run_protocol(demo, ["meta+ft+qgr"], shots=5, n_splits=1, model_factory=tiny_factory,
+                       meta_init=tmp_path / "nothing", overrides=FAST)
     row = res.per_split.iloc[0]
     assert row["status"] == "error" and "does not exist" in row["error"]
 
@@ -185,8 +185,8 @@ def test_meta_methods_start_from_a_given_checkpoint(demo, tmp_path):
     def factory(prompts=None):
         calls.append(prompts)
         return tiny_factory(prompts)
-    res = run_protocol(demo, ["meta", "meta+qgr"], shots=8, n_splits=1, model_factory=factory,
-                       meta_init=tmp_path / "best", adapt_config=FAST)
+    res = run_protocol(demo, ["meta+ft", "meta+ft+qgr"], shots=8, n_splits=1, model_factory=factory,
+                       meta_init=tmp_path / "best", overrides=FAST)
     assert (res.per_split["status"] == "ok").all(), res.per_split["error"].tolist()
     assert calls.count(tmp_path / "best") == 2
     assert list(res.per_split["qgr_lam"]) == [0.0, 5.0]

@@ -18,15 +18,16 @@ DEMO_TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken")
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True,
+    p.add_argument("--dataset", default=None,
                    help="demo (the embedded demo set: synthetic severities, not human MOS) or NAME:ROOT for a "
                         "local dataset folder (koniq10k, livec, kadid10k, tid2013, csiq, live, spaq)")
-    p.add_argument("--shots", required=True,
+    p.add_argument("--shots", default=None,
                    help="labelled images per split, drawn from the 80 %% side: an integer (25, 50, ...) or a "
                         "fraction such as 0.2 or 20%%")
     p.add_argument("--splits", type=int, default=10, help="number of seeded 80/20 splits (default 10)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated methods (default: all six plus the classical ridge); see --list-methods")
+                   help="comma-separated arms (default: zero-shot, ridge-probe, classical-ridge, coop, coop+vpt and "
+                        "the paper's 2x2 ablation ft, ft+qgr, meta+ft, meta+ft+qgr); see --list-methods")
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     p.add_argument("--model", default="vitb16-openai",
                    help="backbone preset (default vitb16-openai); tiny for smoke runs")
@@ -34,15 +35,21 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--out", default=None, help="folder for per_split.csv, summary.csv, summary.json, summary.png")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"fine-tuning epochs (default 50, the released code's; {TINY_EPOCHS} with --model tiny)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+                   help=f"override every adapted arm's epochs (default: each arm's recipe; {TINY_EPOCHS} with "
+                        "--model tiny)")
+    p.add_argument("--lr", type=float, default=None, help="override every adapted arm's learning rate (default: "
+                                                          "each arm's recipe)")
     p.add_argument("--augment", choices=("none", "model", "paper"), default=None,
-                   help="training augmentation (default model; none with --model tiny)")
-    p.add_argument("--selection", choices=("fixed", "val", "test-oracle"), default="fixed",
-                   help="model selection: fixed budget (default), val (held-out labelled part), test-oracle "
-                        "(released code's protocol; optimistic, labelled so)")
+                   help="override every adapted arm's training augmentation (default: each recipe's; none with "
+                        "--model tiny)")
+    p.add_argument("--recipe", default=None,
+                   help="recipe for the arms on the paper's trainable set instead of their own 'grmp' (e.g. "
+                        "grmp-released: the release's protocol, selected on the test split, optimistic)")
+    p.add_argument("--selection", choices=("fixed", "val", "test-oracle"), default=None,
+                   help="model selection of every adapted arm: fixed budget, val (held-out labelled part), "
+                        "test-oracle (released code's protocol; optimistic, labelled so); default: each recipe's")
     p.add_argument("--meta-init", default=None,
-                   help="meta checkpoint (DIR/best from `clipiqa pretrain`) for meta and meta+qgr, or 'auto' for "
+                   help="meta checkpoint (DIR/best from `clipiqa pretrain`) for meta+ft and meta+ft+qgr, or 'auto' for "
                         "a quick meta pre-training on synthetic tasks from bundled photos outside the test split "
                         "(default with --dataset demo)")
     p.add_argument("--demo-types", default=None,
@@ -89,10 +96,10 @@ def load_bench_dataset(spec: str, demo_types: str | None = None):
         raise UsageError(str(e)) from e
 
 
-def _adapt_config(args: argparse.Namespace, tiny: bool):
-    """Fine-tuning settings; CPU-friendly defaults for the tiny smoke model (reported on stderr)."""
+def _overrides(args: argparse.Namespace, tiny: bool) -> dict:
+    """``AdaptConfig`` fields set on the command line for every adapted arm; CPU-friendly budget for tiny."""
     from ..finetune import AdaptConfig
-    kw = {}
+    kw: dict = {}
     if args.epochs is not None:
         kw["epochs"] = args.epochs
     elif tiny:
@@ -104,9 +111,21 @@ def _adapt_config(args: argparse.Namespace, tiny: bool):
     if args.lr is not None:
         kw["lr"] = args.lr
     try:
-        return AdaptConfig(**kw)
+        AdaptConfig(**kw)
     except ValueError as e:
         raise UsageError(str(e)) from e
+    return kw
+
+
+def format_arms(names) -> str:
+    """The arm table: name, what it trains, its init, its recipe."""
+    from ..protocol import METHODS, arm_table_row
+    rows = [arm_table_row(METHODS[n]) for n in names]
+    cols = ("arm", "trains", "init", "recipe", "budget")
+    width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    lines = ["  ".join(f"{c:<{width[c]}}" for c in cols).rstrip()]
+    lines += ["  ".join(f"{r[c]:<{width[c]}}" for c in cols).rstrip() for r in rows]
+    return "\n".join(lines)
 
 
 def _progress_bar(total_hint: int):
@@ -127,9 +146,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..protocol import DEFAULT_METHODS, METHODS, run_protocol
     from ..weights import WeightsUnavailableError
     if args.list_methods:
-        for name, method in METHODS.items():
-            print(f"{name:16s} {method.description}")
+        print(format_arms(METHODS))
+        from ..recipes import RECIPES
+        print("\nrecipes:")
+        for recipe in RECIPES.values():
+            print(f"  {recipe.name:<14} {recipe.source}")
         return EXIT_OK
+    if args.dataset is None or args.shots is None:
+        raise UsageError("--dataset and --shots are required (e.g. --dataset demo --shots 20)")
     shots = parse_shots(args.shots)
     if args.threads is not None:
         if args.threads < 1:
@@ -144,6 +168,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
     demo = args.dataset.lower() == "demo"
     meta_init = args.meta_init if args.meta_init is not None else ("auto" if demo else None)
+    if args.out is not None:
+        from ..cli import check_out_folder
+        check_out_folder(args.out)  # before any work: its parent folder must exist
 
     load = partial(load_model, args.model, weights=args.weights, device=args.device)
     try:
@@ -156,14 +183,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         """Fresh models for the protocol; the probe model serves as its first (frozen) one."""
         return spare.pop() if prompts is None and spare else load(prompts=prompts)
     tiny = args.model.lower() == "tiny"
-    config = _adapt_config(args, tiny)
+    overrides = _overrides(args, tiny)
     if probe.random_init:
         print(f"WARNING: model {args.model!r} has random-init weights: the numbers show that the pipeline runs, "
               "never that a method works.", file=sys.stderr)
     cpu_defaults = tiny and (args.epochs is None or args.augment is None)
     if cpu_defaults:
-        print(f"tiny model: CPU-friendly defaults epochs={config.epochs}, augment={config.augment!r} "
-              "(override with --epochs / --augment)", file=sys.stderr)
+        print(f"tiny model: CPU-friendly budget for every adapted arm {overrides} (override with --epochs / "
+              "--augment)", file=sys.stderr)
     dataset = load_bench_dataset(args.dataset, args.demo_types)
     print(f"dataset {dataset.attrs.get('dataset', args.dataset)}: {len(dataset)} images; {args.splits} split(s); "
           f"{shots} labelled per split; methods {', '.join(methods)}", file=sys.stderr)
@@ -171,14 +198,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         result = run_protocol(dataset, methods, shots=shots, n_splits=args.splits, seed=args.seed,
-                              model_factory=factory, adapt_config=config, selection=args.selection,
-                              meta_init=meta_init, out_dir=args.out,
+                              model_factory=factory, overrides=overrides, recipe=args.recipe,
+                              selection=args.selection, meta_init=meta_init, out_dir=args.out,
                               on_progress=_progress_bar(args.splits * len(methods)), batch_size=args.batch_size)
-    except ValueError as e:  # e.g. more shots than the training pool holds
+    except ValueError as e:  # e.g. more shots than the training pool holds, an unknown recipe
         raise UsageError(str(e)) from e
     print(f"model {args.model}{' (random init)' if probe.random_init else ''}; shots {shots}; splits {args.splits}; "
-          f"epochs {config.epochs}, augment {config.augment}, lr {config.lr:g}"
-          f"{' (CPU-friendly tiny defaults)' if cpu_defaults else ''}; selection {args.selection}; "
+          f"overrides {overrides or 'none'}{' (CPU-friendly tiny budget)' if cpu_defaults else ''}; "
+          f"recipe for the paper arms {args.recipe or 'grmp'}; selection {args.selection or 'per recipe'}; "
           f"meta init {meta_init or 'none'}")
     print(result.to_text())
     print(f"wall time {time.perf_counter() - t0:.1f} s" + (f"; results in {args.out}" if args.out else ""))
