@@ -6,9 +6,12 @@ config, the trainable set, the training config, data and split hashes, metrics a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import struct
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +19,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .csvio import atomic_path, atomic_write
 
 CARD_VERSION = 1
 
@@ -59,6 +64,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
         "backbone": model.source.card(),
         "prompt_config": model.prompt_config.to_dict(),
         "tuned_blocks": model.n_tuned_blocks,
+        "eval_transform": model.transform_spec.to_dict(),  # applied wherever this checkpoint scores
         "trainable": trainable,
         "training": training or {},
         "data": data or {},
@@ -68,27 +74,171 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
     }
     if model.random_init:
         card["warning"] = "random-init backbone: every score from this checkpoint is meaningless"
-    save_file(tensors, str(tensor_path), metadata={"format": "clipiqa-checkpoint"})
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=str))
-    os.replace(tmp, card_path)
+    with atomic_path(tensor_path) as tmp:  # tensors first, then the card that vouches for them (both atomic)
+        save_file(tensors, tmp, metadata={"format": "clipiqa-checkpoint"})
+        card["integrity"] = integrity_record(tmp, tensors)
+    with atomic_write(card_path) as f:
+        f.write(json.dumps(card, indent=2, default=str))
     return tensor_path
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and verify a checkpoint; every problem is a :class:`CheckpointCorruptError` naming the file.
+
+    Checked in order: the card is JSON, is a clipiqa card and has the :data:`REQUIRED_CARD_KEYS`; the
+    safetensors file is whole (its header length, header JSON and data extent agree with the file size); its
+    SHA-256 matches the card's ``integrity`` record (a mismatch names the tensors that changed); every tensor
+    is finite. A card without an ``integrity`` record (made before clipiqa recorded one) loads with a warning.
+    """
     tensor_path, card_path = _paths(path)
     for p in (tensor_path, card_path):
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint file {p} is missing; a clipiqa checkpoint is a folder with "
                                     "adapter.safetensors + card.json, or NAME.safetensors + NAME.json")
-    card = json.loads(card_path.read_text())
-    if card.get("format") != "clipiqa-checkpoint":
-        raise ValueError(f"{card_path} is not a clipiqa checkpoint card (format={card.get('format')!r})")
-    return Checkpoint(tensors=load_file(str(tensor_path)), card=card, path=tensor_path)
+    card = _read_card(card_path)
+    _check_safetensors_layout(tensor_path)
+    record = card.get("integrity")
+    if record is None:
+        warnings.warn(f"checkpoint card {card_path} has no SHA-256 of {tensor_path.name} (made before clipiqa "
+                      "recorded one), so corruption of the tensors cannot be detected; save it again to add one",
+                      UserWarning, stacklevel=2)
+    else:
+        _check_file_hash(tensor_path, card_path, record)
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type, naming no file
+        raise CheckpointCorruptError(f"checkpoint tensors {tensor_path} cannot be read: {e}") from e
+    _check_finite(tensor_path, tensors)
+    return Checkpoint(tensors=tensors, card=card, path=tensor_path)
+
+
+REQUIRED_CARD_KEYS = ("format", "backbone", "prompt_config")
+"""Card entries a checkpoint cannot be applied without."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint file is damaged or incomplete; the message names the file and what is wrong."""
+
+
+def integrity_record(tensor_file: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The card's ``integrity`` entry: SHA-256 and size of the tensor file, and SHA-256 of every tensor's bytes."""
+    return {"algorithm": "sha256", "sha256": _file_sha256(tensor_file), "size": os.path.getsize(tensor_file),
+            "tensors_sha256": {name: tensor_sha256(t) for name, t in sorted(tensors.items())}}
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and raw bytes (CPU, contiguous)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_card(card_path: Path) -> dict[str, Any]:
+    try:
+        text = card_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointCorruptError(f"checkpoint card {card_path} cannot be read: {e}") from e
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointCorruptError(f"checkpoint card {card_path} is not valid JSON ({e.msg} at line {e.lineno}, "
+                                     f"column {e.colno}); it is damaged or was cut short: save the checkpoint "
+                                     "again") from e
+    if not isinstance(card, dict):
+        raise CheckpointCorruptError(f"checkpoint card {card_path} holds a JSON {type(card).__name__}, not an "
+                                     "object: it is not a clipiqa checkpoint card")
+    if "format" in card and card.get("format") != "clipiqa-checkpoint":
+        raise CheckpointCorruptError(f"{card_path} is not a clipiqa checkpoint card "
+                                     f"(format={card.get('format')!r})")
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise CheckpointCorruptError(f"checkpoint card {card_path} is missing required entries: "
+                                     f"{', '.join(missing)}; a clipiqa card needs {', '.join(REQUIRED_CARD_KEYS)} "
+                                     "(it is damaged or was not written by clipiqa.save_checkpoint)")
+    for key in ("backbone", "prompt_config"):
+        if not isinstance(card[key], dict):
+            raise CheckpointCorruptError(f"checkpoint card {card_path}: entry {key!r} is a "
+                                         f"{type(card[key]).__name__}, not an object")
+    return card
+
+
+def _check_safetensors_layout(path: Path) -> None:
+    """Header length, header JSON and data extent of a safetensors file, with a message naming what is wrong."""
+    size = path.stat().st_size
+    where = f"checkpoint tensors {path}"
+    if size < 8:
+        raise CheckpointCorruptError(f"{where} is truncated: {size} bytes, shorter than the 8-byte header length")
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        if n > size - 8:
+            raise CheckpointCorruptError(
+                f"{where} has a bad header or is truncated: its header length field says {n:,} bytes but only "
+                f"{size - 8:,} follow")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointCorruptError(f"{where} has a bad header: it is not JSON ({e})") from e
+    if not isinstance(header, dict):
+        raise CheckpointCorruptError(f"{where} has a bad header: not a JSON object")
+    try:
+        ends = [int(info["data_offsets"][1]) for name, info in header.items() if name != "__metadata__"]
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise CheckpointCorruptError(f"{where} has a bad header: a tensor entry lacks valid data_offsets "
+                                     f"({type(e).__name__}: {e})") from e
+    need, have = max(ends, default=0), size - 8 - n
+    if need > have:
+        raise CheckpointCorruptError(f"{where} is truncated: its tensors need {need:,} bytes of data, the file "
+                                     f"holds {have:,}")
+
+
+def _check_file_hash(tensor_path: Path, card_path: Path, record: dict[str, Any]) -> None:
+    expected = record.get("sha256") if isinstance(record, dict) else None
+    if not isinstance(expected, str):
+        raise CheckpointCorruptError(f"checkpoint card {card_path}: its integrity entry has no sha256")
+    actual = _file_sha256(tensor_path)
+    if actual == expected:
+        return
+    changed = _changed_tensors(tensor_path, record.get("tensors_sha256") or {})
+    raise CheckpointCorruptError(
+        f"checkpoint tensors {tensor_path} do not match the SHA-256 recorded in {card_path.name} (the file changed "
+        f"after it was saved: a flipped byte, a partial copy or an edit; or the two files come from different "
+        f"saves){': tensors that differ: ' + ', '.join(changed) if changed else ''}. Use an intact copy or save the "
+        "checkpoint again")
+
+
+def _changed_tensors(tensor_path: Path, expected: dict[str, str]) -> list[str]:
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception:  # noqa: BLE001 - only used to make the message more precise
+        return []
+    names = sorted(set(tensors) | set(expected))
+    return [n for n in names if n not in tensors or n not in expected or tensor_sha256(tensors[n]) != expected[n]]
+
+
+def _check_finite(tensor_path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    bad = [name for name, t in sorted(tensors.items())
+           if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointCorruptError(
+            f"checkpoint tensors {tensor_path} hold NaN or infinite values in {', '.join(bad[:5])}"
+            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}: the training that wrote it diverged. It is "
+            "refused because every score from it would be NaN; train again (e.g. with a lower learning rate)")
 
 
 def check_compatible(model, card: dict[str, Any]) -> None:
-    """Refuse a checkpoint made for another backbone, saying what differs."""
+    """Refuse a checkpoint made for another backbone or another adapter, saying what differs. A model without
+    visual prompts or tuned blocks fits a card that declares them: ``apply_checkpoint`` builds them."""
     saved, here = card["backbone"], model.source.card()
     diffs = [f"{key}: checkpoint has {saved.get(key)!r}, this model has {here.get(key)!r}"
              for key in ("arch", "fingerprint") if saved.get(key) != here.get(key)]
@@ -97,10 +247,46 @@ def check_compatible(model, card: dict[str, Any]) -> None:
             f"checkpoint was made for backbone {saved.get('preset')!r} ({saved.get('weights')}) and does not fit "
             f"this model ({here.get('preset')!r}, {here.get('weights')}): " + "; ".join(diffs)
             + ". Load the model with the same preset and weights the checkpoint names.")
-    if card["prompt_config"] != model.prompt_config.to_dict():
+    diffs = _adapter_diffs(model, card)
+    if diffs:
         raise CheckpointMismatchError(
-            "checkpoint prompt config differs from the model's: load the model with "
-            "load_model(..., prompts=<checkpoint path>) so the prompt layout is taken from the card")
+            "checkpoint adapter differs from this model's: " + "; ".join(diffs) + ". Load the model with "
+            "load_model(..., prompts=<checkpoint path>) so its adapter is built from the card")
+
+
+_BUILT_FROM_CARD = ("visual_tokens", "visual_depth")  # prompt parts a model without them gets from the card
+
+
+def card_adapter_spec(card: dict[str, Any]) -> dict[str, Any]:
+    """The adapter a card declares, in the form of ``IQAModel.adapter_spec``."""
+    prompt = card.get("prompt_config") or {}
+    return {"n_ctx": prompt.get("n_ctx"), "visual_tokens": int(prompt.get("visual_tokens") or 0),
+            "visual_depth": prompt.get("visual_depth"), "tuned_blocks": int(card.get("tuned_blocks") or 0)}
+
+
+def _adapter_diffs(model, card: dict[str, Any]) -> list[str]:
+    """What keeps ``card``'s adapter from being built on ``model``: parts the model has in another form (parts it
+    lacks are built), and prompt settings that differ."""
+    saved, here = card_adapter_spec(card), model.adapter_spec
+    keys = ["n_ctx"]
+    if here["visual_tokens"]:
+        keys += list(_BUILT_FROM_CARD)
+    if here["tuned_blocks"]:
+        keys.append("tuned_blocks")
+    saved_prompt, here_prompt = card.get("prompt_config") or {}, model.prompt_config.to_dict()
+    others = sorted((set(saved_prompt) | set(here_prompt)) - {"n_ctx", *_BUILT_FROM_CARD})
+    return ([f"{k}: checkpoint has {saved[k]!r}, this model has {here[k]!r}" for k in keys if saved[k] != here[k]]
+            + [f"{k}: checkpoint has {saved_prompt.get(k)!r}, this model has {here_prompt.get(k)!r}"
+               for k in others if saved_prompt.get(k) != here_prompt.get(k)])
+
+
+def build_declared_adapter(model, card: dict[str, Any]) -> None:
+    """Build on ``model`` the adapter parts ``card`` declares that it lacks (visual prompts, tuned blocks)."""
+    parts = card_adapter_spec(card)
+    if parts["visual_tokens"]:
+        model.add_visual_prompt(parts["visual_tokens"], parts["visual_depth"])
+    if parts["tuned_blocks"]:
+        model.add_tuned_blocks(parts["tuned_blocks"])
 
 
 def apply_checkpoint(model, checkpoint: Checkpoint | str | os.PathLike) -> dict[str, Any]:
@@ -108,8 +294,16 @@ def apply_checkpoint(model, checkpoint: Checkpoint | str | os.PathLike) -> dict[
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = read_checkpoint(checkpoint)
     check_compatible(model, checkpoint.card)
-    if checkpoint.card.get("tuned_blocks"):
-        model.add_tuned_blocks(int(checkpoint.card["tuned_blocks"]))
+    # the evaluation transform the checkpoint was trained with; cards without it: the backbone's own
+    spec = checkpoint.card.get("eval_transform")
+    if spec is not None:
+        from .data.transforms import as_spec
+        try:
+            spec = as_spec(spec)
+        except (TypeError, ValueError) as e:
+            raise CheckpointMismatchError(f"checkpoint {checkpoint.path}: its card's eval_transform is unusable: "
+                                          f"{e}") from e
+    build_declared_adapter(model, checkpoint.card)  # exactly the card's parts: nothing more, nothing less
     params = dict(model.adapter_parameters())
     missing = sorted(set(params) - set(checkpoint.tensors))
     unexpected = sorted(set(checkpoint.tensors) - set(params))
@@ -123,5 +317,6 @@ def apply_checkpoint(model, checkpoint: Checkpoint | str | os.PathLike) -> dict[
                 raise CheckpointMismatchError(f"tensor {name}: checkpoint shape {tuple(t.shape)} != model "
                                               f"shape {tuple(p.shape)}")
             p.copy_(t.to(p.device, p.dtype))
+    model.transform_spec = spec
     model.enable_adapters(True)
     return checkpoint.card

@@ -22,15 +22,28 @@ Conversions (all to 8-bit RGB):
   lie in [0, 255], otherwise min-max scaled. NaN becomes 0.
 * Multi-frame files (GIF, TIFF) give their first frame.
 
-Size limits:
+Size limits (decompression bombs and huge photos):
 
-* ``max_pixels``: an image whose *header* declares more pixels is refused with reason
-  ``"too_large"`` before any pixel is decoded (decompression-bomb protection). Pillow's
-  own hard limit (``2 * Image.MAX_IMAGE_PIXELS``) still applies above that; Pillow's
-  global settings are never modified.
-* ``max_side``: larger images are reduced so that the longest side is ``max_side``.
-  JPEGs are decoded at reduced scale (``Image.draft``) first, so memory stays bounded;
-  the final reduction uses Lanczos filtering.
+* ``max_pixels`` bounds the pixels the decoder must hold in memory, judged from the file
+  header before any pixel is decoded; a larger image is refused with reason ``"too_large"``.
+  For a baseline JPEG that :func:`load_image` decodes at reduced scale (``Image.draft``,
+  used when ``max_side`` asks for a smaller image) that is the reduced size, so a 108-MP
+  phone photo decodes at 1/4 scale and is accepted with the defaults; for a progressive
+  JPEG it is the full declared size (libjpeg keeps every DCT coefficient of a progressive
+  file, whatever the output scale); for every other format it is the declared size.
+* Above that, the **hard limit** is Pillow's own decompression-bomb limit,
+  ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179 MP), read at call time. A ``max_pixels``
+  above it (or ``None``) acts as the hard limit, so no value makes decoding unsafe: a
+  900-MP PNG bomb is refused undecoded whatever ``max_pixels`` says. A JPEG whose header
+  declares more than the hard limit (a 200-MP phone photo) is still read when its
+  reduced-scale decode fits, by opening it with Pillow's JPEG plugin directly (Pillow's
+  open-time check counts the declared size). Pillow's global settings are never modified.
+* ``max_side``: larger images are reduced so that the longest side is ``max_side``; the
+  final reduction uses Lanczos filtering.
+
+Files that are not regular files (folders, named pipes, sockets, devices) are refused
+with reason ``"not_a_file"``, naming what they are; a named pipe is never opened for
+blocking reads, so it cannot hang a scan or a loader.
 
 Errors are never hidden: truncated files are errors (this module relies on Pillow's
 default ``ImageFile.LOAD_TRUNCATED_IMAGES = False`` and never sets it; code that sets it
@@ -43,13 +56,14 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Union
+from dataclasses import dataclass, field
+from typing import IO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -57,23 +71,57 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "REASONS",
     "ImageLoadError",
+    "ScanResult",
+    "Skipped",
+    "SkippedFilesWarning",
+    "hard_pixel_limit",
     "list_images",
     "load_image",
     "load_rgb_array",
+    "readable_extensions",
+    "scan_images",
 ]
 
 PathLike = Union[str, os.PathLike]
 
 DEFAULT_MAX_PIXELS: int = 64_000_000
-"""Largest number of pixels (width x height, from the file header) that is decoded."""
+"""Largest number of pixels the decoder may hold in memory (see the module docstring)."""
 
 DEFAULT_MAX_SIDE: int = 2048
 """Images with a longer side are reduced to this size while loading."""
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-)
-"""File extensions (lower case) that :func:`list_images` picks up inside folders."""
+_NOT_PHOTOS = frozenset({"MPEG"})
+"""Formats Pillow identifies but cannot decode to pixels (video)."""
+
+
+def readable_extensions() -> frozenset[str]:
+    """File extensions (lower case, with the dot) of every format the installed Pillow can decode.
+
+    Asked of Pillow at call time (``Image.registered_extensions()`` restricted to formats with an
+    open plugin), so AVIF, JPEG 2000, QOI ... count when this Pillow has them, and so does a
+    plugin registered later (``pillow_heif.register_heif_opener()`` adds ``.heic``). Left out:
+    write-only formats (PDF), stub formats that need an external handler (HDF5, GRIB, BUFR,
+    WMF), EPS without Ghostscript, and video (MPEG).
+    """
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and _decodable(fmt))
+
+
+def _decodable(fmt: str) -> bool:
+    if fmt in _NOT_PHOTOS:
+        return False
+    factory = Image.OPEN[fmt][0]
+    if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+        return False
+    if fmt == "EPS":
+        from PIL import EpsImagePlugin
+        return bool(EpsImagePlugin.has_ghostscript())
+    return True
+
+
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(sorted(readable_extensions()))
+"""The :func:`readable_extensions` of this Pillow at import time (folder scans ask again at call time)."""
 
 REASONS: dict[str, str] = {
     "missing": "the file does not exist",
@@ -84,6 +132,7 @@ REASONS: dict[str, str] = {
     "too_large": "the image has too many pixels",
     "unsupported": "the image's pixel format cannot be converted to RGB",
     "unreadable": "the file cannot be read",
+    "not_a_file": "the path is not a regular file (a folder, a named pipe, a socket or a device)",
 }
 """Every ``ImageLoadError.reason`` code with its meaning."""
 
@@ -93,9 +142,10 @@ _ADVICE: dict[str, str] = {
     "not_an_image": "remove it or convert it to JPEG or PNG",
     "truncated": "re-export or remove it",
     "corrupt": "re-export or remove it",
-    "too_large": "downscale it first or raise max_pixels",
+    "too_large": "downscale it first or raise max_pixels (clipiqa score --max-pixels N)",
     "unsupported": "convert it to an 8-bit RGB JPEG or PNG",
     "unreadable": "check that it is a readable file",
+    "not_a_file": "give the path of an image file",
 }
 
 
@@ -134,8 +184,10 @@ def load_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 
     Args:
         path: the image file.
-        max_pixels: refuse images whose header declares more pixels (``None``: no own
-            limit; Pillow's hard decompression-bomb limit still applies).
+        max_pixels: refuse images for which the decoder would hold more pixels in memory (the
+            reduced size for a baseline JPEG decoded in draft mode, else the declared size);
+            ``None``, or a value above Pillow's hard limit, means Pillow's hard limit
+            (see :func:`hard_pixel_limit` and the module docstring).
         max_side: reduce larger images so the longest side equals this (``None``: keep).
 
     Returns:
@@ -144,34 +196,36 @@ def load_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     Raises:
         ImageLoadError: with ``reason`` in :data:`REASONS`; the message names the file.
     """
-    _check_file(path)
     fmt = "image"
-    try:
-        with warnings.catch_warnings():
-            # We do our own size check below; silence Pillow's bomb *warning* locally.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                fmt = im.format or fmt
-                _check_size(path, im.size, max_pixels)
-                _draft_jpeg(im, max_side)
-                im.load()
-                out = _to_rgb(path, _apply_orientation(im))
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(path, "not_an_image",
-                             "not a recognised image (is it a text or other file with an "
-                             "image extension?)") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(path, "too_large",
-                             f"the image declares more pixels than Pillow's hard limit "
-                             f"({exc}) (a huge photo or a decompression bomb)") from exc
-    except MemoryError as exc:
-        raise ImageLoadError(path, "too_large", "not enough memory to decode it") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        raise _decode_error(path, fmt, exc) from exc
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
-        raise ImageLoadError(path, "corrupt", f"the image data is corrupt ({exc})") from exc
+    with _open_regular_file(path) as fp:
+        try:
+            with warnings.catch_warnings():
+                # We do our own size check below; silence Pillow's bomb *warning* locally.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with _open_image(path, fp) as im:
+                    fmt = im.format or fmt
+                    declared = im.size
+                    _draft_jpeg(im, max_side)
+                    _check_size(path, im, declared, max_pixels)
+                    im.load()
+                    out = _to_rgb(path, _apply_orientation(im))
+        except ImageLoadError:
+            raise
+        except UnidentifiedImageError as exc:
+            raise ImageLoadError(path, "not_an_image",
+                                 "not a recognised image (is it a text or other file with an "
+                                 "image extension?)") from exc
+        except Image.DecompressionBombError as exc:
+            raise ImageLoadError(path, "too_large",
+                                 f"the image has more pixels than Pillow's safety limit ({exc}) (a "
+                                 f"huge photo or a decompression bomb); max_pixels cannot raise that "
+                                 f"limit") from exc
+        except MemoryError as exc:
+            raise ImageLoadError(path, "too_large", "not enough memory to decode it") from exc
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+            raise _decode_error(path, fmt, exc) from exc
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
+            raise ImageLoadError(path, "corrupt", f"the image data is corrupt ({exc})") from exc
     return _limit_side(out, max_side)
 
 
@@ -180,35 +234,127 @@ def load_rgb_array(path: PathLike, **kwargs) -> np.ndarray:
     return np.asarray(load_image(path, **kwargs), dtype=np.uint8).copy()
 
 
-def _check_file(path: PathLike) -> None:
-    """Raise for missing, non-regular, unreadable or empty files."""
-    p = Path(path)
+def hard_pixel_limit() -> int | None:
+    """Pillow's decompression-bomb error limit, ``2 * Image.MAX_IMAGE_PIXELS`` (None: switched off by the
+    program), read at call time."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe, FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
+def _not_a_file(path: PathLike, mode: int) -> ImageLoadError:
+    kind = _file_kind(mode)
+    detail = f"it is {kind}, not an image file" if kind.startswith("a ") else f"it is {kind}"
+    return ImageLoadError(path, "not_a_file", detail)
+
+
+def _open_regular_file(path: PathLike) -> IO[bytes]:
+    """Open ``path`` for reading if it is a non-empty regular file; raise a named error otherwise.
+
+    The path is checked with ``stat`` before it is opened (a device or pipe is never opened) and
+    opened with ``O_NONBLOCK`` then checked again with ``fstat``, so a file swapped for a named
+    pipe in between cannot block either.
+    """
+    name = os.fspath(path)
     try:
-        if not p.exists():
-            raise ImageLoadError(path, "missing")
-        if p.is_dir():
-            raise ImageLoadError(path, "unreadable", "it is a folder, not a file")
-        if p.stat().st_size == 0:
-            raise ImageLoadError(path, "empty")
+        st = os.stat(name)
+    except FileNotFoundError:
+        if os.path.lexists(name):
+            raise ImageLoadError(path, "missing", "it is a symbolic link whose target does not exist") from None
+        raise ImageLoadError(path, "missing") from None
     except OSError as exc:
-        raise ImageLoadError(path, "unreadable", f"the file cannot be read ({exc})") from exc
-    if not os.access(p, os.R_OK):
-        raise ImageLoadError(path, "unreadable", "no permission to read the file")
+        raise ImageLoadError(path, "unreadable", f"the file cannot be read ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_a_file(path, st.st_mode)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(name, flags)
+    except PermissionError as exc:
+        raise ImageLoadError(path, "unreadable", "no permission to read the file") from exc
+    except OSError as exc:
+        raise ImageLoadError(path, "unreadable", f"the file cannot be read ({exc.strerror or exc})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_a_file(path, st.st_mode)
+        if st.st_size == 0:
+            raise ImageLoadError(path, "empty")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def _check_size(path: PathLike, size: tuple[int, int], max_pixels: int | None) -> None:
-    """Refuse an image from its header size, before decoding (decompression bombs)."""
-    w, h = size
-    if max_pixels is not None and w * h > max_pixels:
+def _open_image(path: PathLike, fp: IO[bytes]) -> Image.Image:
+    """``Image.open``; a JPEG that Pillow refuses at open time for its declared size is opened with the
+    JPEG plugin directly, so that its reduced-scale decode can be judged by :func:`_check_size`."""
+    try:
+        return Image.open(fp)
+    except Image.DecompressionBombError:
+        fp.seek(0)
+        if fp.read(3) != b"\xff\xd8\xff":
+            raise
+        fp.seek(0)
+        from PIL import JpegImagePlugin
+        return JpegImagePlugin.jpeg_factory(fp)
+
+
+def _held_pixels(im: Image.Image, declared: tuple[int, int]) -> tuple[int, str]:
+    """Pixels the decoder holds in memory for ``im`` (after any draft), and why, in words."""
+    w, h = declared
+    if _is_jpeg(im):
+        if im.info.get("progressive") or im.info.get("progression"):
+            return w * h, "a progressive JPEG keeps every DCT coefficient while decoding"
+        dw, dh = im.size
+        if (dw, dh) != (w, h):
+            return dw * dh, f"decoded at reduced scale as {dw}x{dh}"
+    return w * h, ""
+
+
+def _check_size(path: PathLike, im: Image.Image, declared: tuple[int, int], max_pixels: int | None) -> None:
+    """Refuse an image from its header size, before decoding (decompression bombs, see the module docstring)."""
+    w, h = declared
+    held, why = _held_pixels(im, declared)
+    hard = hard_pixel_limit()
+    what = f"the image declares {w}x{h} = {w * h:,} pixels"
+    if held != w * h or why:
+        what += f"; decoding it holds {held:,} pixels in memory ({why})"
+    if max_pixels is not None and held > max_pixels and (hard is None or max_pixels <= hard):
         raise ImageLoadError(
             path, "too_large",
-            f"the image declares {w}x{h} = {w * h:,} pixels, more than the limit of "
-            f"{int(max_pixels):,} (a huge photo or a decompression bomb)")
+            f"{what}, more than the limit of {int(max_pixels):,} (a huge photo or a decompression bomb)")
+    if hard is not None and held > hard:
+        raise ImageLoadError(
+            path, "too_large",
+            f"{what}, more than Pillow's safety limit of {hard:,} (a huge photo or a decompression bomb), "
+            "which max_pixels cannot raise",
+            message=f"cannot read {path}: {what}, more than Pillow's safety limit of {hard:,} (a huge photo "
+                    "or a decompression bomb), which max_pixels cannot raise; downscale it first"
+                    + ("" if not _is_jpeg(im) else " or let it load at reduced size (max_side)"))
+
+
+def _is_jpeg(im: Image.Image) -> bool:
+    from PIL import JpegImagePlugin
+    return isinstance(im, JpegImagePlugin.JpegImageFile)
 
 
 def _draft_jpeg(im: Image.Image, max_side: int | None) -> None:
-    """Ask the JPEG decoder for a power-of-two reduced decode no smaller than needed."""
-    if max_side is None or im.format != "JPEG":
+    """Ask the JPEG decoder for a power-of-two reduced decode no smaller than needed (MPO included)."""
+    if max_side is None or not _is_jpeg(im):
         return
     w, h = im.size
     if max(w, h) <= max_side:
@@ -313,64 +459,173 @@ def _limit_side(im: Image.Image, max_side: int | None) -> Image.Image:
 # -------------------------------------------------------------------------- listing
 
 
-def list_images(paths: PathLike | Iterable[PathLike], recursive: bool = True) -> list[str]:
-    """Expand files, folders and glob patterns into a list of image paths.
+@dataclass(frozen=True)
+class Skipped:
+    """A path a folder scan left out, and why.
 
-    * A folder contributes the files inside it (and below it when ``recursive``) whose
-      extension is in :data:`IMAGE_EXTENSIONS`, compared case-insensitively, sorted.
-    * A file named explicitly is always kept, whatever its extension, and so is a path
-      that does not exist: a bad or missing file then gets an error row downstream
-      instead of silently disappearing.
-    * A path containing ``*``, ``?`` or ``[`` that does not exist is expanded as a glob
-      pattern (matches sorted; a pattern matching nothing is kept so it is reported).
+    ``reason`` is one of :data:`SKIP_REASONS`; ``detail`` says it in words (the extension, what kind of
+    file it is, the folder a symlink loops back to, the operating system's error).
+    """
 
-    Duplicates are removed, keeping the first occurrence; otherwise the order of
-    ``paths`` is kept.
+    path: str
+    reason: str
+    detail: str = ""
+
+
+SKIP_REASONS: dict[str, str] = {
+    "unsupported_format": "not a format the installed Pillow can read",
+    "not_a_file": "not a regular file",
+    "broken_symlink": "a symbolic link whose target does not exist",
+    "symlink_loop": "a symbolic link to a folder that contains it (a loop)",
+    "already_scanned": "a folder already scanned under another path (through a symbolic link)",
+    "unreadable_folder": "a folder that cannot be read",
+    "unreadable": "an entry that cannot be examined",
+}
+"""Every :class:`Skipped` reason with its meaning."""
+
+
+class SkippedFilesWarning(UserWarning):
+    """A folder scan left files or folders out; the message lists them and why."""
+
+
+@dataclass
+class ScanResult:
+    """What :func:`scan_images` found: the image paths, and everything it left out with the reason."""
+
+    images: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def describe(self, limit: int = 5) -> list[str]:
+        """One line per skip reason (with its count and the first ``limit`` paths), for people."""
+        groups: dict[str, list[Skipped]] = {}
+        for item in self.skipped:
+            groups.setdefault(item.reason, []).append(item)
+        lines = []
+        for reason, items in groups.items():
+            shown = "; ".join(f"{i.path} ({i.detail})" if i.detail else i.path for i in items[:limit])
+            more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+            lines.append(f"{len(items)} {SKIP_REASONS.get(reason, reason)}: {shown}{more}")
+        return lines
+
+
+def scan_images(paths: PathLike | Iterable[PathLike], recursive: bool = True) -> ScanResult:
+    """Expand files, folders and glob patterns into image paths, and say what was left out.
+
+    * A folder contributes the regular files inside it (and below it when ``recursive``) whose
+      extension is one of :func:`readable_extensions`, compared case-insensitively, sorted.
+      Everything else inside it is reported in ``skipped``: other extensions
+      (``unsupported_format``), named pipes, sockets and devices (``not_a_file``), symbolic links
+      that loop back to a folder being scanned (``symlink_loop``) or reach a folder scanned
+      already (``already_scanned``), and folders that cannot be read (``unreadable_folder``).
+      Symbolic links to folders are followed; a broken symbolic link with an image extension is
+      kept (it gets an error row downstream). Nothing is opened, so a named pipe cannot block.
+    * A file named explicitly is always kept, whatever its extension, and so is a path that does
+      not exist: a bad or missing file then gets an error row downstream instead of silently
+      disappearing.
+    * A path containing ``*``, ``?`` or ``[`` that does not exist is expanded as a glob pattern
+      (matches sorted; a pattern matching nothing is kept so it is reported).
+
+    Duplicates are removed, keeping the first occurrence; otherwise the order of ``paths`` is kept.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    out: list[str] = []
+    result = ScanResult()
     seen: set[str] = set()
+    extensions = readable_extensions()
     for entry in paths:
-        for p in _expand(os.fspath(entry), recursive):
+        for p in _expand(os.fspath(entry), recursive, extensions, result.skipped):
             key = os.path.normpath(p)
             if key not in seen:
                 seen.add(key)
-                out.append(p)
-    return out
+                result.images.append(p)
+    return result
 
 
-def _expand(entry: str, recursive: bool) -> list[str]:
+def list_images(paths: PathLike | Iterable[PathLike], recursive: bool = True) -> list[str]:
+    """The image paths of :func:`scan_images`; when the scan left anything out, a
+    :class:`SkippedFilesWarning` lists what and why (use :func:`scan_images` to get the list itself)."""
+    result = scan_images(paths, recursive)
+    if result.skipped:
+        lines = "\n  ".join(result.describe())
+        warnings.warn(SkippedFilesWarning(f"skipped {len(result.skipped)} path(s) while listing images:\n  {lines}"),
+                      stacklevel=2)
+    return result.images
+
+
+def _expand(entry: str, recursive: bool, extensions: frozenset[str], skipped: list[Skipped]) -> list[str]:
     """Expand one user-given path (file, folder, or glob pattern)."""
     if os.path.isdir(entry):
-        return _images_in_folder(entry, recursive)
-    if not os.path.exists(entry) and any(c in entry for c in "*?["):
+        return _images_in_folder(entry, recursive, extensions, skipped)
+    if not os.path.lexists(entry) and any(c in entry for c in "*?["):
         matches = sorted(glob.glob(entry, recursive=recursive))
         if matches:
-            return [f for m in matches for f in _expand_match(m, recursive)]
+            return [f for m in matches
+                    for f in (_images_in_folder(m, recursive, extensions, skipped) if os.path.isdir(m) else [m])]
     return [entry]
 
 
-def _expand_match(path: str, recursive: bool) -> list[str]:
-    """A glob match: folders are expanded, files kept only with an image extension."""
-    if os.path.isdir(path):
-        return _images_in_folder(path, recursive)
-    return [path]
-
-
-def _images_in_folder(folder: str, recursive: bool) -> list[str]:
-    """All files with an image extension in ``folder`` (and below when recursive), sorted."""
+def _images_in_folder(folder: str, recursive: bool, extensions: frozenset[str],
+                      skipped: list[Skipped]) -> list[str]:
+    """Image files in ``folder`` (and below when recursive), sorted; what is left out goes to ``skipped``."""
     found: list[str] = []
-    if recursive:
-        for root, dirs, files in os.walk(folder):
-            dirs.sort()
-            found.extend(os.path.join(root, f) for f in files if _has_image_ext(f))
-    else:
-        with os.scandir(folder) as it:
-            found.extend(e.path for e in it if e.is_file() and _has_image_ext(e.name))
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        skipped.append(Skipped(folder, "unreadable_folder", exc.strerror or str(exc)))
+        return found
+    visited = {(st.st_dev, st.st_ino): folder}
+    stack = [(folder, ((st.st_dev, st.st_ino),))]
+    while stack:
+        current, ancestors = stack.pop()
+        subfolders = _scan_one_folder(current, extensions, found, skipped)
+        if not recursive:
+            continue
+        # real folders claim their place before symbolic links to them (so a link is what gets skipped)
+        for sub in sorted(subfolders, key=os.path.islink):
+            try:
+                sst = os.stat(sub)
+            except OSError as exc:
+                skipped.append(Skipped(sub, "unreadable_folder", exc.strerror or str(exc)))
+                continue
+            key = (sst.st_dev, sst.st_ino)
+            if key in ancestors:
+                skipped.append(Skipped(sub, "symlink_loop", f"it leads back to {visited[key]}"))
+            elif key in visited:
+                skipped.append(Skipped(sub, "already_scanned", f"the same folder as {visited[key]}"))
+            else:
+                visited[key] = sub
+                stack.append((sub, ancestors + (key,)))
     return sorted(found)
 
 
-def _has_image_ext(name: str) -> bool:
-    """True when the file name ends with one of :data:`IMAGE_EXTENSIONS` (any case)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def _scan_one_folder(folder: str, extensions: frozenset[str], found: list[str],
+                     skipped: list[Skipped]) -> list[str]:
+    """Sort one folder's entries into ``found`` / ``skipped``; return its subfolders (sorted)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append(Skipped(folder, "unreadable_folder", exc.strerror or str(exc)))
+        return []
+    subfolders = []
+    for e in entries:
+        ext = os.path.splitext(e.name)[1].lower()
+        try:
+            if e.is_dir():
+                subfolders.append(e.path)
+            elif e.is_file():
+                if ext in extensions:
+                    found.append(e.path)
+                else:
+                    skipped.append(Skipped(e.path, "unsupported_format",
+                                           f"extension {ext}" if ext else "no extension"))
+            elif e.is_symlink() and not os.path.exists(e.path):
+                if ext in extensions:
+                    found.append(e.path)  # kept: it gets a "missing" error row, never silently dropped
+                else:
+                    skipped.append(Skipped(e.path, "broken_symlink", "its target does not exist"))
+            else:
+                skipped.append(Skipped(e.path, "not_a_file", _file_kind(e.stat().st_mode)))
+        except OSError as exc:
+            skipped.append(Skipped(e.path, "unreadable", exc.strerror or str(exc)))
+    return subfolders
