@@ -1,0 +1,105 @@
+"""clipiqa.feasibility.verdict on hand-made learning curves: size first, the ceiling beside the model, trends
+only where the CIs support them."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from clipiqa.agreement import Ceiling
+from clipiqa.feasibility import learning_curve, verdict
+from clipiqa.metrics import chance_band
+
+
+def _curve(points, method="paper+qgr") -> pd.DataFrame:
+    """Per-split rows as run_protocol writes them: (n_train, n_test, srcc, lo, hi) per point, one split."""
+    return pd.DataFrame([{"method": method, "status": "ok", "split": 0, "n_train": n, "n_test": t,
+                          "n_pool": 4 * t, "srcc": s, "srcc_ci_lo": lo, "srcc_ci_hi": hi,
+                          "chance_band": chance_band(t)} for n, t, s, lo, hi in points])
+
+
+def _ceiling(value=0.78, lo=0.70, hi=0.84) -> Ceiling:
+    return Ceiling(n_images=60, n_raters=3, n_ratings=190, split_half=value, split_half_lo=lo, split_half_hi=hi,
+                   split_half_raw=value / (2 - value), n_splits=3, n_shared_images=60, test_retest=0.85,
+                   test_retest_lo=0.7, test_retest_hi=0.93, n_repeats=12)
+
+
+def test_too_few_held_out_labels_to_judge():
+    """Issue 14 item 5: 6 test images, chance band ±0.88, CI -1.00..0.94 were read as 'flattened'."""
+    v = verdict(_curve([(16, 6, 0.62, -0.95, 0.97), (24, 6, 0.60, -1.0, 0.94)]), "paper+qgr")
+    assert v.too_few and v.grade is None and v.trend is None
+    assert "Too few held-out labels to judge (n = 6; chance band ±0.88)" in v.text
+    assert "flattened" not in v.text and "rising" not in v.text and "better than chance" not in v.text
+    assert "Label about 100 images in all (≥ 20 held out)" in v.text  # at this split's 6 / (6 + 24) test share
+
+
+def test_too_few_but_above_chance_says_so():
+    v = verdict(_curve([(60, 15, 0.93, 0.80, 0.98)]), "paper+qgr")
+    assert v.too_few and "does better than chance" in v.text and v.grade is None
+
+
+def test_clearly_above_chance_is_graded_with_its_ci():
+    v = verdict(_curve([(160, 40, 0.85, 0.74, 0.92)]), "paper+qgr")
+    assert not v.too_few and v.grade == "strong"
+    assert "reaches SRCC 0.85 (95% CI 0.74 to 0.92; chance band ±0.31; 40 held-out images): strong (the CI spans " \
+           "good to strong)" in v.text
+    chance = verdict(_curve([(160, 40, 0.20, -0.1, 0.45)]), "paper+qgr")
+    assert chance.grade == "indistinguishable from chance"
+
+
+def test_the_ceiling_is_put_beside_the_model():
+    v = verdict(_curve([(160, 40, 0.71, 0.58, 0.80)]), "paper+qgr", ceiling=_ceiling())
+    assert "The model reaches 0.71; your raters agree with each other at 0.78 (95% CI 0.70 to 0.84)" in v.text
+    assert v.at_ceiling and "That is the human ceiling" in v.text
+    assert "test-retest, 12 repeats" in v.text
+    below = verdict(_curve([(160, 40, 0.50, 0.30, 0.65)]), "paper+qgr", ceiling=_ceiling())
+    assert below.at_ceiling is False and "The gap to the ceiling (0.28)" in below.text
+
+
+def test_without_a_ceiling_the_verdict_says_how_to_get_one():
+    v = verdict(_curve([(160, 40, 0.71, 0.58, 0.80)]), "paper+qgr")
+    assert v.at_ceiling is None and "No human ceiling yet" in v.text
+    single_rater = _ceiling(float("nan"), float("nan"), float("nan"))
+    assert "No human ceiling yet" in verdict(_curve([(160, 40, 0.7, 0.6, 0.8)]), "paper+qgr",
+                                             ceiling=single_rater).text
+
+
+@pytest.mark.parametrize("points, trend, words", [
+    # 0.50 (0.45..0.55) -> 0.70 (0.65..0.75): step +0.20, interval about +0.13..+0.27: rising
+    ([(40, 200, 0.50, 0.45, 0.55), (80, 200, 0.70, 0.65, 0.75)], "rising", "The curve is still rising"),
+    # 0.80 (0.79..0.81) -> 0.79 (0.78..0.80): step -0.01, interval about -0.024..+0.004 < 0.03 per 10: flat
+    ([(40, 400, 0.80, 0.79, 0.81), (80, 400, 0.79, 0.78, 0.80)], "flattened", "The curve has flattened"),
+    # wide CIs: +0.05 with an interval of about -0.37..+0.47 allows both
+    ([(40, 25, 0.50, 0.20, 0.80), (50, 25, 0.55, 0.25, 0.85)], "unclear", "Cannot tell yet"),
+])
+def test_trends_are_claimed_only_when_the_cis_support_them(points, trend, words):
+    v = verdict(_curve(points), "paper+qgr")
+    assert v.trend == trend and words in v.text
+    assert ("flattened" in v.text) == (trend == "flattened")
+
+
+def test_a_small_previous_point_makes_the_trend_unreadable():
+    v = verdict(_curve([(20, 8, 0.3, -0.4, 0.8), (80, 30, 0.7, 0.5, 0.85)]), "paper+qgr")
+    assert not v.too_few and v.trend == "unclear" and "only 8 held-out images" in v.text
+
+
+def test_baselines_caveats_and_aggregation_over_splits():
+    rows = pd.concat([
+        _curve([(80, 40, 0.60, 0.45, 0.72)]), _curve([(80, 40, 0.70, 0.55, 0.80)]).assign(split=1),
+        _curve([(80, 40, 0.99, 0.9, 1.0)]).assign(split=2, status="error"),  # failed splits do not count
+        _curve([(80, 40, 0.75, 0.62, 0.85)], method="classical-ridge"),
+        _curve([(80, 40, 0.30, 0.05, 0.52)], method="zero-shot")])
+    curve = learning_curve(rows)
+    main = curve[curve["method"] == "paper+qgr"].iloc[0]
+    assert main["srcc"] == pytest.approx(0.65) and main["n_splits"] == 2 and main["lo"] == pytest.approx(0.5)
+    v = verdict(rows, "paper+qgr", random_init=True, synthetic=True)
+    assert v.srcc == pytest.approx(0.65)
+    assert v.lines[0].startswith("These numbers come from a random-init model")
+    assert "synthetic severities" in v.lines[1]
+    assert "classical-ridge: SRCC 0.75 (95% CI 0.62 to 0.85) - as good or better" in v.text
+    assert "zero-shot: SRCC 0.30" in v.text
+    assert verdict(learning_curve(rows), "paper+qgr").text == verdict(rows, "paper+qgr").text  # either input
+
+
+def test_no_curve_yet():
+    v = verdict(pd.DataFrame(), "paper+qgr")
+    assert "Not enough labels yet" in v.text and v.grade is None
