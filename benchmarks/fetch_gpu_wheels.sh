@@ -8,5 +8,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth captum==0.9.0 nbclient nbformat fastjsonschema jupyter_client \
   jupyter_core ipykernel comm traitlets ipywidgets widgetsnbextension jupyterlab_widgets matplotlib-inline \
   ipython ipython_pygments_lexers decorator jedi parso pexpect ptyprocess prompt_toolkit stack_data executing \
-  asttokens pure_eval pyzmq tornado nest_asyncio debugpy platformdirs
+  asttokens pure_eval pyzmq tornado nest_asyncio debugpy platformdirs \
+  onnx==1.23.2 onnxruntime==1.32.0 flatbuffers protobuf ml_dtypes
 ls .whl

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One prepared check for a lent GPU machine, at most ~8 minutes: the GPU-marked tests, the notebooks in smoke
-# mode on CUDA, and the benchmarks. Results go to one folder: $OUT (the device tool's) or gpu-check-results/.
+# One prepared check for a lent GPU machine, at most ~10 minutes: the GPU-marked tests, the notebooks in smoke
+# mode on CUDA, the dress rehearsal (every notebook with SMOKE = False on a random ViT-B/16 laid into a fake
+# Hugging Face cache, on CUDA), the ONNX export from CUDA, and the benchmarks. Results go to one folder: $OUT (the
+# device tool's) or gpu-check-results/.
 #
 # The GPU image has torch but not open_clip and friends: run benchmarks/fetch_gpu_wheels.sh here first, then
 # carry .whl/ with the call (the device tool's `carry: [".whl"]`).
@@ -26,6 +28,14 @@ timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 2>
 
 echo "== notebooks in smoke mode on CUDA"
 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_notebooks.py 2>&1 | tee "$out/notebooks.log" | tail -5
+
+echo "== rehearsal: notebooks with SMOKE = False on the random ViT-B/16 from a fake hub cache, on CUDA"
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_notebooks.py -k real_mode -s 2>&1 \
+  | tee "$out/rehearsal-notebooks.log" | grep -E "real mode|passed|failed" | tail -12
+
+echo "== ONNX export of the random ViT-B/16 traced on CUDA, checked under onnxruntime"
+timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_export.py -s 2>&1 \
+  | tee "$out/export.log" | tail -4
 
 echo "== benchmarks (ViT-B/16 random init, bf16 autocast)"
 timeout 150 python3 benchmarks/run.py --device cuda --out "$out" 2>&1 | tee "$out/benchmarks.log" | tail -12

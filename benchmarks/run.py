@@ -3,6 +3,11 @@
     python benchmarks/run.py                     # CPU here: ViT-B/32 random init
     python benchmarks/run.py --device cuda       # GPU: ViT-B/16 (paper setting), bf16 autocast
     python benchmarks/run.py --quick             # fewer repeats, smaller batches (a smoke check)
+    python benchmarks/run.py --only onnx,precision,large   # some sections only
+
+Sections: scoring (model.score vs open_clip), decoding, finetune (prefix cache, QGR), meta, onnx (onnxruntime
+CPU vs torch CPU on the same batch, CPU only), precision (bf16 vs fp32 scoring: ``amp="auto"`` and bf16
+everywhere), large (ViT-L/14 vs ViT-B/16 scoring cost).
 
 Random weights do not change speed; they make every score meaningless, and no score is reported here.
 Writes ``<out>/bench-<device>.json`` and prints a table.
@@ -26,6 +31,7 @@ from clipiqa.finetune import EncodedSet, forward_cached
 from clipiqa.data import demo_references
 from clipiqa.data.transforms import eval_transform
 from clipiqa.imageio import load_image
+from clipiqa.inference import cpu_has_native_bf16, predict_batches, uses_bf16
 from clipiqa.losses import quality_loss, semantic_loss
 from clipiqa.qgr import QGRConfig, qgr_step
 
@@ -116,7 +122,8 @@ def bench_scoring(model, images: torch.Tensor, repeats: int) -> list[dict]:
                                        device, repeats)
         rows.append(row("scoring, zero-shot", "open_clip encode_image", base, "model.score", ours, 0.95, ">=",
                         mem.peak_mib, f"batch {len(images)}"))
-        model.enable_adapters()  # the prompted model, as after adaptation
+        model.add_visual_prompt()  # the prompted model (100 visual tokens per block), as after adaptation
+        model.enable_adapters()
         model.score(images[:1])
         with PeakMemory(device) as mem:
             prompted = median_ms(lambda: model.score(images), device, repeats)
@@ -229,6 +236,54 @@ def bench_meta(model_name: str, device: torch.device, batch: int, repeats: int, 
                 "prompts set, time per inner step incl. task switches")]
 
 
+def bench_onnx(model, images: torch.Tensor, repeats: int, workdir: Path) -> list[dict]:
+    """The exported scorer under onnxruntime (CPU) against torch (CPU, fp32) on the same preprocessed batch."""
+    if model.device.type != "cpu":
+        return []  # onnxruntime here is the CPU build: compare on --device cpu
+    from clipiqa.export import export_onnx
+    from clipiqa.onnx_runner import OnnxScorer
+    t0 = time.perf_counter()
+    scorer = OnnxScorer(export_onnx(model, workdir / "bench-scorer.onnx"))
+    export_s = time.perf_counter() - t0
+    x = images.cpu().numpy()
+    torch_ms, ort_ms = paired_ms(lambda: predict_batches(model, [images], amp=False), lambda: scorer.predict(x),
+                                 model.device, repeats)
+    diff = float(abs(scorer.predict(x)[0] - predict_batches(model, [images], amp=False).margin.numpy()).max())
+    return [row("scoring, onnxruntime CPU", "torch CPU fp32 (predict_batches)", torch_ms,
+                "onnxruntime (exported scorer)", ort_ms, None, ">=", None,
+                f"batch {len(images)}; max |margin diff| {diff:.1e}; export {export_s:.0f} s; torch "
+                f"{torch.get_num_threads()} threads, onnxruntime its default")]
+
+
+def bench_precision(model, images: torch.Tensor, repeats: int) -> list[dict]:
+    """Scoring in bf16 against fp32 on the same batch: amp="auto" (pixel stage fp32) and bf16 everywhere."""
+    device = model.device
+    auto_runs = uses_bf16(device, "auto")
+    fp32, auto = paired_ms(lambda: predict_batches(model, [images], amp=False),
+                           lambda: predict_batches(model, [images], amp="auto" if auto_runs else True), device,
+                           repeats)
+    fp32b, plain = paired_ms(lambda: predict_batches(model, [images], amp=False),
+                             lambda: predict_batches(model, [images], amp=True), device, repeats)
+    native = f"native bf16: {cpu_has_native_bf16()}" if device.type == "cpu" else "CUDA"
+    return [row("scoring, bf16 auto vs fp32", "fp32", fp32, "amp='auto' (pixel stage fp32)" if auto_runs
+                else "bf16 (auto would run fp32 here)", auto, None, ">=", None, f"batch {len(images)}; {native}"),
+            row("scoring, bf16 everywhere vs fp32", "fp32", fp32b, "amp=True", plain, None, ">=", None,
+                "plain autocast: faster, but rankings moved (SRCC 0.992 vs fp32 on the rehearsal model)")]
+
+
+def bench_large(device: torch.device, images: torch.Tensor, repeats: int) -> list[dict]:
+    """ViT-L/14 against ViT-B/16 (both random init, the same batch), scoring at the device's default precision."""
+    base = clipiqa.load_model("vitb16-random", device=device)
+    large = clipiqa.load_model("vitl14-random", device=device)
+    b16, l14 = paired_ms(lambda: predict_batches(base, [images]), lambda: predict_batches(large, [images]), device,
+                         max(2, repeats // 2))
+    return [row("scoring cost, ViT-L/14 vs B/16", "ViT-B/16", b16, "ViT-L/14", l14, None, "<=", None,
+                f"batch {len(images)}, 224 px; ratio = L/14 time / B/16 time")]
+
+
+SECTIONS = ("scoring", "decoding", "finetune", "meta", "onnx", "precision", "large")
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -238,7 +293,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 repeats, batch 4: a smoke check of the suite")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run (default all: "
+                                                                  f"{','.join(SECTIONS)})")
     args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only {','.join(unknown)}: unknown section; use {','.join(SECTIONS)}")
     device = clipiqa.resolve_device(args.device)
     model_name = args.model or ("vitb16-random" if device.type == "cuda" else "vitb32-random")
     batch = 4 if args.quick else (args.batch or (64 if device.type == "cuda" else 8))
@@ -257,26 +318,31 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     model = clipiqa.load_model(model_name, device=device)
     images = torch.stack([model.preprocess(im) for im in pil]).to(device)
-    sections = [
-        lambda: bench_scoring(model, images, repeats),
-        lambda: bench_decoding(model, paths, repeats),
-        lambda: bench_finetune(clipiqa.load_model(model_name, device=device), pil, repeats),
-        lambda: bench_meta(model_name, device, batch, repeats, Path(args.out)),
-    ]
+    sections = {
+        "scoring": lambda: bench_scoring(model, images, repeats),
+        "decoding": lambda: bench_decoding(model, paths, repeats),
+        "finetune": lambda: bench_finetune(clipiqa.load_model(model_name, device=device), pil, repeats),
+        "meta": lambda: bench_meta(model_name, device, batch, repeats, Path(args.out)),
+        "onnx": lambda: bench_onnx(clipiqa.load_model(model_name, device=device), images, repeats, Path(args.out)),
+        "precision": lambda: bench_precision(clipiqa.load_model(model_name, device=device), images, repeats),
+        "large": lambda: bench_large(device, images, repeats),
+    }
     rows = []
-    for section in sections:
-        done = section()
+    for name in only:
+        done = sections[name]()
         for r in done:  # progress on stderr; the table comes at the end
             print(f"[{time.perf_counter() - t0:6.0f} s] {r['benchmark']}: ratio {r['ratio']}", file=sys.stderr)
         rows += done
     result = {
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "model": model_name, "batch": batch, "repeats": repeats, "amp": "bf16" if device.type == "cuda" else "fp32",
+        "model": model_name, "batch": batch, "repeats": repeats, "sections": only,
+        "amp": "bf16" if device.type == "cuda" else "fp32",
         "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
         "note": "random-init weights: speed only; no score here means anything",
     }
-    out = Path(args.out) / f"bench-{device.type}.json"
+    suffix = "" if set(only) == set(SECTIONS) else "-" + "-".join(only)  # a partial run keeps the full results
+    out = Path(args.out) / f"bench-{device.type}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"clipiqa benchmarks on {result['device_name']} ({device}, {result['amp']}), {model_name}, batch {batch}, "
           f"median of {repeats}; {result['note']}")

@@ -1,12 +1,17 @@
 """Where backbone weights come from, in this order (DESIGN 4):
 
-1. ``weights=`` an explicit local file or folder: never touches the network;
-2. ``$CLIPIQA_WEIGHTS/<preset>/``: a local folder in open_clip's ``local-dir`` format;
-3. the Hugging Face cache (``$HF_HOME`` / ``$HF_HUB_CACHE``), read with ``local_files_only``;
-4. a hub download through open_clip's pretrained tag, only when the hub is reachable.
+1. ``weights=`` an explicit local file or folder (or a model named by its folder): never touches the network;
+2. ``$CLIPIQA_WEIGHTS/<name>/``: a local folder in open_clip's ``local-dir`` format, named after the model
+   (``vitb16-openai``, ``ViT-L-14--openai``) or after its hub repository (``vit_large_patch14_clip_224.openai``);
+3. the Hugging Face cache (``$HF_HOME`` / ``$HF_HUB_CACHE``), read locally only;
+4. a hub download (open_clip's pretrained tag or ``hf-hub:`` repository), only when the hub is reachable; else a
+   fast :class:`WeightsUnavailableError` naming the ways to provide weights.
 
-A folder carries its own ``open_clip_config.json`` (model and preprocessing config travel with the weights).
-A bare weights file uses the preset's architecture and preprocessing, recorded in ``ModelSource``.
+A folder (and a hub snapshot) carries its own ``open_clip_config.json``: model and preprocessing config travel
+with the weights. A bare weights file uses the architecture of the name and the tag's preprocessing, recorded in
+``ModelSource``. Names are resolved by :func:`clipiqa.zoo.resolve_model`; unsupported towers are refused before
+anything is built. Weights say themselves when they are random-init or a toy (:func:`weight_markers`), and
+:func:`weights_line` is the one line that says what runs.
 """
 from __future__ import annotations
 
@@ -24,9 +29,12 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
-from .presets import Preset
+from .presets import RANDOM_INIT_LABEL, TOY_LABEL, Preset
 
+CONFIG_FILE = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+PREPROCESS_KEYS = ("size", "mode", "mean", "std", "interpolation", "resize_mode", "fill_color")
+RANDOM_MARKER, TOY_MARKER = "clipiqa_random_init", "clipiqa_toy"  # safetensors metadata keys
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 HUB_HOST = ("huggingface.co", 443)
 TINY_SEED = 1234
@@ -38,33 +46,47 @@ class WeightsUnavailableError(RuntimeError):
 
 @dataclass
 class ModelSource:
-    """What was loaded, recorded in checkpoint cards and shown in reports."""
+    """What was loaded, recorded in checkpoint cards and shown in reports. ``preset`` is the model's name as
+    given to ``load_model`` (a preset, ``ARCH:TAG``, ``hf-hub:ORG/REPO`` or a folder path), so a card names the
+    model that ``load_model(prompts=card)`` loads again."""
 
     preset: str
     arch: str
-    weights: str  # a local path, "hub:<repo>" or "random-init"
+    weights: str  # a local path, "hub:<repo>", "random-init" or "lesson:<committed|cache|built> <path>"
     random_init: bool
     model_cfg: dict[str, Any]
     preprocess_cfg: dict[str, Any]
     fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    toy: bool = False  # the lesson model: trained by clipiqa on synthetic distortions (not random, not real CLIP)
+    tokenizer: str = ""  # what open_clip.get_tokenizer is given: the architecture, or local-dir:<folder with config>
+
+    @property
+    def label(self) -> str:
+        """What every output made with this backbone must say: random init, toy, or '' (real weights)."""
+        return RANDOM_INIT_LABEL if self.random_init else TOY_LABEL if self.toy else ""
 
     def card(self) -> dict[str, Any]:
         return {"preset": self.preset, "arch": self.arch, "weights": self.weights,
-                "random_init": self.random_init, "fingerprint": self.fingerprint}
+                "random_init": self.random_init, "toy": self.toy, "label": self.label,
+                "fingerprint": self.fingerprint}
 
 
 def how_to_provide_weights(preset: Preset) -> str:
     from huggingface_hub import constants
+
+    from .zoo import folder_names
+    repo = preset.hf_hub or "ORG/REPO"
+    folders = " or ".join(f"$CLIPIQA_WEIGHTS/{n}/" for n in folder_names(preset))
     return (
         f"Ways to provide the {preset.name} weights:\n"
         f"  1. pass a local file or folder: load_model({preset.name!r}, weights='/path/to/folder') or "
         f"`clipiqa score ... --weights /path`; a folder holds open_clip_config.json plus "
-        f"open_clip_model.safetensors (the layout of the hub repo {preset.hf_hub});\n"
-        f"  2. put that folder at $CLIPIQA_WEIGHTS/{preset.name}/ (CLIPIQA_WEIGHTS is "
+        f"open_clip_model.safetensors (the layout of the hub repo {repo});\n"
+        f"  2. put that folder at {folders} (CLIPIQA_WEIGHTS is "
         f"{os.environ.get('CLIPIQA_WEIGHTS', 'not set')});\n"
-        f"  3. fill the Hugging Face cache on a machine with network access, "
-        f"e.g. `huggingface-cli download {preset.hf_hub}`, and copy the cache to {constants.HF_HUB_CACHE} "
+        f"  3. fill the Hugging Face cache on a machine with network access, e.g. `hf download {repo}` "
+        f"(older hub versions: `huggingface-cli download {repo}`), and copy the cache to {constants.HF_HUB_CACHE} "
         f"(or point HF_HOME / HF_HUB_CACHE at it);\n"
         f"  4. run with network access once: the hub download then lands in that cache.\n"
         f"For tests and smoke runs without weights use the 'tiny' preset (random init, meaningless scores)."
@@ -82,12 +104,17 @@ def hub_reachable(timeout: float = 1.5) -> bool:
         return False
 
 
-def _cached_hub_file(repo: str) -> str | None:
+def cached_hub_snapshot(repo: str | None) -> tuple[Path, Path | None] | None:
+    """``(weights file, open_clip_config.json or None)`` of ``repo`` in the Hugging Face cache, read locally only
+    (``$HF_HUB_CACHE``, as the hub library resolves it); None when the cache holds no weights for it."""
+    if not repo:
+        return None
     from huggingface_hub import constants, try_to_load_from_cache
     for name in WEIGHT_FILES:
         hit = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=constants.HF_HUB_CACHE)
         if isinstance(hit, str) and os.path.isfile(hit):
-            return hit
+            config = try_to_load_from_cache(repo_id=repo, filename=CONFIG_FILE, cache_dir=constants.HF_HUB_CACHE)
+            return Path(hit), Path(config) if isinstance(config, str) and os.path.isfile(config) else None
     return None
 
 
@@ -105,11 +132,32 @@ def _weights_file_in(folder: Path) -> Path | None:
 def _arch_cfg(preset: Preset) -> dict[str, Any]:
     if preset.model_cfg is not None:
         cfg = json.loads(json.dumps(preset.model_cfg))
+    elif preset.kind in ("hf-hub", "local"):
+        raise ValueError(f"model {preset.name!r}: a bare weights file carries no architecture; give the open_clip "
+                         "folder (open_clip_config.json + weights) instead, or name the model ARCH:TAG")
     else:
         cfg = open_clip.get_model_config(preset.arch)
     if preset.quick_gelu:
         cfg["quick_gelu"] = True
     return cfg
+
+
+def _check_config(preset: Preset, model_cfg: dict[str, Any]) -> None:
+    """Refuse an architecture clipiqa cannot wrap before anything is built (the zero-shot ResNet preset aside)."""
+    from .zoo import UnsupportedModelError, check_supported_config
+    if preset.zero_shot_only:
+        if not isinstance((model_cfg.get("vision_cfg") or {}).get("layers"), (list, tuple)):
+            raise UnsupportedModelError(f"model {preset.name!r} is CLIP-IQA's zero-shot ResNet configuration; its "
+                                        "weights must hold an open_clip ResNet image tower")
+        return
+    check_supported_config(model_cfg, preset.name)
+
+
+def _read_config(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    from .zoo import read_folder_config
+    return read_folder_config(path.parent) if path.name == CONFIG_FILE else read_folder_config(path)
 
 
 @contextmanager
@@ -129,15 +177,16 @@ def _no_network():
 
 def _create(name: str, pretrained: str | None, preset: Preset, model_cfg: dict[str, Any] | None) -> torch.nn.Module:
     kwargs: dict[str, Any] = {}
-    if model_cfg is not None and not name.startswith("local-dir:"):
+    local = name.startswith(("local-dir:", "hf-hub:"))
+    if model_cfg is not None and not local:
         kwargs = {k: v for k, v in model_cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg")}
+    quick_gelu = (preset.quick_gelu or bool((model_cfg or {}).get("quick_gelu"))) and not local
     logger = logging.getLogger()
     level = logger.level
-    if pretrained is None and not name.startswith("local-dir:"):
+    if pretrained is None and not local:
         logger.setLevel(logging.ERROR)  # open_clip warns about random init; clipiqa labels it itself
     try:
-        return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=preset.quick_gelu and
-                                      not name.startswith("local-dir:"), **kwargs)
+        return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu, **kwargs)
     finally:
         logger.setLevel(level)
 
@@ -153,74 +202,208 @@ def fingerprint(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def weight_markers(file: Path | None, config: dict[str, Any] | None) -> tuple[bool, bool]:
+    """``(random_init, toy)`` as the weights say of themselves: the safetensors metadata ``clipiqa_random_init`` /
+    ``clipiqa_toy`` (written by :func:`export_backbone` and the CI rehearsal) or the folder config's ``clipiqa``
+    entry. Real hub files carry neither, so they read as real weights."""
+    meta: dict[str, str] = {}
+    if file is not None and file.suffix == ".safetensors":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(file), "pt") as f:
+                meta = f.metadata() or {}
+        except Exception:  # noqa: BLE001 - an unreadable header fails later, with open_clip's own message
+            meta = {}
+    own = (config or {}).get("clipiqa") or {}
+    return (meta.get(RANDOM_MARKER) == "true" or bool(own.get("random_init")),
+            meta.get(TOY_MARKER) == "true" or bool(own.get("toy")))
+
+
+def _env_folder(preset: Preset) -> Path | None:
+    root = os.environ.get("CLIPIQA_WEIGHTS")
+    if not root or preset.random_init or preset.kind == "local":
+        return None
+    from .zoo import folder_names
+    for name in folder_names(preset):
+        if (Path(root) / name).is_dir():
+            return Path(root) / name
+    return None
+
+
+def _preprocess_cfg(clip: torch.nn.Module, preset: Preset, config: dict[str, Any] | None) -> dict[str, Any]:
+    """open_clip's preprocessing of ``clip``, overlaid with the tag's (a bare weights file loses it otherwise:
+    open_clip #1068) and then with the config that travels with the weights; set back on ``clip``."""
+    cfg = dict(open_clip.get_model_preprocess_cfg(clip))
+    overlays = []
+    if preset.tag and preset.kind in ("preset", "tag"):
+        overlays.append(open_clip.get_pretrained_cfg(preset.arch, preset.tag) or {})
+    if config:
+        overlays.append(config.get("preprocess_cfg") or {})
+    for overlay in overlays:
+        cfg.update({k: v for k, v in overlay.items() if k in PREPROCESS_KEYS and v is not None})
+    if "mean" in cfg and "std" in cfg:
+        open_clip.set_model_preprocess_cfg(clip, cfg)
+    return cfg
+
+
+def _load_local(preset: Preset, weights: str | os.PathLike):
+    """An explicit local file or folder, with sockets refused. Returns clip, source string, file, config, cfg."""
+    path = Path(weights).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"weights={str(weights)!r} does not exist; give a weights file "
+                                f"({', '.join(WEIGHT_SUFFIXES)}) or a folder with {CONFIG_FILE}")
+    with _no_network():
+        if path.is_dir() and (path / CONFIG_FILE).is_file():
+            config = _read_config(path)
+            model_cfg = config["model_cfg"]
+            file = _weights_file_in(path)
+            if file is None:
+                raise FileNotFoundError(f"Folder {path} has {CONFIG_FILE} but no weights file "
+                                        f"(expected {WEIGHT_FILES[0]})")
+            _check_config(preset, model_cfg)
+            clip = _create(f"local-dir:{path}", None, preset, None)
+        else:
+            config = None
+            file = _weights_file_in(path) if path.is_dir() else path
+            if file is None:
+                raise FileNotFoundError(f"Folder {path} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
+            model_cfg = _arch_cfg(preset)
+            _check_config(preset, model_cfg)
+            clip = _create(preset.arch, str(file), preset, model_cfg if preset.model_cfg else None)
+    return clip, str(path.resolve()), file, config, model_cfg
+
+
+def _load_from_hub(preset: Preset):
+    """The Hugging Face cache (local only), else a hub download when the hub is reachable, else a fast, clear
+    error. Returns clip, source string, file, config, cfg."""
+    cached = cached_hub_snapshot(preset.hf_hub)
+    if cached is not None:
+        file, config_file = cached
+        config = _read_config(config_file)
+        with _no_network():
+            if preset.kind == "hf-hub":
+                if config is None:
+                    raise WeightsUnavailableError(f"the Hugging Face cache holds weights of {preset.hf_hub} but no "
+                                                  f"{CONFIG_FILE}; download the whole repository")
+                _check_config(preset, config["model_cfg"])
+                clip = _create(f"local-dir:{file.parent}", None, preset, None)
+                model_cfg = config["model_cfg"]
+            else:  # the config that travels with the weights, else open_clip's built-in one for ARCH
+                model_cfg = dict(config["model_cfg"]) if config else _arch_cfg(preset)
+                _check_config(preset, model_cfg)
+                clip = _create(preset.arch, str(file), preset, model_cfg if config else None)
+        return clip, str(file), file, config, model_cfg
+    if hub_reachable():
+        if preset.kind == "hf-hub":
+            clip = _create(f"hf-hub:{preset.hf_hub}", None, preset, None)
+        else:
+            _check_config(preset, _arch_cfg(preset))
+            clip = _create(preset.arch, preset.tag, preset, None)
+        cached = cached_hub_snapshot(preset.hf_hub)
+        config = _read_config(cached[1]) if cached else None
+        model_cfg = config["model_cfg"] if config else _arch_cfg(preset)
+        return clip, f"hub:{preset.hf_hub or preset.name}", cached[0] if cached else None, config, model_cfg
+    raise WeightsUnavailableError(
+        f"No weights for model {preset.name!r} were found locally and the model hub "
+        f"({HUB_HOST[0]}) cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}).\n"
+        + how_to_provide_weights(preset))
+
+
 def load_backbone(preset: Preset, weights: str | os.PathLike | None = None) -> tuple[torch.nn.Module, ModelSource]:
     """Build the open_clip model for ``preset`` with weights resolved as described in the module docstring."""
-    model_cfg = _arch_cfg(preset)
-    if weights is None and os.environ.get("CLIPIQA_WEIGHTS") and not preset.random_init:
-        candidate = Path(os.environ["CLIPIQA_WEIGHTS"]) / preset.name
-        if candidate.is_dir():
-            weights = candidate
-
+    if weights is None:
+        weights = preset.folder if preset.kind == "local" else _env_folder(preset)
+    file, config = None, None
     if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"weights={str(weights)!r} does not exist; give a weights file "
-                                    f"({', '.join(WEIGHT_SUFFIXES)}) or a folder with open_clip_config.json")
-        random_init = False
-        with _no_network():
-            if path.is_dir() and (path / "open_clip_config.json").is_file():
-                with open(path / "open_clip_config.json") as f:
-                    folder_cfg = json.load(f)
-                model_cfg = folder_cfg["model_cfg"]
-                random_init = bool(folder_cfg.get("clipiqa", {}).get("random_init", False))
-                if _weights_file_in(path) is None:
-                    raise FileNotFoundError(f"Folder {path} has open_clip_config.json but no weights file "
-                                            f"(expected {WEIGHT_FILES[0]})")
-                clip = _create(f"local-dir:{path}", None, preset, None)
-            else:
-                file = _weights_file_in(path) if path.is_dir() else path
-                if file is None:
-                    raise FileNotFoundError(f"Folder {path} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
-                clip = _create(preset.arch, str(file), preset, model_cfg if preset.model_cfg else None)
-        source_weights = str(path.resolve())
+        clip, source_weights, file, config, model_cfg = _load_local(preset, weights)
+        random_init, toy = weight_markers(file, config)
+        toy = toy or (preset.toy and config is None)
     elif preset.random_init:
+        model_cfg = _arch_cfg(preset)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED)
             clip = _create(preset.arch, None, preset, model_cfg)
-        source_weights, random_init = "random-init", True
+        source_weights, random_init, toy = "random-init", True, False
+    elif preset.lesson is not None:  # trained by clipiqa itself: committed file, cache, or built on first use
+        from .lesson import LessonRecipe, load_lesson
+        model_cfg = _arch_cfg(preset)
+        clip, source_weights = load_lesson(model_cfg, LessonRecipe.from_dict(preset.lesson), preset.arch)
+        random_init, toy = False, True
     else:
-        cached = _cached_hub_file(preset.hf_hub)
-        if cached is not None:
-            with _no_network():
-                clip = _create(preset.arch, cached, preset, None)
-            source_weights = cached
-        elif hub_reachable():
-            clip = _create(preset.arch, preset.tag, preset, None)
-            source_weights = f"hub:{preset.hf_hub}"
-        else:
-            raise WeightsUnavailableError(
-                f"No weights for model preset {preset.name!r} were found locally and the model hub "
-                f"({HUB_HOST[0]}) cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}).\n"
-                + how_to_provide_weights(preset))
-        random_init = False
+        clip, source_weights, file, config, model_cfg = _load_from_hub(preset)
+        random_init, toy = weight_markers(file, config)
 
-    preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(clip))
+    preprocess_cfg = _preprocess_cfg(clip, preset, config)
+    folder = file.parent if file is not None and config is not None else None
     source = ModelSource(preset=preset.name, arch=preset.arch, weights=source_weights, random_init=random_init,
                          model_cfg=model_cfg, preprocess_cfg=preprocess_cfg,
-                         fingerprint=fingerprint(clip.state_dict()))
+                         fingerprint=fingerprint(clip.state_dict()), toy=toy,
+                         tokenizer=f"local-dir:{folder}" if folder is not None else preset.arch)
+    if preset.lesson is not None:
+        source.extra["lesson"] = {k: preset.lesson[k] for k in ("pretrain_types", "heldout_types", "train_photos",
+                                                                "heldout_photos", "train_kinds", "heldout_kinds")}
     return clip, source
 
 
+def weights_are_random(name: str, weights: str | os.PathLike | None = None) -> bool:
+    """Whether ``load_model(name, weights)`` would load random-init weights, found without building the model:
+    a random-init preset, or weights (explicit, ``$CLIPIQA_WEIGHTS``, Hugging Face cache) marked random."""
+    from .presets import get_preset
+    preset = get_preset(name)
+    if weights is None:
+        weights = preset.folder if preset.kind == "local" else _env_folder(preset)
+    if weights is None:
+        if preset.random_init:
+            return True
+        cached = None if preset.lesson is not None else cached_hub_snapshot(preset.hf_hub)
+        return bool(cached) and weight_markers(cached[0], _read_config(cached[1]))[0]
+    path = Path(weights).expanduser()
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        return weight_markers(_weights_file_in(path), _read_config(path))[0]
+    file = _weights_file_in(path) if path.is_dir() else path
+    return weight_markers(file, None)[0] if file is not None and file.exists() else False
+
+
+def describe_weights(source: ModelSource) -> str:
+    """Where the weights came from, for the weights line: file or hub repository, and its fingerprint."""
+    where = source.weights
+    if where == "random-init":
+        where = "random init (no weights file)"
+    elif where.startswith("hub:"):
+        where = f"hub {where[4:]}"
+    return f"{where}, fingerprint {source.fingerprint}"
+
+
+def weights_line(model, amp: bool | str | None = None) -> str:
+    """One line that tells a real run from a random or toy one at a glance: the model name, where the weights came
+    from (file or hub repository), their fingerprint, the device and the precision that runs with ``amp``
+    (:func:`clipiqa.inference.precision_name`), and the random-init / toy label. Shown by the CLI (stderr) and
+    for notebooks: ``print(weights_line(model))``."""
+    from .inference import precision_name
+    source = model.source
+    label = f" [{source.label}]" if source.label else ""
+    arch = f" ({source.arch})" if source.arch not in source.preset else ""
+    return (f"model {source.preset}{arch}: weights {describe_weights(source)}; {model.device.type} "
+            f"{precision_name(model.device, amp)}{label}")
+
+
 def export_backbone(clip: torch.nn.Module, source: ModelSource, folder: str | os.PathLike) -> Path:
-    """Write ``clip`` as an open_clip local-dir folder (config + safetensors) that ``weights=`` can load."""
+    """Write ``clip`` as an open_clip local-dir folder (config + safetensors) that ``weights=`` can load, and that
+    ``load_model(folder)`` loads by itself. Random-init and toy weights are marked as such in both files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"model_cfg": source.model_cfg, "preprocess_cfg": _jsonable(source.preprocess_cfg),
-              "clipiqa": {"preset": source.preset, "random_init": source.random_init}}
-    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+              "clipiqa": {"preset": source.preset, "arch": source.arch, "random_init": source.random_init,
+                          "toy": source.toy}}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     state = {k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}
-    save_file(state, str(folder / WEIGHT_FILES[0]))
+    save_file(state, str(folder / WEIGHT_FILES[0]), metadata=weights_metadata(source.random_init, source.toy))
     return folder
+
+
+def weights_metadata(random_init: bool, toy: bool = False) -> dict[str, str]:
+    """safetensors metadata that marks random-init / toy weights wherever the file goes (:func:`weight_markers`)."""
+    return {"format": "pt", RANDOM_MARKER: "true" if random_init else "false", TOY_MARKER: "true" if toy else "false"}
 
 
 def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:

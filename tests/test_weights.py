@@ -73,3 +73,32 @@ def test_fingerprint_identifies_weights():
     a = clipiqa.load_model("tiny").source.fingerprint
     b = clipiqa.load_model("tiny").source.fingerprint
     assert a == b and len(a) == 16
+
+
+def test_weights_line_names_file_and_fingerprint_on_stderr(tmp_path, photo_dir, capsys, no_sockets):
+    from clipiqa.cli import main
+    model = clipiqa.load_model("tiny")
+    folder = export_backbone(model.clip, model.source, tmp_path / "tiny-weights")
+    assert main(["score", str(photo_dir), "--model", "tiny", "--weights", str(folder), "--device", "cpu",
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("model "))
+    assert str(folder.resolve()) in line and model.source.fingerprint in line
+    assert "cpu fp32" in line and "[random init: meaningless]" in line
+
+
+def test_random_init_travels_with_the_weights_file(tmp_path, no_sockets):
+    from safetensors import safe_open
+
+    from clipiqa.weights import weights_are_random
+    model = clipiqa.load_model("tiny")
+    folder = export_backbone(model.clip, model.source, tmp_path / "w")
+    with safe_open(str(folder / "open_clip_model.safetensors"), "pt") as f:
+        assert f.metadata()["clipiqa_random_init"] == "true"
+    bare = tmp_path / "copied.safetensors"
+    bare.write_bytes((folder / "open_clip_model.safetensors").read_bytes())  # the file alone, no config
+    assert clipiqa.load_model("tiny", weights=bare).random_init
+    assert weights_are_random("tiny") and weights_are_random("tiny", weights=folder)
+    assert weights_are_random("tiny", weights=bare) and weights_are_random(str(folder))
+    by_folder_name = clipiqa.load_model(str(folder))
+    assert by_folder_name.source.arch == "ViT-B-32" and by_folder_name.source.preset == str(folder.resolve())
+    assert by_folder_name.source.fingerprint == model.source.fingerprint

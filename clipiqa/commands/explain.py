@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clipiqa.cli import (EXIT_OK, EXIT_PARTIAL, UsageError, add_model_args, command, load_model_from_args,
-                         random_init_warning, tqdm_progress)
+from clipiqa.cli import (EXIT_OK, EXIT_PARTIAL, UsageError, add_model_args, check_out_folder, command,
+                         describe_skipped, load_model_from_args, random_init_warning, scan_inputs, tqdm_progress)
+from clipiqa.csvio import write_csv
 
-COLUMNS = ["kind", "path", "method", "score", "top10_share", "overlay", "metric", "value", "status", "error",
-           "model", "note"]
+COLUMNS = ["kind", "path", "method", "score", "logit_margin", "top10_share", "overlay", "metric", "value", "status",
+           "error", "model", "note"]
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -94,18 +95,18 @@ def _overlay_names(paths: list[str]) -> list[str]:
 
 @command("explain", "attribution overlays and distortion-vs-content diagnostics for a quality model")(_configure)
 def cmd_explain(args: argparse.Namespace) -> int:
-    from clipiqa.imageio import list_images
     methods = parse_methods(args.method)
     options = {m: method_options(m, args) for m in methods}
     demo_types = parse_demo_types(args.demo_types)
     if args.demo_images is not None and args.demo_images < 1:
         raise UsageError(f"--demo-images {args.demo_images} is not allowed; use a positive integer")
-    paths = list_images(args.paths)
-    if not paths:
-        raise UsageError(f"no images found in {', '.join(args.paths)}")
-    out = Path(args.out)
+    out = check_out_folder(args.out)  # before any work: its parent folder must exist, nothing is created yet
+    scan = scan_inputs(args.paths)
+    for line in describe_skipped(scan):
+        print(line, file=sys.stderr)
+    paths = scan.images  # its parent folder must exist: nothing is created before the check
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create the output folder {out}: {e}") from e
     model = load_model_from_args(args)
@@ -120,7 +121,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["model"] = label
     table["note"] = "random-init weights: meaningless" if model.random_init else ""
-    table.to_csv(out / "diagnostics.csv", index=False)
+    write_csv(table, out / "diagnostics.csv")
     failed = table[(table["kind"] == "image") & (table["status"] != "ok")]
     n_failed = failed["path"].nunique()
     print(f"explained {len(paths) - n_failed} of {len(paths)} images with {', '.join(methods)} -> {out}"
@@ -158,17 +159,19 @@ def _explain_one(model, image, path: str, stem: str, methods: list[str], options
     from clipiqa.explain import attribute
     from clipiqa.explain.diagnostics import score_tensors, to_model_input
     from clipiqa.explain.plots import plot_attribution
+    from clipiqa.inference import p_high_target
     x, crop = to_model_input(model, image)
-    score = float(score_tensors(model, x[None])[0])
+    margin = float(score_tensors(model, x[None])[0])  # what the attributions explain (DESIGN 2.7)
+    score = float(score_tensors(model, x[None], target_fn=p_high_target)[0])
     rows = []
     for method in methods:
         attr = attribute(model, x[None], method, **options[method])[0].numpy()
         overlay = out / f"{stem}_{method}.png"
-        fig = plot_attribution(crop, attr, title=f"{stem} - {method} - score {score:.3f}",
+        fig = plot_attribution(crop, attr, title=f"{stem} - {method} - score {score:.3f}, margin {margin:+.2f}",
                                random_init=model.random_init)
         fig.savefig(overlay, dpi=100, bbox_inches="tight")
         plt.close(fig)
-        rows.append({"kind": "image", "path": path, "method": method, "score": score,
+        rows.append({"kind": "image", "path": path, "method": method, "score": score, "logit_margin": margin,
                      "top10_share": top_share(attr), "overlay": str(overlay), "status": "ok", "error": ""})
     return rows
 
@@ -190,9 +193,9 @@ def _demo_diagnostics(model, methods: list[str], options: dict, out: Path, n_ima
         fig = plot_focus(result.table)
         fig.savefig(out / f"demo_focus_{method}.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-    pd.concat(focus_tables, ignore_index=True).to_csv(out / "demo_focus.csv", index=False)
+    write_csv(pd.concat(focus_tables, ignore_index=True), out / "demo_focus.csv")
     cvd = content_vs_distortion(model, refs, types)
-    cvd.table.to_csv(out / "demo_content_vs_distortion.csv", index=False)
+    write_csv(cvd.table, out / "demo_content_vs_distortion.csv")
     fig = plot_content_vs_distortion(cvd.table)
     fig.savefig(out / "demo_content_vs_distortion.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
