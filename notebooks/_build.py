@@ -3,8 +3,10 @@
 Each notebook is a short lesson: teaching text, then code that calls the clipiqa API. Exactly one code cell
 per notebook is tagged ``parameters``; it holds the ``SMOKE`` switch (tiny random-init model + embedded demo
 photos, runs on a CPU in seconds, numbers meaningless) and everything else that differs between a smoke run
-and a real run (``vitb16-openai`` on CUDA). ``CLIPIQA_SMOKE=1`` in the environment forces smoke mode, so CI
-runs the notebooks unchanged.
+and a real run (``MODEL``, default ``vitb16-openai`` or ``$CLIPIQA_MODEL``, on ``DEVICE = "auto"``: CUDA when
+present). ``CLIPIQA_SMOKE=1`` in the environment forces smoke mode, so CI runs the notebooks unchanged.
+``CLIPIQA_REHEARSAL=1`` (CI's dress rehearsal of the real path, ``tests/test_notebooks.py``) shrinks the real
+mode's image counts, epochs and splits, never the model, the transforms or the code path.
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ SMOKE_SWITCH = '''\
 import os
 
 SMOKE = True  # True: tiny random-init model + embedded demo photos (any CPU, seconds; numbers meaningless)
-              # False: the paper's backbone with real weights on a GPU
+              # False: real weights (MODEL), on a GPU when there is one (the sizes below are a GPU's)
 SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode without editing this cell
-MODEL = "tiny" if SMOKE else "vitb16-openai"
+REHEARSAL = not SMOKE and os.environ.get("CLIPIQA_REHEARSAL") == "1"  # CI: the real path with small sizes
+MODEL = "tiny" if SMOKE else os.environ.get("CLIPIQA_MODEL", "vitb16-openai")  # any model: `clipiqa models`
 WEIGHTS = None  # real runs without model-hub access: a local weights file/folder (or set CLIPIQA_WEIGHTS)
-DEVICE = os.environ.get("CLIPIQA_DEVICE") or ("cpu" if SMOKE else "cuda")  # CLIPIQA_DEVICE=cuda: smoke on a GPU
+DEVICE = os.environ.get("CLIPIQA_DEVICE") or ("cpu" if SMOKE else "auto")  # auto: CUDA when present, else CPU
+DEMO_LIMIT = 16 if REHEARSAL else None  # CI rehearsal: at most this many demo images per table
 WORK = "clipiqa-work/smoke" if SMOKE else "clipiqa-work"  # sessions and results, next to this notebook
 DEMO_TYPES = ["gaussian_blur", "white_noise", "jpeg"]  # distortions of the embedded demo set
 '''
@@ -32,7 +36,7 @@ DEMO_TYPES = ["gaussian_blur", "white_noise", "jpeg"]  # distortions of the embe
 RANDOM_INIT_NOTE = '''\
 def say_if_random_init(model):
     if model.random_init:
-        print("\\u26a0 random-init weights: scores are meaningless (smoke mode shows that the code runs, "
+        print("⚠ random-init weights: scores are meaningless (smoke mode shows that the code runs, "
               "never that a method works). Set SMOKE = False for real numbers.")
 '''
 
@@ -86,12 +90,13 @@ INDEX = [
 
     import clipiqa
     from clipiqa.data import apply_distortion, demo_references
+    from clipiqa.weights import weights_line
 
     @@RANDOM_INIT@@
 
     model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
+    print(weights_line(model))  # which model, weights, device and precision run, in one line
     say_if_random_init(model)
-    model
     """),
     md("""
     The demo photos ship inside scikit-image, scikit-learn and matplotlib, so they load offline. We distort
@@ -142,7 +147,7 @@ ZERO_SHOT = [
     and measure how well the score ranks severity (Spearman correlation, SRCC) with its uncertainty.
     """),
     params("""
-    N_IMAGES = 80 if SMOKE else None  # how many demo images to score (None: all)
+    N_IMAGES = 80 if SMOKE else 16 if REHEARSAL else None  # how many demo images to score (None: all)
     """),
     code("""
     import matplotlib.pyplot as plt
@@ -186,9 +191,13 @@ ZERO_SHOT = [
     Per distortion type, the score should fall as the level rises:
     """),
     code("""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    sns.lineplot(data=table[table["level"] > 0], x="level", y="score", hue="distortion", marker="o", ax=ax,
-                 errorbar=None)
+    distorted = table[table["level"] > 0]
+    fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    sns.lineplot(data=distorted, x="level", y="score", hue="distortion", marker="o", ax=ax, errorbar=None)
+    ax.set_xticks(sorted(distorted["level"].unique()))  # levels are whole numbers
+    ax.set_ylim(0, 1)  # the score's whole range: a small difference looks small
+    ax.set_ylabel("zero-shot score p(good)")
+    ax.legend(title="distortion", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not over them
     ax.set_title("zero-shot score vs distortion level" + (" (random-init: meaningless)" if model.random_init else ""))
     plt.show()
     """),
@@ -224,8 +233,12 @@ LABEL = [
     Adaptation needs labels: your rating of a few dozen images. The labelling panel shows one image at a time
     with a **rating slider on the ACR scale** (1 bad, 2 poor, 3 fair, 4 good, 5 excellent).
 
-    * **Autosave**: every rating is written to `labels.csv` in the session folder at once (atomically: a crash
-      never leaves a half-written file). Close the notebook any time; `Session.open(folder)` resumes.
+    * **A deliberate choice**: on an image you have not rated the slider sits at *not rated*, and *Save + next*
+      refuses until you pick a level, so no image is ever saved with the previous image's value.
+    * **Autosave**: every rating is committed at once to the session's database (`labels.sqlite`, one
+      transaction per rating; `labels.csv` is its export, rewritten after each rating). Close the notebook any
+      time; `Session.open(folder)` resumes. Several people (tabs, kernels) can rate one session: each types a
+      name in the *Rater* box once, and their agreement becomes the human ceiling that notebook 07 reports.
     * **Skip** an image you cannot judge, **Undo** the last rating or skip, **Previous/Next** to browse.
     * **Suggest next**: first the most *different* images (farthest-point sampling on CLIP embeddings, so the
       first labels cover the variety of your set), then the ones the model is least sure about.
@@ -236,15 +249,16 @@ LABEL = [
     params("""
     IMAGES = None  # a folder of your own photos; None = the embedded demo photos
     SESSION = f"{WORK}/label-session"  # where labels.csv, settings and checkpoints are saved
-    N_IMAGES = 40  # demo photos to put in the session
+    N_IMAGES = 12 if REHEARSAL else 40  # demo photos to put in the session
     STAND_IN_RATER = IMAGES is None  # demo photos: fill labels from their synthetic severity (not human opinion)
-    N_LABELS = 40 if SMOKE else 30
+    N_LABELS = 40 if SMOKE else 10 if REHEARSAL else 30
     """),
     code("""
     import os
 
     from clipiqa.data import build_demo_set
     from clipiqa.session import Session
+    from clipiqa.weights import weights_line
     from clipiqa.widgets import LabelPanel
 
     if IMAGES is None:
@@ -253,6 +267,7 @@ LABEL = [
     else:
         images = IMAGES
     session = Session(SESSION, images=images, model_name=MODEL, weights=WEIGHTS, device=DEVICE)
+    print(weights_line(session.model))  # which model, weights, device and precision the suggestions use
     session
     """),
     code("""
@@ -262,13 +277,15 @@ LABEL = [
     md("""
     Rate a few images in the panel above. To run this notebook top to bottom without clicking, the next cell
     plays a **stand-in rater** for the demo photos: it rates each image from its synthetic severity (clean = 5,
-    level 5 = 1) through `panel.rate`, the same call the *Save + next* button makes. Your own photos are never
-    rated automatically.
+    level 5 = 1) through `panel.rate`, the same call the *Save + next* button makes, and leaves the last few
+    images for you. Your own photos are never rated automatically: with `STAND_IN_RATER = False` (or `IMAGES`
+    set) the session starts with no labels, which is a normal state; rate in the panel, then run on.
     """),
     code("""
-    if STAND_IN_RATER:
+    LEAVE_FOR_YOU = 5  # images the stand-in rater leaves unrated (for your clicks and the skip/undo cell)
+    if STAND_IN_RATER and IMAGES is None:
         severity = demo.set_index("path")["q"]  # synthetic: 1 = clean ... 0 = most distorted
-        while len(session.labels) < N_LABELS and session.counts()["to_go"] > 0:
+        while len(session.labels) < N_LABELS and session.counts()["to_go"] > LEAVE_FOR_YOU:
             panel.rate(1 + round(4 * severity[panel.current_path]))
     print(session.progress_text())
     """),
@@ -286,13 +303,18 @@ LABEL = [
     md("""
     ## What is on disk
 
-    `labels.csv` has the plain `path,score,content_id` layout that `clipiqa.data.read_labels` (and
-    `clipiqa adapt --labels`) read; `content_id` groups images of the same scene so that evaluation never tests
-    on a scene it trained on.
+    `labels.sqlite` holds every rating (image, rater, score, scale, time, blind repeat or not). `labels.csv` is
+    its export, one row per image: `path, mos, mos_std, n_ratings, content_id` (the mean opinion score over
+    raters, their spread and number), the file `clipiqa.data.read_labels` and `clipiqa adapt --labels` read;
+    `content_id` groups images of the same scene so that evaluation never tests on a scene it trained on. A
+    session with no labels yet has an export with the header only.
     """),
     code("""
     print(open(session.labels_path).read()[:400])
-    session.labelled_table()[["path", "mos", "q", "content_id"]].head()
+    labelled = session.labelled_table()
+    if labelled.empty:
+        print("no labels yet: rate a few images in the panel above, then run this cell again")
+    labelled[["path", "mos", "q", "content_id"]].head()
     """),
     code("""
     again = Session.open(SESSION)  # a new kernel tomorrow: labels, position and settings come back
@@ -314,17 +336,19 @@ ADAPT = [
       (notebook 04 compares with and without it).
     * A fixed training budget by default (no peeking at test data).
 
-    The panel trains in a **background thread**: the notebook stays usable and *Stop* works at any time (the
-    checkpoint is saved either way and its card says it was stopped). Curves update live: training losses and,
+    The panel trains in a **background thread**: the notebook stays usable and *Stop* works at any time. A
+    stopped run's checkpoint is saved and its card says it was stopped, but it is under-trained, so the session
+    keeps scoring with what it had until you ask for it (the panel's *Use this stopped checkpoint* button, or
+    `session.use_checkpoint(name)`). Curves update live: training losses and,
     when `shots` is below the number of labels, the SRCC on the held-out labels after each epoch with the
     chance band for their number.
     """),
     params("""
     SESSION = f"{WORK}/label-session"  # the session of notebook 02
-    EPOCHS = 5 if SMOKE else 50
+    EPOCHS = 5 if SMOKE else 1 if REHEARSAL else 50
     SHOTS = 30 if SMOKE else 0  # train on this many labels, test on the rest (0 = train on all labels)
     TRAINABLE = "prompts" if SMOKE else "paper"
-    N_VIEWS = 1 if SMOKE else 4  # random crops cached per training image
+    N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
     """),
     code("""
     import os
@@ -339,8 +363,8 @@ ADAPT = [
         session = Session.open(SESSION, model_name=MODEL, weights=WEIGHTS, device=DEVICE)
     else:  # notebook 02 not run yet: the same demo photos, with stand-in ratings from synthetic severity
         demo = build_demo_set(types=DEMO_TYPES, size=224)
-        session = Session(SESSION, images=demo.sample(n=40, random_state=0), model_name=MODEL, weights=WEIGHTS,
-                          device=DEVICE)
+        session = Session(SESSION, images=demo.sample(n=DEMO_LIMIT or 40, random_state=0), model_name=MODEL,
+                          weights=WEIGHTS, device=DEVICE)
         severity = demo.set_index("path")["q"]
         for path in session.images:
             session.label(path, 1 + round(4 * severity[path]))
@@ -366,23 +390,26 @@ ADAPT = [
         print(f"held-out SRCC after epoch {last['epoch']}: {last['srcc_test']:.3f} "
               f"(n = {n_test}; chance band +-{chance_band(n_test):.2f})")
     if session.random_init:
-        print("\\u26a0 random-init weights: these numbers are meaningless")
+        print("⚠ random-init weights: these numbers are meaningless")
     session.checkpoints()
     """),
     md("""
     ## Using the checkpoint
 
     The checkpoint (safetensors with only the learned tensors + a JSON card with the backbone, settings, data
-    hashes and metrics) is now the session's model. Anywhere else:
+    hashes and metrics) became the session's model when the run finished its budget. Anywhere else:
 
     ```python
-    model = clipiqa.load_model("vitb16-openai", prompts="clipiqa-work/label-session/checkpoints/<name>")
+    model = clipiqa.load_model(prompts="clipiqa-work/label-session/checkpoints/<name>")  # the card names the model
     ```
 
-    or from a shell: `clipiqa score --model vitb16-openai --prompts <checkpoint> photos/ --out scores.csv`.
+    or from a shell: `clipiqa score --prompts <checkpoint> photos/ --out scores.csv`. To see what it looks at,
+    give its folder to notebook 05 (`CHECKPOINT = "..."` in 05's parameters cell, printed below) or run
+    `clipiqa explain --prompts <checkpoint> --out explained/ photos/`.
     """),
     code("""
     ckpt = session.checkpoints().iloc[-1]["path"]
+    print("for notebook 05: CHECKPOINT =", repr(os.path.relpath(ckpt)))
     model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE, prompts=ckpt)
     clipiqa.score_files(model, session.images[:5])[["path", "score", "status"]]
     """),
@@ -403,14 +430,20 @@ COMPARE = [
     head does not simply learn "what is in the picture". Whether that helps is an empirical question, so we
     compare fairly: **the same splits, the same labelled draws, the same initialisation and the same seeds**;
     the only difference between the arms is the regularizer. Zero-shot CLIP is shown for reference.
+
+    The panel runs the evaluation protocol (`clipiqa.protocol.run_protocol`) with a pair of its arms that differ
+    in QGR only: `ft` / `ft+qgr` for the paper's trainable set, `coop+vpt` / `coop+vpt+qgr` for prompts only.
+    *Stop* ends the run after the current arm; the summary then uses only the splits that **every** arm
+    finished, so both arms are always averaged over the same splits. When the two arms give the same numbers
+    on every split, the panel says "identical: QGR never changed a gradient".
     """),
     params("""
-    SHOTS = 16 if SMOKE else 50  # labelled images per split
-    N_SPLITS = 2 if SMOKE else 10
-    EPOCHS = 3 if SMOKE else 50
+    SHOTS = 16 if SMOKE else 8 if REHEARSAL else 50  # labelled images per split
+    N_SPLITS = 2 if SMOKE else 1 if REHEARSAL else 10
+    EPOCHS = 3 if SMOKE else 1 if REHEARSAL else 50
     TRAINABLE = "prompts" if SMOKE else "paper"
     LAM = 5.0
-    N_VIEWS = 1 if SMOKE else 4  # random crops cached per training image
+    N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
     """),
     code("""
     from functools import partial
@@ -420,6 +453,7 @@ COMPARE = [
     from clipiqa.widgets import ComparePanel
 
     table = build_demo_set(types=DEMO_TYPES, size=224)  # synthetic severities; splits go by photo (content)
+    table = table if DEMO_LIMIT is None else table.sample(n=DEMO_LIMIT, random_state=0)
     panel = ComparePanel(table, shots=SHOTS, n_splits=N_SPLITS, epochs=EPOCHS, trainable=TRAINABLE, lam=LAM,
                          model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE), model_name=MODEL,
                          n_views=N_VIEWS)
@@ -427,13 +461,14 @@ COMPARE = [
     """),
     code("""
     result = panel.run(block=True)  # or press "Run comparison" above (background, with Stop)
-    cols = ["split", "split_hash", "arm", "n_train", "n_test", "srcc", "srcc_ci_lo", "srcc_ci_hi", "chance_band"]
+    cols = ["split", "split_hash", "arm", "method", "n_train", "n_test", "srcc", "srcc_ci_lo", "srcc_ci_hi",
+            "chance_band"]
     result.per_split[cols]
     """),
     code("""
     same = result.per_split.groupby("split")[["split_hash", "labelled_hash"]].nunique().eq(1).all().all()
     print("every arm saw identical splits and labelled draws:", same)
-    print(result.summary.attrs.get("paired"))
+    print(result.paired_text)
     for line in result.notes:
         print("-", line)
     """),
@@ -466,11 +501,12 @@ EXPLAIN = [
     """),
     params("""
     CHECKPOINT = None  # a checkpoint from notebook 03 to explain; None = adapt one here on demo labels
-    EPOCHS = 5 if SMOKE else 50
+    EPOCHS = 5 if SMOKE else 1 if REHEARSAL else 50
     TRAINABLE = "prompts" if SMOKE else "paper"
     METHOD = "ig"
-    N_REFS = 2 if SMOKE else 6  # photos for the diagnostics
-    N_VIEWS = 1 if SMOKE else 4  # random crops cached per training image
+    METHOD_OPTIONS = {"n_steps": 4} if REHEARSAL else {}  # e.g. integration steps for ig (default 32)
+    N_REFS = 2 if SMOKE else 1 if REHEARSAL else 6  # photos for the diagnostics
+    N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
     """),
     code("""
     import matplotlib.pyplot as plt
@@ -490,8 +526,8 @@ EXPLAIN = [
     if CHECKPOINT:
         model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE, prompts=CHECKPOINT)
     else:  # adapt on synthetic-severity labels of the demo photos (a stand-in for your labels)
-        session = Session(f"{WORK}/explain-session", images=demo.sample(n=40, random_state=1), model_name=MODEL,
-                          weights=WEIGHTS, device=DEVICE)
+        session = Session(f"{WORK}/explain-session", images=demo.sample(n=DEMO_LIMIT or 40, random_state=1),
+                          model_name=MODEL, weights=WEIGHTS, device=DEVICE)
         severity = demo.set_index("path")["q"]
         for path in session.images:
             session.label(path, 1 + round(4 * severity[path]))
@@ -504,12 +540,18 @@ EXPLAIN = [
     """),
     md("""
     The viewer: pick an image and a method; *before* is zero-shot CLIP (the same weights with the learned parts
-    switched off), *after* is the adapted model. The overlay slider redraws without recomputing;
-    *Diagnostics* measures the focus and scene drift for the selected image.
+    switched off), *after* is the adapted model. The overlay slider redraws without recomputing; the colour
+    bar says what the colours mean. *Diagnostics* measures the focus and scene drift for the selected image: the
+    focus test distorts a rectangle of the image's clean photo with **the image's own distortion** (noise for a
+    noise image, blur for a blurred one), and the table follows the image you pick.
     """),
     code("""
-    picks = demo[demo["distortion"] != "reference"].sample(n=6, random_state=0)["path"]
-    viewer = AttributionViewer(model, images=list(picks), before_model=zero_shot(model), method=METHOD)
+    import pandas as pd
+
+    picks = demo[demo["distortion"] != "reference"].sample(n=6, random_state=0)
+    clean = demo[(demo["distortion"] == "reference") & demo["content_id"].isin(picks["content_id"])]
+    viewer = AttributionViewer(model, images=pd.concat([picks, clean]), before_model=zero_shot(model),
+                               method=METHOD, method_options={METHOD: METHOD_OPTIONS})
     viewer
     """),
     code("""
@@ -524,7 +566,7 @@ EXPLAIN = [
     code("""
     refs = demo_references(224, names=["astronaut", "chelsea", "coffee", "rocket", "china", "flower"][:N_REFS])
     table, tables = compare_models({"zero-shot": zero_shot(model), "adapted": model}, refs, method=METHOD,
-                                   types=DEMO_TYPES, levels=(1, 3, 5), return_tables=True)
+                                   types=DEMO_TYPES, levels=(1, 3, 5), return_tables=True, **METHOD_OPTIONS)
     table.pivot_table(index=["diagnostic", "metric"], columns="model", values="value", sort=False)
     """),
     code("""
@@ -560,15 +602,19 @@ META = [
     """),
     params("""
     META_PHOTOS = ["astronaut", "coffee", "rocket", "motorcycle", "hubble_deep_field", "immunohistochemistry"][
-        :3 if SMOKE else None]
-    EVAL_PHOTOS = ["chelsea", "china", "flower", "grace_hopper", "retina"]  # never seen in meta training
-    META_TYPES = ["gaussian_blur", "white_noise", "jpeg"] if SMOKE else None  # None = all types
-    META_EPOCHS = 2 if SMOKE else 50
-    INNER_STEPS = 2 if SMOKE else 5
+        :3 if SMOKE else 2 if REHEARSAL else None]
+    EVAL_PHOTOS = ["chelsea", "china", "flower", "grace_hopper", "retina"][  # never seen in meta training
+        :2 if REHEARSAL else None]
+    META_TYPES = (["gaussian_blur", "white_noise", "jpeg"] if SMOKE else ["gaussian_blur", "jpeg"] if REHEARSAL
+                  else None)  # None = all types
+    META_EPOCHS = 2 if SMOKE else 1 if REHEARSAL else 50
+    INNER_STEPS = 2 if SMOKE else 1 if REHEARSAL else 5
     TASK_SIZE = 64 if SMOKE else 256  # reference crop size for the synthetic tasks
-    SHOTS = 12 if SMOKE else 50
-    EPOCHS = 3 if SMOKE else 50
-    N_VIEWS = 1 if SMOKE else 4  # random crops cached per training image
+    LEVELS = (1, 3, 5) if SMOKE or REHEARSAL else (1, 2, 3, 4, 5)  # distortion levels of the tasks
+    SHOTS = 12 if SMOKE else 6 if REHEARSAL else 50
+    EPOCHS = 3 if SMOKE else 1 if REHEARSAL else 50
+    N_SPLITS = 1 if SMOKE or REHEARSAL else 5
+    N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
     """),
     code("""
     import ipywidgets as widgets
@@ -578,9 +624,10 @@ META = [
     import clipiqa
     from clipiqa.data import demo_references
     from clipiqa.meta import MetaConfig, meta_pretrain, synthetic_tasks
+    from clipiqa.notebook import meta_selection_text, plot_meta_history
 
     tasks = synthetic_tasks(demo_references(TASK_SIZE, names=META_PHOTOS), types=META_TYPES,
-                            levels=(1, 3, 5) if SMOKE else (1, 2, 3, 4, 5), size=TASK_SIZE)
+                            levels=LEVELS, size=TASK_SIZE)
     print(len(tasks), "tasks:", ", ".join(t.name for t in tasks))
     """),
     code("""
@@ -598,42 +645,37 @@ META = [
             progress.value = f"epoch {record['epoch']}: held-out SRCC {record['srcc']:.3f}"
 
     history = meta_pretrain(model, tasks, config, on_step=on_step, out_dir=f"{WORK}/meta")
-    print("held out for selection:", history.holdout_tasks, "| best epoch:", history.best_epoch,
-          "| best held-out SRCC:", history.best_score)
+    print("held out for selection:", ", ".join(history.holdout_tasks))
+    print(meta_selection_text(history))  # epoch 0 = the evaluation before any meta step
     if model.random_init:
-        print("\\u26a0 random-init weights: these numbers are meaningless")
+        print("⚠ random-init weights: these numbers are meaningless")
     """),
     code("""
-    import pandas as pd
-
-    evals = pd.DataFrame(history.evals)
-    fig, ax = plt.subplots(figsize=(5, 3))
-    srcc_cols = [c for c in evals.columns if c.startswith("srcc")]
-    if len(evals) and srcc_cols:
-        evals.groupby("epoch")[srcc_cols].mean(numeric_only=True).plot(ax=ax, marker="o")
-    ax.set_title("held-out source tasks" + (" (random-init: meaningless)" if model.random_init else ""))
+    # left: held-out SRCC at the meta init and after the inner steps; right: how far the meta parameters moved
+    plot_meta_history(history, random_init=model.random_init, fig=plt.figure(figsize=(10, 3.4), layout="constrained"))
     plt.show()
     """),
     md("""
     ## Does the meta init help few-shot adaptation?
 
     Same protocol as everywhere: the same splits and labelled draws for both arms, on photos **not** used for
-    meta training. `coop+vpt` starts from the default prompt initialisation; `meta` starts from the meta
-    checkpoint (`best/`).
+    meta training. `coop+vpt` trains text and visual prompts from their default initialisation; `meta+ft` starts
+    from the meta checkpoint (`best/`) and fine-tunes the paper's trainable set. Each arm trains with its own
+    recipe; `overrides` shrinks every arm's budget alike for this lesson.
     """),
     code("""
     from functools import partial
 
-    from clipiqa.finetune import AdaptConfig
     from clipiqa.data import build_demo_set
     from clipiqa.protocol import run_protocol
 
     demo = build_demo_set(types=["gaussian_blur", "white_noise", "jpeg"], size=224)
     target = demo[demo["content_id"].isin(EVAL_PHOTOS)].reset_index(drop=True)
+    target = target if DEMO_LIMIT is None else target.sample(n=DEMO_LIMIT, random_state=0).reset_index(drop=True)
     target.attrs = demo.attrs
-    result = run_protocol(target, methods=["zero-shot", "coop+vpt", "meta"], shots=SHOTS, n_splits=1 if SMOKE else 5,
-                          model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE),
-                          adapt_config=AdaptConfig(epochs=EPOCHS, n_views=N_VIEWS), meta_init=f"{WORK}/meta/best",
+    result = run_protocol(target, methods=["zero-shot", "coop+vpt", "meta+ft"], shots=SHOTS,
+                          n_splits=N_SPLITS, model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE),
+                          overrides={"epochs": EPOCHS, "n_views": N_VIEWS}, meta_init=f"{WORK}/meta/best",
                           n_boot=200)
     print(result.to_text())
     """),
@@ -664,11 +706,12 @@ PLANT = [
     params("""
     IMAGES = None  # a folder of your plant photos; None = demo photos with plant-style distortions
     SESSION = f"{WORK}/plant-session"
-    LABEL_COUNTS = [10, 20, 30, 40] if SMOKE else [10, 20, 30, 40, 50]  # points of the learning curve
-    N_SPLITS = 1 if SMOKE else 5  # seeded 80/20 splits per point
-    EPOCHS = 3 if SMOKE else 30
-    METHOD = "coop+vpt" if SMOKE else "paper+qgr"  # prompts only on a CPU; paper trainable set + QGR on a GPU
-    N_VIEWS = 1 if SMOKE else 4  # random crops cached per training image
+    LABEL_COUNTS = [10, 20, 30, 40] if SMOKE else [10] if REHEARSAL else [10, 20, 30, 40, 50]  # learning curve
+    N_SPLITS = 1 if SMOKE or REHEARSAL else 5  # seeded 80/20 splits per point
+    EPOCHS = 3 if SMOKE else 1 if REHEARSAL else 30
+    METHOD = "coop+vpt" if SMOKE else "ft+qgr"  # prompts only on a CPU; paper trainable set + QGR on a GPU
+    N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
+    N_IMAGES = 60 if SMOKE else DEMO_LIMIT or 120  # demo photos in the session (IMAGES None)
     """),
     code("""
     import matplotlib.pyplot as plt
@@ -677,15 +720,17 @@ PLANT = [
 
     from clipiqa.data import build_demo_set, list_distortions
     from clipiqa.session import Session
+    from clipiqa.weights import weights_line
     from clipiqa.widgets import LabelPanel
 
     plant_types = list_distortions(plant=True)
     if IMAGES is None:
-        demo = build_demo_set(types=plant_types[:4] if SMOKE else plant_types, size=224)
-        images = demo.sample(n=min(len(demo), 60 if SMOKE else 120), random_state=0)
+        demo = build_demo_set(types=plant_types[:4] if SMOKE or REHEARSAL else plant_types, size=224)
+        images = demo.sample(n=min(len(demo), N_IMAGES), random_state=0)
     else:
         images = IMAGES
     session = Session(SESSION, images=images, model_name=MODEL, weights=WEIGHTS, device=DEVICE)
+    print(weights_line(session.model))  # which model, weights, device and precision run
     print(session, "\\nplant-style distortions:", ", ".join(plant_types))
     """),
     md("""
@@ -707,7 +752,6 @@ PLANT = [
     from functools import partial
 
     import clipiqa
-    from clipiqa.finetune import AdaptConfig
     from clipiqa.protocol import run_protocol
 
     table = session.labelled_table()
@@ -716,7 +760,7 @@ PLANT = [
     for n in counts:  # the same seeded splits for every n; the smaller draws are nested in the larger ones
         result = run_protocol(table, methods=["zero-shot", "classical-ridge", METHOD], shots=n, n_splits=N_SPLITS,
                               model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE),
-                              adapt_config=AdaptConfig(epochs=EPOCHS, n_views=N_VIEWS), n_boot=300)
+                              overrides={"epochs": EPOCHS, "n_views": N_VIEWS}, n_boot=300)
         runs.append(result.per_split)
     curve = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame()
     if not counts:
@@ -725,20 +769,27 @@ PLANT = [
         print(f"{len(table)} labels; test sets of about {int(curve['n_test'].mean())} images per split")
     """),
     code("""
+    from clipiqa.feasibility import learning_curve
+
+    ceiling = session.agreement(n_boot=300)  # inter-rater (split-half, Spearman-Brown) and test-retest SRCC
     if len(curve):
-        agg = curve.groupby(["method", "n_train"]).agg(srcc=("srcc", "mean"), lo=("srcc_ci_lo", "mean"),
-                                                        hi=("srcc_ci_hi", "mean"), band=("chance_band", "mean"))
-        agg = agg.reset_index()
-        fig, ax = plt.subplots(figsize=(6, 3.8))
+        agg = learning_curve(curve)
+        fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
         band = agg["band"].mean()
         ax.axhspan(-band, band, color="grey", alpha=0.2, label=f"chance band (+-{band:.2f})")
-        for method, sub in agg.groupby("method", sort=False):
-            ax.errorbar(sub["n_train"], sub["srcc"], yerr=[sub["srcc"] - sub["lo"], sub["hi"] - sub["srcc"]],
+        if ceiling.available:
+            ax.axhspan(ceiling.split_half_lo, ceiling.split_half_hi, color="tab:green", alpha=0.15,
+                       label=f"human ceiling ({ceiling.split_half:.2f})")
+        methods = list(dict.fromkeys(agg["method"]))
+        for k, (method, sub) in enumerate(agg.groupby("method", sort=False)):
+            dodge = (k - (len(methods) - 1) / 2) * 0.8  # side by side, so the CIs do not hide each other
+            ax.errorbar(sub["n_train"] + dodge, sub["srcc"], yerr=[sub["srcc"] - sub["lo"], sub["hi"] - sub["srcc"]],
                         marker="o", capsize=3, label=method)
         ax.set_xlabel("labelled images used for training")
+        ax.set_xticks(sorted(agg["n_train"].unique()))  # label counts are whole numbers
         ax.set_ylabel("held-out SRCC (mean over splits, 95% CI)")
         ax.set_ylim(-1, 1)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the data, not over it
         if session.random_init:
             ax.set_title("random-init weights: meaningless", color="red")
         plt.show()
@@ -747,45 +798,17 @@ PLANT = [
     md("""
     ## Verdict
 
-    The rules, so you can check them: the quality of the method at the largest label count is judged by its
-    mean SRCC (< chance band: no evidence it works; < 0.4 weak; < 0.6 moderate; < 0.8 good; else strong); the
-    gain over the last step of the curve tells whether more labels are likely to help (a gain above 0.03 per
-    10 labels: still rising).
+    `clipiqa.feasibility.verdict` writes it, by rules you can read in its docstring: first the size of the
+    held-out sets (fewer than 20 images: too few to judge, whatever the numbers say); then the grade of the
+    method's SRCC with its confidence interval against the chance band; then the human ceiling (how well your
+    raters agree with each other: no model can be expected to agree with them better); and a trend only when the
+    confidence intervals support one.
     """),
     code("""
-    def verdict(agg, method, random_init, synthetic):
-        if not len(agg):
-            return "Not enough labels yet for a learning curve."
-        m = agg[agg["method"] == method].sort_values("n_train")
-        last = m.iloc[-1]
-        lines = []
-        if random_init:
-            lines.append("These numbers come from a random-init model (smoke mode): they show that the check runs "
-                         "and say nothing about feasibility. Rerun with SMOKE = False.")
-        if synthetic:
-            lines.append("The labels are synthetic severities of demo photos, not ratings of your images.")
-        s, band = last["srcc"], last["band"]
-        grade = ("indistinguishable from chance" if s < band else "weak" if s < 0.4 else "moderate" if s < 0.6
-                 else "good" if s < 0.8 else "strong")
-        lines.append(f"With {int(last['n_train'])} labels, {method} reaches SRCC {s:.2f} (95% CI {last['lo']:.2f} "
-                     f"to {last['hi']:.2f}; chance band +-{band:.2f}): {grade}.")
-        if len(m) >= 2:
-            prev = m.iloc[-2]
-            gain = (s - prev["srcc"]) / (last["n_train"] - prev["n_train"]) * 10
-            lines.append(f"The curve {'is still rising' if gain > 0.03 else 'has flattened'} ({gain:+.2f} SRCC per "
-                         f"10 labels at the end): " + ("more labels are likely to help; try doubling them."
-                                                       if gain > 0.03 else "more labels of the same kind are unlikely "
-                                                       "to help much; better labels (several raters) or the GPU "
-                                                       "trainable set may."))
-        for other in ("zero-shot", "classical-ridge"):
-            o = agg[(agg["method"] == other) & (agg["n_train"] == last["n_train"])]
-            if len(o):
-                lines.append(f"{other}: SRCC {o['srcc'].iloc[0]:.2f}" + (
-                    " - as good or better: the labels may reflect low-level properties that simple statistics "
-                    "capture." if other == "classical-ridge" and o["srcc"].iloc[0] >= s else "."))
-        return "\\n".join(lines)
+    from clipiqa.feasibility import verdict
 
-    print(verdict(agg if len(curve) else curve, METHOD, session.random_init, IMAGES is None))
+    print(ceiling)
+    print(verdict(curve, METHOD, ceiling=ceiling, random_init=session.random_init, synthetic=IMAGES is None))
     """),
 ]
 

@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# Create .venv (or $CLIPIQA_VENV) and install this repository into it; re-installs only when pyproject.toml
-# changed. Usage: scripts/setup.sh [test]   ("test" adds the test extra and Debian's Chromium for browser tests)
+# Create .venv (or $CLIPIQA_VENV) and install this repository into it. Usage: scripts/setup.sh [test]
+# ("test" adds the test extra and Debian's Chromium for browser tests).
+#
+# Installs only when needed: the stamp file records the pyproject.toml hash and every extra installed so far,
+# and an install always keeps the extras already there. So once both `make lab` and `make test` have run,
+# switching between them never reinstalls (never needs the network); only a changed pyproject.toml does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${CLIPIQA_VENV:-.venv}"
 extra="${1:-}"
 python="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-spec="."
-[ "$extra" = "test" ] && spec=".[test]"
-want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extra"
+hash="$(sha256sum < pyproject.toml | cut -c1-16)"
 stamp="$venv/.clipiqa-install"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing clipiqa$([ -n "$extra" ] && echo "[$extra]") into $venv (first time: a few minutes)" >&2
+have_hash="" have_extras=""
+if [ -f "$stamp" ]; then
+  read -r have_hash have_extras < "$stamp" || true
+  case "$have_hash" in *-test) have_hash="${have_hash%-test}"; have_extras="test" ;; *-) have_hash="${have_hash%-}" ;; esac
+fi
+extras="$have_extras"  # the extras to have installed: those already there plus the one asked for
+if [ -n "$extra" ] && [[ " $extras " != *" $extra "* ]]; then extras="${extras:+$extras }$extra"; fi
+if [ "$have_hash" != "$hash" ] || [ "$extras" != "$have_extras" ]; then
+  spec="."
+  [ -n "$extras" ] && spec=".[${extras// /,}]"
+  echo "setup: installing clipiqa${extras:+[$extras]} into $venv (first time: a few minutes)" >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
-  echo "$want" > "$stamp"
+  echo "$hash $extras" > "$stamp"
 fi
 if [ "$extra" = "test" ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "setup: installing Debian's chromium for the browser tests" >&2

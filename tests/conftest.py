@@ -53,3 +53,29 @@ def demo_table(tmp_path_factory):
     from clipiqa.data import build_demo_set
     table = build_demo_set(tmp_path_factory.mktemp("demo"), types=["gaussian_blur", "white_noise"], size=64)
     return table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture
+def meta_image_reads(monkeypatch):
+    """Every image path meta pre-training reads, as ``(phase, path)`` with phase "eval" while a held-out task
+    is scored and "train" otherwise (spies on ``clipiqa.meta``'s image store)."""
+    from clipiqa import meta
+    reads: list[tuple[str, str]] = []
+    phase = {"now": "train"}
+    original_get, original_eval = meta._ImageStore.get, meta._Runner.evaluate_task
+
+    def get(self, paths):
+        paths = list(paths)
+        reads.extend((phase["now"], p) for p in paths)
+        return original_get(self, paths)
+
+    def evaluate_task(self, name, theta):
+        phase["now"] = "eval"
+        try:
+            return original_eval(self, name, theta)
+        finally:
+            phase["now"] = "train"
+
+    monkeypatch.setattr(meta._ImageStore, "get", get)
+    monkeypatch.setattr(meta._Runner, "evaluate_task", evaluate_task)
+    return reads

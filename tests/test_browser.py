@@ -3,11 +3,17 @@
 The test starts ``jupyter lab`` on a free port with a fresh ``JUPYTER_CONFIG_DIR`` (kernel auto-start, no news
 or update checks, read-only extension manager) on a temporary copy of ``notebooks/`` and ``CLIPIQA_SMOKE=1``.
 
-* 02: run all cells, rate images by clicking *Save + next*, by the keys box and by the slider handle's arrow
-  key, undo with the button, and see ``labels.csv`` change on disk after each.
+* 02 by hand: with the stand-in rater off and no labels yet, run all cells (no error: a session without labels
+  is a normal state), then rate images by clicking *Save + next*, by the keys box and by the slider handle's
+  arrow key, undo with the button, and see ``labels.csv`` change on disk after each; *Save + next* on an image
+  not rated yet (slider at "not rated") is refused and writes nothing.
+* two raters: two tabs, each with its own notebook and kernel on one session folder, type their names in the
+  Rater box and rate the same images with the keys box; the export shows both (``n_ratings`` 2).
 * 03: run all cells and watch the progress bar advance while the kernel is busy in the blocking run; then start
   a background run with the *Run* button (kernel idle: the notebook stays usable), see it advance, press *Stop*
-  and see it stop, with a checkpoint marked stopped on disk.
+  and see it stop, with a checkpoint marked stopped on disk and not made active.
+* 04 and 07: run all cells; the compare panel summarises "k splits per arm", 07 shows the learning curve and the
+  verdict (screenshots for a person to look at).
 
 Screenshots go to ``test-output/browser/`` in the repository (printed at the end). Skipped when
 ``/usr/bin/chromium`` is missing (``scripts/setup.sh test`` installs it as root).
@@ -78,7 +84,7 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     notebooks = root / "notebooks"
     shutil.copytree(REPO / "notebooks", notebooks, ignore=shutil.ignore_patterns("clipiqa-work", ".ipynb_checkpoints"))
-    _set_parameters(notebooks / "02_label_a_few.ipynb", N_LABELS=5)  # leave images for the clicks to label
+    _set_parameters(notebooks / "02_label_a_few.ipynb", STAND_IN_RATER=False)  # rated by hand, from no labels
     # 03 in its own session (40 stand-in labels, 30 to train, 10 held out) and long enough to watch it advance
     _set_parameters(notebooks / "03_adapt_on_gpu.ipynb", EPOCHS=40, SESSION="clipiqa-work/smoke/adapt-session")
     config = root / "jupyter-config"
@@ -193,11 +199,24 @@ def _wait_all_executed(page, timeout: float = 180, rerun: bool = True) -> None:
 
 
 def _labels(notebooks: Path) -> list[tuple[str, float]]:
+    """labels.csv of notebook 02's session (the export: one row per image, its MOS), in session order."""
     path = notebooks / "clipiqa-work" / "smoke" / "label-session" / "labels.csv"
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [(os.path.basename(r["path"]), float(r["score"])) for r in csv.DictReader(f)]
+        return [(os.path.basename(r["path"]), float(r["mos"])) for r in csv.DictReader(f)]
+
+
+def _last_rated(notebooks: Path) -> tuple[str, float]:
+    """The latest rating in notebook 02's session database (the export is in image order, not rating order)."""
+    import sqlite3
+    con = sqlite3.connect(notebooks / "clipiqa-work" / "smoke" / "label-session" / "labels.sqlite")
+    try:
+        path, score = con.execute("SELECT CAST(i.path AS TEXT), r.score FROM ratings r JOIN images i ON "
+                                  "i.id = r.image WHERE r.undone IS NULL ORDER BY r.seq DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    return os.path.basename(path), score
 
 
 def _wait_for(predicate, timeout: float = 60, what: str = "condition"):
@@ -229,41 +248,53 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     panel = page.locator(".clipiqa-label-panel")
     panel.scroll_into_view_if_needed()
     assert "random-init weights: scores are meaningless" in panel.inner_text()
-    rows = _labels(notebooks)
-    assert len(rows) == 5  # the stand-in rater's labels
+    assert _labels(notebooks) == []  # by hand: no labels yet, and every cell ran
+    assert "no labels yet" in page.locator(".jp-Notebook").inner_text()
     _shot(panel, "02_label_panel_ready.png")
 
     def shown() -> str:
         return re.search(r"(\S+\.png)", panel.locator(".widget-html-content").nth(1).inner_text()).group(1)
 
-    # 1. click "Save + next" with the slider at its default (3 fair)
+    readout = panel.locator(".widget-readout")
+    # 1. "Save + next" on an image not rated yet: the slider says "not rated" and Save is refused
     name = shown()
+    _wait_for(lambda: "not rated" in readout.inner_text(), what="the slider at 'not rated'")
     panel.get_by_role("button", name="Save + next").click()
-    rows = _wait_for(lambda: (r := _labels(notebooks)) and len(r) == 6 and r, what="a 6th row in labels.csv")
-    assert rows[-1] == (name, 3.0)
-    _wait_for(lambda: shown() != name, what="the panel to move on to the next image")
-    # 2. the slider handle with the keyboard: ArrowRight moves 3 fair -> 4 good, then save
-    name = shown()
-    _wait_for(lambda: panel.locator(".widget-readout").inner_text() == "3 fair", what="slider at 3 fair")
+    _wait_for(lambda: "choose a rating first" in panel.inner_text(), 30, "the refusal message")
+    assert len(_labels(notebooks)) == 0 and shown() == name  # nothing written, still the same image
+    _shot(panel, "02_label_panel_save_refused.png")
+    # 2. the slider handle with the keyboard: ArrowRight x3 moves not rated -> 1 bad -> 2 poor -> 3 fair; save
     handle = panel.locator(".noUi-handle")
     handle.focus()
-    page.keyboard.press("ArrowRight")
-    _wait_for(lambda: panel.locator(".widget-readout").inner_text() == "4 good", what="slider at 4 good")
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    _wait_for(lambda: readout.inner_text() == "3 fair", what="slider at 3 fair")
     panel.get_by_role("button", name="Save + next").click()
-    rows = _wait_for(lambda: (r := _labels(notebooks)) and len(r) == 7 and r, what="a 7th row")
-    assert rows[-1] == (name, 4.0)
+    _wait_for(lambda: len(_labels(notebooks)) == 1, what="a first row in labels.csv")
+    assert _last_rated(notebooks) == (name, 3.0)
+    _wait_for(lambda: shown() != name, what="the panel to move on to the next image")
+    # ... the next, unrated image does not inherit 3 fair: 4 x ArrowRight from "not rated" is 4 good
+    name = shown()
+    _wait_for(lambda: "not rated" in readout.inner_text(), what="the slider back at 'not rated'")
+    handle.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    _wait_for(lambda: readout.inner_text() == "4 good", what="slider at 4 good")
+    panel.get_by_role("button", name="Save + next").click()
+    _wait_for(lambda: len(_labels(notebooks)) == 2, what="a 2nd row")
+    assert _last_rated(notebooks) == (name, 4.0)
     _wait_for(lambda: shown() != name, what="the next image")
     # 3. the keys box: type 5 + Enter
     name = shown()
-    keys = panel.locator(".widget-text input")
+    keys = panel.locator(".widget-text").filter(has_text="Keys").locator("input")
     keys.click()
     page.keyboard.type("5")
     page.keyboard.press("Enter")
-    rows = _wait_for(lambda: (r := _labels(notebooks)) and len(r) == 8 and r, what="an 8th row")
-    assert rows[-1] == (name, 5.0)
+    _wait_for(lambda: len(_labels(notebooks)) == 3, what="a 3rd row")
+    assert _last_rated(notebooks) == (name, 5.0)
     _wait_for(lambda: keys.input_value() == "", what="the keys box to clear")
     count = panel.locator(".widget-label").filter(has_text="labelled,")
-    _wait_for(lambda: count.inner_text().startswith("8 labelled"), what="the count to say 8 labelled")
+    _wait_for(lambda: count.inner_text().startswith("3 labelled"), what="the count to say 3 labelled")
     # the box kept the focus: s + Enter skips, u + Enter undoes, without clicking again
     for key, text in (("s", "1 skipped"), ("u", "0 skipped")):
         page.keyboard.type(key)
@@ -272,7 +303,7 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     _shot(panel, "02_label_panel_after_rating.png")
     # 4. Undo removes the last label from disk
     panel.get_by_role("button", name="Undo").click()
-    _wait_for(lambda: len(_labels(notebooks)) == 7, what="undo to remove the row")
+    _wait_for(lambda: len(_labels(notebooks)) == 2, what="undo to remove the row")
     _wait_for(lambda: shown() == name, what="undo to show the un-labelled image again")
     _shot(panel, "02_label_panel_after_undo.png")
     # 5. a focused button is pressed with the keyboard (Space, then Enter) like any HTML button
@@ -338,5 +369,112 @@ def test_adapt_in_the_browser_progresses_and_stops(lab, page):
     _wait_for(lambda: status.inner_text() == "stopped", 120, "the run to stop")
     _wait_for(lambda: panel.get_by_role("button", name="Run").is_enabled(), 30, "Run to be enabled again")
     _shot(panel, "03_adapt_panel_stopped.png")
-    cards = sorted((notebooks / "clipiqa-work" / "smoke" / "adapt-session" / "checkpoints").glob("*/card.json"))
+    cards = sorted((notebooks / "clipiqa-work" / "smoke" / "adapt-session" / "checkpoints").glob("*/card.json"),
+                   key=lambda p: json.loads(p.read_text())["created_ns"])
     assert len(cards) == 2 and json.loads(cards[-1].read_text())["stopped"] is True
+    settings = json.loads((notebooks / "clipiqa-work" / "smoke" / "adapt-session" / "settings.json").read_text())
+    assert settings["checkpoint"] == cards[0].parent.name  # the stopped run is kept, not activated
+    assert "not active" in panel.inner_text()
+
+
+def test_compare_in_the_browser_summarises_splits_every_arm_finished(lab, page):
+    url, notebooks = lab
+    _open(page, url, "04_qgr_compare.ipynb")
+    _run_all(page)
+    _wait_all_executed(page, timeout=300)
+    page.set_viewport_size({"width": 1400, "height": 2400})  # the whole panel in one screenshot
+    panel = page.locator(".clipiqa-compare-panel")
+    panel.scroll_into_view_if_needed()
+    text = panel.inner_text()
+    assert "random-init weights" in text and "2 splits per arm" in text
+    _wait_for(lambda: panel.locator("img").count() >= 2, 30, "the SRCC and trace figures")
+    _shot(panel, "04_compare_panel.png")
+
+
+def test_feasibility_in_the_browser_shows_curve_and_verdict(lab, page):
+    url, notebooks = lab
+    _open(page, url, "07_plant_feasibility.ipynb")
+    _run_all(page)
+    _wait_all_executed(page, timeout=300)
+    page.set_viewport_size({"width": 1400, "height": 2400})
+    curve = page.locator(".jp-CodeCell").filter(has_text="learning_curve(curve)")
+    curve.scroll_into_view_if_needed()
+    assert curve.locator(".jp-OutputArea-output img").count() >= 1
+    _shot(curve, "07_learning_curve.png")
+    verdict = page.locator(".jp-CodeCell").filter(has_text="print(verdict(")
+    verdict.scroll_into_view_if_needed()
+    assert "too few held-out labels" in verdict.inner_text().lower()  # smoke mode: test sets of a few images
+    _shot(verdict, "07_verdict.png")
+
+
+def _rater_notebook(path: Path, folder: Path) -> None:
+    """A notebook that opens the shared session with a label panel (what each rater runs in their own tab)."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from clipiqa.session import Session\nfrom clipiqa.widgets import LabelPanel\n\n"
+        f"session = Session.open({str(folder)!r})\npanel = LabelPanel(session)\npanel")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_two_raters_in_two_tabs_rate_one_session(lab, browser):
+    """Issue 11: two people, two tabs (two notebooks, two kernels), one session folder: both type their name
+    once and rate the same images with the keys box; the export holds both ratings of each image."""
+    import sqlite3
+
+    import pandas as pd
+    from PIL import Image
+
+    from clipiqa.session import Session
+    url, notebooks = lab
+    images = notebooks / "two-raters-images"
+    images.mkdir()
+    for k in range(6):
+        Image.new("RGB", (96, 64), (40 * k, 120, 200 - 30 * k)).save(images / f"shade{k}.png")
+    folder = notebooks / "clipiqa-work" / "two-raters"
+    Session(folder, images=images, model_name="tiny", device="cpu").close()
+    tabs = {}
+    for rater in ("ann", "ben"):
+        _rater_notebook(notebooks / f"rate_{rater}.ipynb", folder)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(120_000)
+        page = context.new_page()
+        _open(page, url, f"rate_{rater}.ipynb")
+        _run_all(page)
+        _wait_all_executed(page)
+        panel = page.locator(".clipiqa-label-panel")
+        box = panel.locator(".widget-text").filter(has_text="Rater").locator("input")
+        box.fill(rater)  # the name, typed once
+        box.press("Enter")
+        _wait_for(lambda: f"rating as {rater}" in panel.inner_text(), 60, f"the panel to rate as {rater}")
+        tabs[rater] = (context, page, panel)
+
+    def stored() -> list[tuple[str, str, float]]:
+        con = sqlite3.connect(folder / "labels.sqlite")
+        try:
+            return con.execute("SELECT CAST(i.path AS TEXT), r.rater, r.score FROM ratings r JOIN images i "
+                               "ON i.id = r.image WHERE r.undone IS NULL ORDER BY r.seq").fetchall()
+        finally:
+            con.close()
+
+    scores = {"ann": ["4", "2", "5"], "ben": ["3", "2", "4"]}
+    for k in range(3):  # the two tabs take turns, each on its own next image
+        for rater in ("ann", "ben"):
+            _, page, panel = tabs[rater]
+            keys = panel.locator(".widget-text").filter(has_text="Keys").locator("input")
+            keys.click()
+            page.keyboard.type(scores[rater][k])
+            page.keyboard.press("Enter")
+            _wait_for(lambda: sum(r == rater for _, r, _ in stored()) == k + 1, 60, f"{rater}'s rating {k + 1}")
+    rows = stored()
+    assert sorted({r for _, r, _ in rows}) == ["ann", "ben"] and len(rows) == 6
+    export = pd.read_csv(folder / "labels.csv")
+    assert export["n_ratings"].tolist() == [2, 2, 2]  # both raters rated the same three images
+    assert export["mos"].tolist() == [3.5, 2.0, 4.5]
+    for rater, (context, page, panel) in tabs.items():  # each count was last drawn after its own rating
+        count = panel.locator(".widget-label").filter(has_text="labelled,")
+        seen = "6 ratings" if rater == "ben" else "5 ratings"
+        _wait_for(lambda: f"all 2 raters: 3 images, {seen}" in count.inner_text(), 60, f"{rater}'s count")
+        panel.scroll_into_view_if_needed()
+        _shot(panel, f"two_raters_{rater}.png")
+    for context, _, _ in tabs.values():
+        context.close()

@@ -105,19 +105,27 @@ def test_killed_writers_lose_no_confirmed_rating_and_leave_no_temporary_file(tmp
         send.close()
         assert recv.poll(60) and recv.recv()[0] == "ready"
         time.sleep(rng.uniform(0.01, 0.3))  # the child rates meanwhile
-        os.kill(proc.pid, signal.SIGKILL)
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it rated everything left before the kill (its "finished" message is checked below)
         proc.join(30)
         kills += proc.exitcode == -signal.SIGKILL
+        finished = False
         while recv.poll():
             try:
                 path, score = recv.recv()
             except EOFError:
                 break
+            finished |= path == "finished"
             if path not in ("ready", "finished"):
                 confirmed[path] = score
         recv.close()
         orphans += len(_temporaries(folder))  # a kill inside an export write leaves one until the next write
-    assert kills == 20 and len(confirmed) > 40, (kills, len(confirmed))
+        assert proc.exitcode == -signal.SIGKILL or finished, f"a child ended on its own: exit {proc.exitcode}"
+        if finished:
+            break  # every image is rated
+    assert kills >= 5 and len(confirmed) > 40, (kills, len(confirmed))
     stored = {p: s for p, _, s in _stored(folder)}
     lost = {p: s for p, s in confirmed.items() if stored.get(p) != s}
     assert not lost, f"{len(lost)} confirmed rating(s) lost"
@@ -126,6 +134,6 @@ def test_killed_writers_lose_no_confirmed_rating_and_leave_no_temporary_file(tmp
     assert {p: v["score"] for p, v in session.labels.items()} == stored
     export = pd.read_csv(session.labels_path)
     assert dict(zip(export["path"], export["mos"])) == stored  # the export matches the database
-    print(f"\n20 kills: {len(confirmed)} confirmed ratings kept, {len(stored) - len(confirmed)} committed but "
+    print(f"\n{kills} kills: {len(confirmed)} confirmed ratings kept, {len(stored) - len(confirmed)} committed but "
           f"unreported, {orphans} orphaned temporary file(s) seen between kills and removed; "
           f"{time.monotonic() - t0:.1f} s")

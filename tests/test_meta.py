@@ -219,26 +219,9 @@ def test_fomaml_uses_the_query_gradient_at_phi(tasks):
 
 
 # ------------------------------------------------------------------------------------------- selection
-def test_selection_reads_only_held_out_source_tasks(tasks, monkeypatch):
+def test_selection_reads_only_held_out_source_tasks(tasks, meta_image_reads):
     assert not {"target", "test", "val", "target_data"} & set(inspect.signature(meta_pretrain).parameters)
-    requested: list[tuple[str, str]] = []
-    phase = {"now": "train"}
-    original_get, original_eval = meta._ImageStore.get, meta._Runner.evaluate_task
-
-    def get(self, paths):
-        paths = list(paths)
-        requested.extend((phase["now"], p) for p in paths)
-        return original_get(self, paths)
-
-    def evaluate_task(self, name, theta):
-        phase["now"] = "eval"
-        try:
-            return original_eval(self, name, theta)
-        finally:
-            phase["now"] = "train"
-
-    monkeypatch.setattr(meta._ImageStore, "get", get)
-    monkeypatch.setattr(meta._Runner, "evaluate_task", evaluate_task)
+    requested = meta_image_reads
     history = meta_pretrain(tiny_model(), tasks, fast(holdout_tasks=0.4, inner_steps=1))
     names = {t.name for t in tasks}
     assert set(history.holdout_tasks) <= names and len(history.holdout_tasks) == 2

@@ -203,26 +203,9 @@ def test_fomaml_default_is_an_adam_outer_step_of_1e3_per_coordinate(tasks):
 
 
 # ------------------------------------------------------------------------------------------- clean held-out tasks
-def test_held_out_scoring_reads_no_image_of_a_training_task(tasks, monkeypatch):
+def test_held_out_scoring_reads_no_image_of_a_training_task(tasks, meta_image_reads):
     """Synthetic tasks all hold the clean references; a held-out task is scored without them."""
-    reads: list[tuple[str, str]] = []
-    phase = {"now": "train"}
-    original_get, original_eval = meta._ImageStore.get, meta._Runner.evaluate_task
-
-    def get(self, paths):
-        paths = list(paths)
-        reads.extend((phase["now"], p) for p in paths)
-        return original_get(self, paths)
-
-    def evaluate_task(self, name, theta):
-        phase["now"] = "eval"
-        try:
-            return original_eval(self, name, theta)
-        finally:
-            phase["now"] = "train"
-
-    monkeypatch.setattr(meta._ImageStore, "get", get)
-    monkeypatch.setattr(meta._Runner, "evaluate_task", evaluate_task)
+    reads = meta_image_reads
     history = meta_pretrain(tiny_model(), tasks, fast(holdout_tasks=("jpeg", "darken"), batch_size=16))
     train_paths = {p for t in tasks if t.name in history.train_tasks for p in t.table["path"]}
     eval_reads = {p for ph, p in reads if ph == "eval"}

@@ -8,10 +8,12 @@ import csv
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clipiqa.session import Session
 from clipiqa.widgets import AdaptPanel, AttributionViewer, ComparePanel, LabelPanel
+from clipiqa.widgets.label import NOT_RATED
 
 
 
@@ -21,8 +23,9 @@ def session(tmp_path, demo_table):
 
 
 def _csv(session) -> dict[str, float]:
+    """The labels.csv export as {path: mos}."""
     with open(session.labels_path, newline="") as f:
-        return {r["path"]: float(r["score"]) for r in csv.DictReader(f)}
+        return {r["path"]: float(r["mos"]) for r in csv.DictReader(f)}
 
 
 def _label_from_severity(session, table, n):
@@ -105,6 +108,69 @@ def test_label_panel_shows_a_bad_file_instead_of_failing(tmp_path, photo_dir):
     assert panel.current_path != str(bad)
 
 
+def test_label_panel_save_needs_a_deliberate_choice(session):
+    """Issue 14 item 2: after rating with the keys, the slider kept the previous image's value, and Save + next
+    stored it on the next, unrated image: a wrong label that looked deliberate."""
+    panel = LabelPanel(session)
+    a = panel.current_path
+    panel.key_box.value = "5"  # rate A with 5 through the keys box
+    b = panel.current_path
+    assert b != a and b not in session.my_labels
+    assert panel.slider.value == NOT_RATED and "not labelled yet" in panel.title.value
+    panel.save_button.click()  # Save + next on the unrated B: refused
+    assert "choose a rating first" in panel.message.value
+    assert _csv(session) == {a: 5.0} and len(session.ratings()) == 1 and panel.current_path == b
+    panel.slider.value = 2.0  # a deliberate choice saves
+    panel.save_button.click()
+    assert _csv(session) == {a: 5.0, b: 2.0}
+    panel.previous()
+    assert panel.current_path == b and panel.slider.value == 2.0  # a rated image shows its rating
+    panel.next()
+    assert panel.slider.value == NOT_RATED  # ... and the next unrated one does not inherit it
+
+
+def test_label_panel_opens_on_the_first_image_without_labels(session):
+    """Issue 14 item 1: a session without labels is a normal state."""
+    panel = LabelPanel(session)
+    assert panel.current_path == session.images[0] and panel.count.value == "0 labelled, 0 skipped, 40 to go"
+    assert panel.slider.value == NOT_RATED and session.labels_path.read_text().startswith("path,mos,")
+
+
+def test_label_panel_asks_for_the_rater_once_and_two_raters_share_a_session(session, tmp_path):
+    ann = LabelPanel(session)
+    assert ann.rater_box.value == ""  # nobody named yet
+    ann.rater_box.value = "ann"  # typed once (Enter): the session object remembers it
+    assert session.rater == "ann" and "rating as ann" in ann.message.value
+    first = ann.current_path
+    ann.rate(4)
+    ann.rate(2)
+    ben = LabelPanel(Session.open(tmp_path / "sess", rater="ben"))  # another kernel, another person
+    assert ben.rater_box.value == "ben" and ben.current_path == session.images[0]
+    ben.rate(5)
+    table = {r["path"]: r for r in csv.DictReader(open(session.labels_path, newline=""))}
+    assert float(table[first]["mos"]) == 4.5 and table[first]["n_ratings"] == "2"
+    anon = LabelPanel(Session.open(tmp_path / "sess"))  # several named raters: a nameless Save is refused
+    anon.slider.value = 3.0
+    anon.save_button.click()
+    assert "type your name in the Rater box" in anon.message.value and len(session.ratings()) == 3
+    ann.undo()  # ann's undo takes back ann's last rating, not ben's later one
+    assert sorted(session.ratings()["rater"]) == ["ann", "ben"]
+
+
+def test_label_panel_blind_repeat_looks_like_a_new_image(tmp_path, demo_table):
+    s = Session(tmp_path / "rep", images=demo_table.head(30), model_name="tiny", repeat_share=0.5)
+    panel = LabelPanel(s)
+    for _ in range(40):
+        if s.repeat_pending:
+            break
+        panel.rate(4)
+    path = s.repeat_pending
+    assert path is not None and path in s.my_labels and panel.current_path == path
+    assert "not labelled yet" in panel.title.value and panel.slider.value == NOT_RATED  # blind
+    panel.rate(1)
+    assert s.ratings()["is_repeat"].tolist().count(True) == 1 and s.labels[path]["score"] == 4.0
+
+
 def test_label_panel_write_failure_is_shown_and_nothing_changes(session, monkeypatch):
     panel = LabelPanel(session)
     path = panel.current_path
@@ -112,6 +178,7 @@ def test_label_panel_write_failure_is_shown_and_nothing_changes(session, monkeyp
     def boom(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr("clipiqa.session.os.replace", boom)
+    panel.slider.value = 3.0
     panel.save_button.click()
     assert "disk full" in panel.message.value and panel.current_path == path
     monkeypatch.undo()
@@ -147,6 +214,13 @@ def test_adapt_panel_stop_stops(session, demo_table):
     assert panel.status == "stopped" and not panel.running
     assert len(history.steps) < 10000
     assert panel.run_button.disabled is False and panel.stop_button.disabled is True
+    # issue 14 item 7: the stopped, under-trained checkpoint is kept but not activated ...
+    table = session.checkpoints()
+    assert table["stopped"].tolist() == [True] and table["active"].tolist() == [False] and not session.adapted
+    assert "not active" in panel.message.value and panel.use_button.layout.display != "none"
+    panel.use_button.click()  # ... unless the user asks
+    assert session.active_checkpoint == table["name"][0] and "now active" in panel.message.value
+    assert panel.use_button.layout.display == "none"
 
 
 def test_adapt_panel_shows_errors_in_the_panel(session):
@@ -157,36 +231,179 @@ def test_adapt_panel_shows_errors_in_the_panel(session):
     assert panel.run_button.disabled is False
 
 
+def test_adapt_panel_blocking_run_reraises_the_error_it_showed(session):
+    """Issue 14 item 4: ``panel.run(block=True)`` returned None after a failure, so the next cell failed with
+    AttributeError: 'NoneType' object has no attribute 'steps'. It must raise the error the panel showed."""
+    from clipiqa.session import NotEnoughLabelsError
+    panel = AdaptPanel(session, epochs=2, trainable="prompts", device="cpu")
+    with pytest.raises(NotEnoughLabelsError, match="label at least 2"):
+        panel.run(block=True)
+    assert "label at least 2" in panel.message.value and panel.status.startswith("error")
+
+
+def test_adapt_panel_blocking_run_reraises_missing_weights_short(session, demo_table, monkeypatch):
+    from clipiqa.weights import WeightsUnavailableError
+    _label_from_severity(session, demo_table, 4)
+
+    def no_weights(device=None):
+        raise WeightsUnavailableError("no local weights for vitb16-openai and the model hub is unreachable")
+    monkeypatch.setattr(session, "fresh_model", no_weights)
+    panel = AdaptPanel(session, epochs=2, trainable="prompts", device="cpu")
+    with pytest.raises(WeightsUnavailableError) as info:
+        panel.run(block=True)
+    assert "model hub is unreachable" in panel.message.value
+    assert len(info.value._render_traceback_()) == 2  # a notebook shows the message and a hint, no stack
+
+
 # ----------------------------------------------------------------------------------------------- ComparePanel
-def test_compare_panel_runs_both_arms_on_identical_splits(demo_table):
+def _tiny_factory():
+    from functools import partial
+
     from clipiqa.model import load_model
+    return partial(load_model, "tiny", None, "cpu")
+
+
+def test_compare_panel_runs_the_protocol_arms_on_identical_splits(demo_table):
     table = demo_table.head(40)
     panel = ComparePanel(table, shots=12, n_splits=2, epochs=2, trainable="prompts", n_boot=50,
-                         model_factory=lambda: load_model("tiny", device="cpu"), model_name="tiny")
+                         model_factory=_tiny_factory(), model_name="tiny", n_views=1)
     assert "random-init weights" in panel.banner.value
     result = panel.run(block=True)
     assert panel.status == "done", panel.status
     df = result.per_split
     assert set(df["arm"]) == {"zero-shot", "QGR off", "QGR on"}
+    assert result.methods == {"zero-shot": "zero-shot", "QGR off": "coop+vpt", "QGR on": "coop+vpt+qgr"}
+    assert (df["status"] == "ok").all(), df[["arm", "error"]]
     for _, split in df.groupby("split"):
         assert split["split_hash"].nunique() == 1 and split["labelled_hash"].nunique() == 1
         assert split["n_test"].nunique() == 1
     assert df["split_hash"].nunique() == 2  # two different splits
-    assert set(result.histories) == {(i, arm) for i in (0, 1) for arm in ("QGR off", "QGR on")}
-    cfg_on = result.histories[(0, "QGR on")].config["qgr"]
-    cfg_off = result.histories[(0, "QGR off")].config["qgr"]
-    assert cfg_on["enabled"] and not cfg_off["enabled"] and cfg_on["lam"] == 5.0
-    assert all("cosine" in r for r in result.histories[(0, "QGR off")].steps)
-    assert "QGR on - off" in panel.table.value and panel.plots.value[:4] == b"\x89PNG"
+    on, off = (df[df["arm"] == a].iloc[0] for a in ("QGR on", "QGR off"))
+    assert on["qgr_lam"] == 5.0 and off["qgr_lam"] == 0.0  # the only difference
+    assert on["recipe"] == off["recipe"] and "qgr_stats=True" in on["recipe"] and "epochs=2" in on["recipe"]
+    assert result.summary["splits"].tolist() == [2, 2, 2] and result.complete_splits == [0, 1]
+    assert "2 splits per arm" in panel.message.value and panel.plots.value[:4] == b"\x89PNG"
     assert panel.traces.value[:4] == b"\x89PNG"
     assert result.random_init and "random-init" in panel.message.value
 
 
+def test_compare_panel_draws_gradient_cosine_traces_for_both_arms(demo_table):
+    from clipiqa.protocol import ProtocolResult
+    if "histories" not in ProtocolResult.__dataclass_fields__:
+        pytest.skip("needs ProtocolResult.histories (the protocol keeps each adapted arm's History)")
+    panel = ComparePanel(demo_table.head(40), shots=10, n_splits=1, epochs=2, trainable="prompts", n_boot=20,
+                         model_factory=_tiny_factory(), model_name="tiny", n_views=1)
+    result = panel.compare()
+    assert set(result.histories) == {(0, "QGR off"), (0, "QGR on")}
+    cfg_on, cfg_off = (result.histories[(0, a)].config["qgr"] for a in ("QGR on", "QGR off"))
+    assert cfg_on["enabled"] and not cfg_off["enabled"] and cfg_on["lam"] == 5.0
+    assert all(np.isfinite(r["cosine"]) for r in result.histories[(0, "QGR off")].steps)  # qgr_stats=True
+
+
+def test_compare_panel_maps_the_trainable_set_to_a_protocol_pair(demo_table):
+    panel = ComparePanel(demo_table.head(40), trainable="paper", model_factory=_tiny_factory(), model_name="tiny")
+    assert panel.methods["QGR off"] == "ft" and panel.methods["QGR on"] == "ft+qgr"
+    assert panel.lr.value == 1e-3 and "lr" not in panel.overrides()  # the recipe's lr
+    panel.trainable.value = "text"
+    assert panel.methods["QGR on"] == "coop+qgr" and panel.lr.value == 2e-3  # follows the new recipe
+    panel.epochs.value = 1
+    assert panel.overrides()["warmup_epochs"] == 0  # CoOp's warm-up epoch would leave no budget
+    with pytest.raises(TypeError, match="prompts="):
+        ComparePanel(demo_table.head(40), model_factory=lambda: None, model_name="tiny")
+
+
+def test_compare_panel_stopped_after_k_splits_summarises_k_splits_per_arm(demo_table):
+    """Issue 14 item 6: after Stop, QGR off was averaged over 8 splits and QGR on over 7."""
+    panel = ComparePanel(demo_table.head(40), shots=10, n_splits=3, epochs=1, trainable="text", n_boot=20,
+                         model_factory=_tiny_factory(), model_name="tiny", n_views=1)
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+        if len(seen) == 4:  # split 0 done by all three arms, split 1 by the zero-shot arm only
+            panel._stop_event.set()
+    result = panel.compare(on_progress=progress)
+    assert result.stopped and result.complete_splits == [0]
+    assert sorted(result.per_split["split"].tolist()) == [0, 0, 0, 1]  # the partial split is kept, marked
+    assert result.per_split["complete"].tolist().count(False) == 1
+    assert result.summary["splits"].tolist() == [1, 1, 1]
+    assert result.paired["splits"] == 1
+    assert "1 split per arm (stopped: 1 of 3 splits finished by every arm" in result.paired_text
+
+
+def _rows(srcc_on, srcc_off, same_other=True):
+    rows = []
+    for split, (a, b) in enumerate(zip(srcc_on, srcc_off)):
+        for arm, value in (("zero-shot", 0.1), ("QGR off", b), ("QGR on", a)):
+            rows.append({"split": split, "arm": arm, "method": arm, "status": "ok", "srcc": value, "plcc": 0.2,
+                         "krcc": value, "rmse": 0.3 if same_other or arm != "QGR on" else 0.31,
+                         "chance_band": 0.5, "final_loss": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_compare_summaries_use_only_splits_every_arm_finished():
+    from clipiqa.widgets.compare import complete_splits, paired_difference, summarize_arms
+    df = _rows([0.5, 0.6, 0.7], [0.4, 0.4, 0.4])
+    df = df[~((df["split"] == 2) & (df["arm"] == "QGR on"))]  # QGR on missed the last split
+    complete = complete_splits(df)
+    assert complete == [0, 1]
+    summary = summarize_arms(df, complete)
+    assert summary["splits"].tolist() == [2, 2, 2]
+    assert summary.set_index("arm").loc["QGR off", "srcc_mean"] == pytest.approx(0.4)
+    paired = paired_difference(df, complete)
+    assert paired["splits"] == 2 and paired["wins"] == 2 and paired["mean_diff"] == pytest.approx(0.15)
+
+
+def test_compare_names_a_tie_as_identical():
+    """Issue 14 item 6: when both arms tie, the text said "better on 0 of 2" and the chart was empty."""
+    from clipiqa.widgets.compare import TIE_TEXT, paired_difference, paired_text
+    tie = paired_difference(_rows([0.5, 0.3], [0.5, 0.3]), [0, 1])
+    assert tie["identical"] and tie["ties"] == 2
+    assert paired_text(tie, 2, 2, False).startswith(TIE_TEXT)
+    equal_srcc_only = paired_difference(_rows([0.5, 0.3], [0.5, 0.3], same_other=False), [0, 1])
+    assert not equal_srcc_only["identical"] and "equal on 2 of 2" in paired_text(equal_srcc_only, 2, 2, False)
+
+
+def test_compare_panel_names_a_real_tie(demo_table):
+    """The text context alone gets no semantic gradient, so QGR cannot act: both arms train identically."""
+    panel = ComparePanel(demo_table.head(40), shots=10, n_splits=2, epochs=2, trainable="text", n_boot=20,
+                         model_factory=_tiny_factory(), model_name="tiny", n_views=1)
+    result = panel.run(block=True)
+    assert result.identical and result.paired_text.startswith("identical: QGR never changed a gradient")
+    assert "identical: QGR never changed a gradient" in panel.message.value
+
+
+def test_compare_panel_shows_a_tie_and_the_human_ceiling(tmp_path, demo_table):
+    from clipiqa.widgets.compare import CompareResult, TIE_TEXT, paired_difference
+    s = Session(tmp_path / "two", images=demo_table.head(12), model_name="tiny", device="cpu")
+    q = demo_table.set_index("path")["q"]
+    for rater, shift in (("ann", 0), ("ben", 1)):
+        s.rater = rater
+        for p in s.images:
+            s.label(p, min(5, 1 + round(4 * q[p]) + shift * (p.endswith("0.png"))))
+    panel = ComparePanel(s, n_splits=1, model_factory=_tiny_factory())
+    ceiling = s.agreement(n_boot=50)
+    assert ceiling.available
+    df = _rows([0.5], [0.5]).assign(complete=True)
+    result = CompareResult(df, pd.DataFrame({"arm": ["x"]}), complete_splits=[0], n_splits=1,
+                           paired=paired_difference(df, [0]), ceiling=ceiling)
+    panel.show(result)
+    assert TIE_TEXT in panel.message.value and panel.plots.value[:4] == b"\x89PNG"
+
+
 def test_compare_panel_from_a_session(session, demo_table):
     _label_from_severity(session, demo_table, 20)
-    panel = ComparePanel(session, shots=8, n_splits=1, epochs=1, trainable="prompts", n_boot=20)
+    panel = ComparePanel(session, shots=8, n_splits=1, epochs=1, trainable="prompts", n_boot=20, n_views=1)
     result = panel.compare()
     assert len(result.per_split) == 3 and result.per_split["split_hash"].nunique() == 1
+    assert result.ceiling is None  # one rater: no human ceiling
+
+
+def test_compare_panel_blocking_run_reraises(demo_table):
+    panel = ComparePanel(demo_table.head(5), model_factory=_tiny_factory(), model_name="tiny")
+    with pytest.raises(ValueError, match="at least 8 labelled images"):
+        panel.run(block=True)
+    assert "at least 8" in panel.message.value
 
 
 # ----------------------------------------------------------------------------------------------- AttributionViewer
@@ -220,3 +437,65 @@ def test_attribution_viewer_before_and_after_differ_after_adaptation(session, de
     assert m["score_before"] != m["score_after"]
     viewer.render()
     assert "not adapted yet" not in viewer.message.value
+
+
+def _viewer_table(demo_table):
+    """A clean photo and two distorted versions of it (noise and blur), as a demo table."""
+    t = demo_table[demo_table["content_id"] == demo_table["content_id"].iloc[0]]
+    return pd.concat([t[t["distortion"] == "reference"], t[(t["distortion"] == "white_noise") & (t["level"] == 3)],
+                      t[(t["distortion"] == "gaussian_blur") & (t["level"] == 2)]])
+
+
+def test_attribution_viewer_focus_uses_the_viewed_images_distortion(session, demo_table):
+    """Issue 14 item 8: the focus diagnostic always blurred a rectangle, even for a noise image; its table did
+    not name the image and went stale when the picker moved to another image."""
+    table = _viewer_table(demo_table)
+    names = [p.rsplit("/", 1)[-1] for p in table["path"]]
+    viewer = AttributionViewer(session, images=table, method="ig", auto=True,
+                               method_options={"ig": {"n_steps": 4, "internal_batch_size": 4}})
+    viewer.image_picker.value = names[1]  # the white-noise version
+    diag = viewer.diagnostics()
+    assert diag["image"].tolist() == [names[1]] * 2 and diag["focus_test"].tolist() == ["white_noise 3"] * 2
+    assert viewer.table.value.count(names[1]) >= 2  # in the table and its caption
+    assert f"its clean reference {names[0]}" in viewer.table.value and "own distortion" in \
+        viewer.table.value
+    viewer.image_picker.value = names[2]  # the table follows the picker
+    assert viewer.diagnostics_table["image"].tolist() == [names[2]] * 2
+    assert viewer.diagnostics_table["focus_test"].tolist() == ["gaussian_blur 2"] * 2
+    assert names[1] not in viewer.table.value
+    viewer.image_picker.value = names[0]  # the clean photo: the default test, said so
+    assert viewer.diagnostics_table["focus_test"].iloc[0] == "gaussian_blur 4" and "a clean image" in \
+        viewer.table.value
+
+
+def test_attribution_viewer_without_auto_clears_a_stale_table(session, demo_table):
+    table = _viewer_table(demo_table)
+    viewer = AttributionViewer(session, images=list(table["path"]), auto=False,
+                               method_options={"ig": {"n_steps": 4}})
+    viewer.method_picker.value = "ig"
+    viewer.diagnostics()
+    assert "distortion is unknown" in viewer.table.value  # a file list says no distortion
+    second = list(viewer.images)[1]
+    viewer.image_picker.value = second
+    assert viewer.diagnostics_table is None and f"press Diagnostics for {second}" in viewer.table.value
+
+
+def test_attribution_viewer_draws_a_colour_bar(session, demo_table, monkeypatch):
+    from matplotlib.figure import Figure
+
+    import clipiqa.widgets.attribution as attribution
+    calls = []
+    real = attribution.colour_bar
+    monkeypatch.setattr(attribution, "colour_bar", lambda fig, axes, signed: calls.append(signed) or
+                        real(fig, axes, signed))
+    viewer = AttributionViewer(session, images=list(demo_table["path"][:1]), auto=False,
+                               method_options={"ig": {"n_steps": 4}})
+    viewer.method_picker.value = "ig"
+    viewer.render()
+    viewer.signed.value = True
+    viewer.render()
+    assert calls == [False, True]
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    real(fig, axes, signed=True)
+    assert len(fig.axes) == 3 and "red raises" in fig.axes[-1].get_ylabel()

@@ -79,6 +79,13 @@ def figure_png(draw: Callable, figsize=(8, 3), dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def integer_ticks(*axes, axis: str = "x") -> None:
+    """Ticks at whole numbers only on an axis that counts something (steps, epochs, splits, levels)."""
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes:
+        getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
+
+
 def table_html(df, float_format: str = "{:.3f}", caption: str = "") -> str:
     """A DataFrame as a compact HTML table."""
     styled = df.to_html(index=False, float_format=float_format.format, border=0, classes="clipiqa-table",

@@ -14,7 +14,7 @@ import ipywidgets as w
 
 from clipiqa.session import Session
 
-from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, note
+from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, integer_ticks, note
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -67,8 +67,12 @@ class AdaptPanel(BackgroundRun, w.VBox):
                                       layout=w.Layout(width="130px"))
         self.run_button = w.Button(description="Run", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.use_button = w.Button(description="Use this stopped checkpoint", icon="check",
+                                   tooltip="make the stopped (under-trained) run's checkpoint the session's model",
+                                   layout=w.Layout(width="auto", display="none"))
         self.run_button.on_click(lambda _: self._run_clicked())
         self.stop_button.on_click(lambda _: self.stop())
+        self.use_button.on_click(lambda _: self._safely(self.use_checkpoint))
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress", style=style,
                                         layout=w.Layout(width="420px"))
         self.status_label = w.Label(value="idle")
@@ -79,7 +83,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
             w.HBox([self.device, self.trainable, self.selection]),
             w.HBox([self.shots, self.epochs, self.lr]),
             w.HBox([self.qgr, self.lam]),
-            w.HBox([self.run_button, self.stop_button]),
+            w.HBox([self.run_button, self.stop_button, self.use_button]),
             w.HBox([self.progress, self.status_label]),
             self.curves, self.message])
         self.add_class("clipiqa-adapt-panel")
@@ -97,7 +101,9 @@ class AdaptPanel(BackgroundRun, w.VBox):
 
     # ------------------------------------------------------------------ run / stop
     def run(self, block: bool = False):
-        """Start adaptation with the current settings; with ``block`` wait for it and return the History."""
+        """Start adaptation with the current settings; with ``block`` wait for it and return the History, or
+        raise the error the panel showed (no weights, too few labels, divergence, ...), so that a notebook's
+        next cell never runs on a result that does not exist."""
         if self.running:
             raise RuntimeError("adaptation is already running; press Stop or wait for it")
         config = self.config()
@@ -105,6 +111,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
         device = None if self.device.value == "auto" else self.device.value
         self._stop_event.clear()
         self.records, self.history, self.error = [], None, None
+        self.use_button.layout.display = "none"
         n = len(self.session.labels)
         self._n_test = n - shots if shots is not None and shots < n and n - shots >= 3 else 0
         self.progress.value, self.progress.bar_style = 0.0, ""
@@ -117,23 +124,46 @@ class AdaptPanel(BackgroundRun, w.VBox):
         self._thread = threading.Thread(target=self._work, args=(config, shots, device), daemon=True,
                                         name="clipiqa-adapt")
         self._thread.start()
-        return self.wait() if block else None
+        if not block:
+            return None
+        history = self.wait()
+        if self.error is not None:
+            raise self.error
+        return history
 
     def stop(self) -> None:
-        """Ask the training to stop after the current step (the checkpoint is still saved, marked stopped)."""
+        """Ask the training to stop after the current step (the checkpoint is still saved, marked stopped, but
+        not activated: see :meth:`use_checkpoint`)."""
         if self.running:
             self._stop_event.set()
             self._set_status("stopping")
 
     def wait(self, timeout: float | None = None):
-        """Wait for the run to finish (at most ``timeout`` seconds); returns the History (None if not done)."""
+        """Wait for the run to finish (at most ``timeout`` seconds); returns the History (None if not done or if
+        the run failed: ``error`` holds the exception then)."""
         self._join(timeout)
         return self.history
 
+    def use_checkpoint(self) -> str | None:
+        """Make the last run's checkpoint the session's model (what the *Use this stopped checkpoint* button
+        does after a stopped run: such a checkpoint is saved but not activated on its own)."""
+        name = self.session.last_checkpoint
+        if name is None:
+            self._say("no checkpoint from this panel yet: press Run first", "warn")
+            return None
+        self.session.use_checkpoint(name)
+        self.use_button.layout.display = "none"
+        self._say(f"checkpoint {name} (stopped early, under-trained) is now active: the session scores with it",
+                  "warn")
+        return name
+
     def _run_clicked(self) -> None:
+        self._safely(lambda: self.run(block=False))
+
+    def _safely(self, action) -> None:
         try:
-            self.run(block=False)
-        except Exception as e:
+            action()
+        except Exception as e:  # a click must show its error in the panel
             self._say(f"{type(e).__name__}: {e}", "error")
 
     def _work(self, config, shots, device) -> None:
@@ -145,9 +175,17 @@ class AdaptPanel(BackgroundRun, w.VBox):
             stopped = self.history.stopped
             status = "stopped" if stopped else "done"
             self.progress.bar_style = "warning" if stopped else "success"
-            ckpt = self.session.active_checkpoint
-            self._say(f"{'stopped early' if stopped else 'finished'} after {len(self.history.steps)} steps in "
-                      f"{self.history.seconds:.1f} s; checkpoint {ckpt} saved and now active", "ok")
+            ckpt = self.session.last_checkpoint
+            took = f"after {len(self.history.steps)} steps in {self.history.seconds:.1f} s"
+            if stopped:
+                active = self.session.active_checkpoint
+                keeps = f"checkpoint {active}" if active else "zero-shot CLIP"
+                self.use_button.layout.display = None
+                self._say(f"stopped early {took}: checkpoint {ckpt} is saved (marked stopped) but not active, "
+                          f"because it is under-trained; the session still scores with {keeps}. Use it anyway "
+                          "with the button or session.use_checkpoint(name).", "warn")
+            else:
+                self._say(f"finished {took}; checkpoint {ckpt} saved and now active", "ok")
         except AdaptationDivergedError as e:
             self.history, self.error = e.history, e
             status = f"diverged: {e}"
@@ -218,6 +256,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
             ax2.set_ylim(-1.05, 1.05)
             ax2.set_xlabel("epoch")
             ax2.set_title("SRCC on held-out labels", fontsize=10)
+            integer_ticks(ax1, ax2)
             if random_init:
                 fig.suptitle(RANDOM_INIT_TEXT, color="#a15c00", fontsize=10)
 

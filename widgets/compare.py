@@ -1,35 +1,73 @@
-"""ComparePanel: few-shot adaptation with vs without QGR on the same splits, draws, seeds and initialisation.
+"""ComparePanel: few-shot adaptation with vs without QGR, run by the evaluation protocol on identical splits.
 
-For each seeded split (``clipiqa.data.standard_splits``: 80/20, by content when the labels have content
-groups) one draw of N labelled images is taken from the 80 % side (``few_shot``) and shared by every arm:
+The panel does not train anything itself: it calls :func:`clipiqa.protocol.run_protocol` with three arms on the
+same seeded splits (``standard_splits``: 80/20, by content when the labels have content groups) and the same
+few-shot draw per split:
 
 * ``zero-shot``: the frozen CLIP with antonym prompts (no training), for reference;
-* ``QGR off``: ``adapt(fresh model, draw, with_qgr(config, False))``;
-* ``QGR on``: ``adapt(fresh model, draw, with_qgr(config, True))``: the only difference.
+* ``QGR off`` and ``QGR on``: a pair of protocol arms that differ in the regularizer only (same recipe, same
+  trainable set, same initialisation, same seeds): ``ft`` / ``ft+qgr`` for the paper's trainable set,
+  ``coop+vpt`` / ``coop+vpt+qgr`` for prompts only, ``coop`` / ``coop+qgr`` for the text context only
+  (:data:`PAIRS`).
 
-Both adapted arms start from the same seeded prompt initialisation and use the same training seed, so the
-difference between them is the regularizer alone. Each row of the result records the split hash, so "identical
-splits" can be checked. The test SRCC carries a bootstrap CI and the chance band for the test size.
+The panel's settings reach both arms as the protocol's ``overrides`` (epochs, lr, lam, ``qgr_stats=True`` so the
+QGR-off arm records gradient cosines too). Stop ends the run between (split, arm) runs; the summary then uses
+only the splits that every arm finished, so both arms are always averaged over the same k splits. When QGR on
+and QGR off give the same numbers on every split, the panel says so ("identical: QGR never changed a gradient")
+instead of drawing an empty difference chart. With a :class:`~clipiqa.session.Session` rated by two or more
+people, the human ceiling (``session.agreement()``) is drawn beside the SRCCs.
 """
 from __future__ import annotations
 
+import inspect
+import math
 import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import ipywidgets as w
 import numpy as np
 import pandas as pd
 
-from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, note, table_html
+from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, integer_ticks, note, table_html
 
 ARMS = ("zero-shot", "QGR off", "QGR on")
+PAIRS = {"paper": ("ft", "ft+qgr"), "prompts": ("coop+vpt", "coop+vpt+qgr"), "text": ("coop", "coop+qgr")}
+"""Trainable set -> (QGR off, QGR on) protocol arms."""
+TIE_METRICS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse", "rmse_logistic", "final_loss")
+"""Two arms tie on a split when every one of these is equal (identical predictions give identical values)."""
+TIE_TEXT = "identical: QGR never changed a gradient"
+
+
+def _register_prompt_pairs() -> None:
+    """The QGR-on partners of the prompt-only protocol arms (same recipe and prompts as ``coop+vpt``/``coop``),
+    registered once if the protocol does not define them."""
+    from clipiqa.protocol import METHODS, TEXT_ONLY, adapted_arm, register_method
+    from clipiqa.prompts import DEFAULT_VISUAL_TOKENS, PromptConfig
+    extra = (("coop+vpt+qgr", "coop+vpt with QGR (lam 5): the QGR-on partner of coop+vpt",
+              "text context + visual prompts", "N(0, 0.02); VPT uniform", "prompts",
+              PromptConfig(visual_tokens=DEFAULT_VISUAL_TOKENS)),
+             ("coop+qgr", "CoOp with QGR (lam 5): the QGR-on partner of coop", "text context", "N(0, 0.02)", "text",
+              TEXT_ONLY))
+    for name, description, trains, init, trainable, prompts in extra:
+        if name not in METHODS:
+            register_method(name, description, adapts=True, trains=trains, init=init, recipe="coop",
+                            trainable=trainable)(adapted_arm(name, True, prompts))
 
 
 @dataclass
 class CompareResult:
-    """``per_split``: one row per split and arm; ``summary``: one row per arm; ``histories[(split, arm)]``."""
+    """One comparison.
+
+    per_split: the protocol's rows (one per split and arm) plus ``arm`` (zero-shot, QGR off, QGR on) and
+        ``complete`` (the split was finished by every arm).
+    summary: one row per arm over the complete splits only (``splits`` = how many).
+    paired: QGR on - QGR off over the complete splits (``mean_diff``, ``wins``, ``losses``, ``ties``,
+        ``splits``, ``identical``), or None when no split is complete.
+    histories: ``{(split, arm): History}`` when the protocol provides them (gradient-cosine traces).
+    ceiling: the human ceiling of the session's ratings (``clipiqa.agreement.Ceiling``), or None.
+    protocol: the :class:`clipiqa.protocol.ProtocolResult` behind it all.
+    """
 
     per_split: pd.DataFrame
     summary: pd.DataFrame
@@ -37,41 +75,140 @@ class CompareResult:
     notes: list = field(default_factory=list)
     random_init: bool = False
     stopped: bool = False
+    complete_splits: list = field(default_factory=list)
+    n_splits: int = 0
+    paired: dict | None = None
+    ceiling: Any = None
+    methods: dict = field(default_factory=dict)
+    protocol: Any = None
+
+    @property
+    def identical(self) -> bool:
+        """QGR on and QGR off gave the same numbers on every complete split."""
+        return bool(self.paired and self.paired["identical"])
+
+    @property
+    def paired_text(self) -> str:
+        return paired_text(self.paired, len(self.complete_splits), self.n_splits, self.stopped)
 
 
+# --------------------------------------------------------------------------------------------- pure summaries
+def with_arms(per_split: pd.DataFrame, methods: dict[str, str]) -> pd.DataFrame:
+    """The protocol's rows with an ``arm`` column (``methods``: arm -> protocol method)."""
+    arm_of = {m: a for a, m in methods.items()}
+    out = per_split.copy()
+    out.insert(out.columns.get_loc("method"), "arm", out["method"].map(arm_of))
+    return out
+
+
+def complete_splits(per_split: pd.DataFrame, arms=ARMS) -> list[int]:
+    """Splits on which every arm has a row (a stopped comparison's last split may be partial)."""
+    if per_split.empty:
+        return []
+    have = per_split.groupby("split")["arm"].apply(set)
+    return sorted(int(s) for s, a in have.items() if set(arms) <= a)
+
+
+def summarize_arms(per_split: pd.DataFrame, complete: list[int], arms=ARMS) -> pd.DataFrame:
+    """One row per arm over the ``complete`` splits only: SRCC mean/median/std, PLCC mean, chance band and the
+    number of splits (the same for every arm, by construction)."""
+    from clipiqa.metrics import summarize
+    rows = []
+    part = per_split[per_split["split"].isin(complete)]
+    for arm in arms:
+        sub = part[(part["arm"] == arm) & (part["status"] == "ok")]
+        s = summarize(sub["srcc"].to_numpy(float)) if len(sub) else {"mean": np.nan, "median": np.nan,
+                                                                     "std": np.nan}
+        rows.append({"arm": arm, "method": str(part.loc[part["arm"] == arm, "method"].iloc[0])
+                     if (part["arm"] == arm).any() else "", "srcc_mean": s["mean"], "srcc_median": s["median"],
+                     "srcc_std": s["std"], "plcc_mean": float(sub["plcc"].mean()) if len(sub) else np.nan,
+                     "chance_band": float(sub["chance_band"].mean()) if len(sub) else np.nan,
+                     "splits": int(len(sub))})
+    return pd.DataFrame(rows)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return a == b
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def paired_difference(per_split: pd.DataFrame, complete: list[int]) -> dict | None:
+    """QGR on - QGR off per complete split: mean SRCC difference, wins, losses, ties (equal SRCC) and whether
+    the two arms are identical on every split (every :data:`TIE_METRICS` value equal). None without a split."""
+    part = per_split[per_split["split"].isin(complete) & per_split["arm"].isin(["QGR on", "QGR off"])]
+    if part.empty:
+        return None
+    on = part[part["arm"] == "QGR on"].set_index("split").sort_index()
+    off = part[part["arm"] == "QGR off"].set_index("split").sort_index()
+    splits = sorted(set(on.index) & set(off.index))
+    if not splits:
+        return None
+    diff = on.loc[splits, "srcc"].astype(float) - off.loc[splits, "srcc"].astype(float)
+    identical = all(_same(on.at[s, m], off.at[s, m]) for s in splits for m in TIE_METRICS if m in part)
+    return {"mean_diff": float(diff.mean()), "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum()),
+            "ties": int((diff == 0).sum()), "splits": len(splits), "identical": bool(identical),
+            "diff": {int(s): float(d) for s, d in diff.items()}}
+
+
+def paired_text(paired: dict | None, k: int, n: int, stopped: bool) -> str:
+    """The comparison in one sentence; says when it rests on fewer splits than asked for, and names ties."""
+    scope = f"{k} split{'s' if k != 1 else ''} per arm"
+    if stopped:
+        scope += f" (stopped: {k} of {n} splits finished by every arm; only those are summarised)"
+    if paired is None:
+        return (f"no split was finished by every arm ({n} asked for): nothing to compare yet" if stopped else
+                "nothing to compare")
+    if paired["identical"]:
+        return (f"{TIE_TEXT}: QGR on and QGR off gave the same predictions on every split ({scope}); "
+                "no difference to report.")
+    return (f"QGR on - off over {scope}: mean SRCC difference {paired['mean_diff']:+.3f}; QGR better on "
+            f"{paired['wins']}, worse on {paired['losses']}, equal on {paired['ties']} of {paired['splits']}.")
+
+
+# --------------------------------------------------------------------------------------------- the panel
 class ComparePanel(BackgroundRun, w.VBox):
-    """Compare adaptation with and without QGR on identical splits.
+    """Compare adaptation with and without QGR on identical splits, through ``clipiqa.protocol.run_protocol``.
 
-    source: a :class:`~clipiqa.session.Session` (its labels and model preset) or a labelled table (``path``,
-        ``q`` in [0, 1], optional ``content_id``) with ``model_factory`` (or ``model_name``/``weights``/``device``).
-    shots, n_splits, epochs, lam, lr, trainable, seed: the initial settings (controls can change them); other
-        keywords are ``AdaptConfig`` fields shared by both arms (e.g. ``n_views=1``).
-    Methods for code and tests: ``compare()`` (blocking, returns a :class:`CompareResult`), ``run(block=False)``,
-    ``stop()``, ``wait(timeout)``; state: ``result``, ``status``.
+    source: a :class:`~clipiqa.session.Session` (its labels and model preset; with two or more raters the human
+        ceiling is shown) or a labelled table (``path``, ``q`` in [0, 1], optional ``content_id``) with
+        ``model_factory`` (or ``model_name``/``weights``/``device``).
+    model_factory: ``(prompts=None) -> IQAModel`` (e.g. ``functools.partial(clipiqa.load_model, name, weights,
+        device)``): the protocol asks it for models with the arms' prompts.
+    shots, n_splits, epochs, lam, trainable, seed: the initial settings (controls can change them); lr: None =
+        each arm's recipe's; other keywords are ``AdaptConfig`` overrides for both arms (e.g. ``n_views=1``).
+    Methods for code and tests: ``compare()`` (blocking, returns a :class:`CompareResult`), ``run(block=False)``
+    (``block=True`` returns the result or raises the error the panel showed), ``stop()``, ``wait(timeout)``;
+    state: ``result``, ``status``, ``error``.
     """
 
     def __init__(self, source: Any, *, shots: int = 20, n_splits: int = 3, epochs: int = 20, lam: float = 5.0,
-                 lr: float = 1e-3, trainable: str | None = None, seed: int = 0,
-                 model_factory: Callable[[], Any] | None = None, model_name: str = "vitb16-openai",
+                 lr: float | None = None, trainable: str | None = None, seed: int = 0,
+                 model_factory: Callable[..., Any] | None = None, model_name: str = "vitb16-openai",
                  weights: str | None = None, device: str | None = None, n_boot: int = 500, **adapt_options):
         import torch
+        from functools import partial
+
+        from clipiqa.model import load_model
         from clipiqa.session import Session
-        if isinstance(source, Session):
-            self.table_source: Callable[[], pd.DataFrame] = source.labelled_table
-            self.model_factory = model_factory or source.fresh_model
-            self._random_init = source.random_init
+        _register_prompt_pairs()
+        self.session = source if isinstance(source, Session) else None
+        if self.session is not None:
+            s = self.session
+            self.table_source: Callable[[], pd.DataFrame] = s.labelled_table
+            model_factory = model_factory or partial(load_model, s.model_name, s.weights, s.device)
+            self._random_init = s.random_init
         elif isinstance(source, pd.DataFrame):
             self.table_source = lambda: source
-            if model_factory is None:
-                from functools import partial
-
-                from clipiqa.model import load_model
-                model_factory = partial(load_model, model_name, weights, device)
-            self.model_factory = model_factory
+            model_factory = model_factory or partial(load_model, model_name, weights, device)
             from clipiqa.presets import get_preset
             self._random_init = get_preset(model_name).random_init and weights is None
         else:
             raise TypeError(f"ComparePanel needs a Session or a labelled DataFrame; got {type(source).__name__}")
+        _check_factory(model_factory)
+        self.model_factory = model_factory
         self.seed = seed
         self.n_boot = n_boot
         self.adapt_options = adapt_options
@@ -89,14 +226,20 @@ class ComparePanel(BackgroundRun, w.VBox):
                                          layout=w.Layout(width="130px"))
         self.epochs = w.BoundedIntText(value=epochs, min=1, max=10000, description="Epochs", style=style,
                                        layout=w.Layout(width="140px"))
-        self.lr = w.BoundedFloatText(value=lr, min=1e-7, max=10.0, description="lr", style=style,
-                                     layout=w.Layout(width="150px"))
+        self.trainable = w.Dropdown(options=[("paper: ft vs ft+qgr", "paper"),
+                                             ("prompts: coop+vpt vs +qgr", "prompts"),
+                                             ("text: coop vs coop+qgr", "text")],
+                                    value=trainable, description="Trains", style=style,
+                                    layout=w.Layout(width="280px"))
+        self._lr_given = lr is not None
+        self.lr = w.BoundedFloatText(value=lr if lr is not None else self._recipe_lr(trainable), min=1e-7,
+                                     max=10.0, description="lr", style=style, layout=w.Layout(width="150px"))
         self.lam = w.BoundedFloatText(value=lam, min=0.01, max=1000.0, description="QGR lam", style=style,
                                       layout=w.Layout(width="150px"))
-        self.trainable = w.Dropdown(options=["paper", "prompts", "text"], value=trainable, description="Trains",
-                                    style=style, layout=w.Layout(width="180px"))
+        self.trainable.observe(self._on_trainable, names="value")
         self.run_button = w.Button(description="Run comparison", button_style="success", icon="play")
-        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
+                                    tooltip="stop after the current arm; only splits every arm finished count")
         self.run_button.on_click(lambda _: self._run_clicked())
         self.stop_button.on_click(lambda _: self.stop())
         self.progress = w.FloatProgress(value=0, min=0, max=1, description="Progress", style=style)
@@ -107,105 +250,93 @@ class ComparePanel(BackgroundRun, w.VBox):
         self.message = w.HTML()
         super().__init__(children=[
             self.banner, w.HBox([self.shots, self.n_splits, self.epochs]),
-            w.HBox([self.lr, self.lam, self.trainable]), w.HBox([self.run_button, self.stop_button]),
+            w.HBox([self.trainable, self.lr, self.lam]), w.HBox([self.run_button, self.stop_button]),
             w.HBox([self.progress, self.status_label]), self.table, self.plots, self.traces, self.message])
         self.add_class("clipiqa-compare-panel")
 
-    def config(self):
-        from clipiqa.finetune import AdaptConfig
-        from clipiqa.qgr import QGRConfig
-        return AdaptConfig(trainable=self.trainable.value, epochs=int(self.epochs.value), lr=float(self.lr.value),
-                           seed=self.seed, qgr=QGRConfig(lam=float(self.lam.value)), **self.adapt_options)
+    # ------------------------------------------------------------------ settings
+    @staticmethod
+    def _recipe_lr(trainable: str) -> float:
+        from clipiqa.protocol import METHODS
+        from clipiqa.recipes import RECIPES
+        return float(RECIPES[METHODS[PAIRS[trainable][0]].recipe].settings.get("lr", 1e-3))
+
+    def _on_trainable(self, change) -> None:
+        if not self._lr_given:  # follow the recipe of the new pair unless the user set an lr
+            self.lr.value = self._recipe_lr(change["new"])
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """Arm -> protocol method for the current trainable set."""
+        off, on = PAIRS[self.trainable.value]
+        return {"zero-shot": "zero-shot", "QGR off": off, "QGR on": on}
+
+    def overrides(self) -> dict[str, Any]:
+        """What the panel's settings change in both adapted arms' recipe (``run_protocol(overrides=...)``)."""
+        from clipiqa.protocol import METHODS
+        from clipiqa.recipes import RECIPES
+        epochs = int(self.epochs.value)
+        out: dict[str, Any] = {"epochs": epochs, "qgr": {"lam": float(self.lam.value)}, "qgr_stats": True}
+        recipe = RECIPES[METHODS[self.methods["QGR off"]].recipe].settings
+        if float(self.lr.value) != float(recipe.get("lr", math.nan)):
+            out["lr"] = float(self.lr.value)
+        if recipe.get("warmup_epochs", 0) >= epochs:  # CoOp's warm-up epoch needs a budget after it
+            out["warmup_epochs"] = 0
+        out.update(self.adapt_options)
+        return out
 
     # ------------------------------------------------------------------ the computation
-    def compare(self, on_progress: Callable[[dict], None] | None = None) -> CompareResult:
-        """Run every arm on every split (blocking) and return the result (also kept in ``self.result``)."""
-        from clipiqa.finetune import adapt, with_qgr
-        from clipiqa.data import few_shot, split_hash, standard_splits
-        from clipiqa.metrics import bootstrap_ci, chance_band, correlations, summarize
-        from clipiqa.scoring import score_files
+    def compare(self, on_progress: Callable[[dict], None] | None = None,
+                stop: Callable[[], bool] | None = None) -> CompareResult:
+        """Run the three arms on every split (blocking) and return the result (also kept in ``self.result``).
+        ``stop`` (default: the panel's Stop) is polled between (split, arm) runs."""
+        from clipiqa.data import standard_splits
+        from clipiqa.protocol import run_protocol
         table = self.table_source()
         if len(table) < 8:
             raise ValueError(f"the comparison needs at least 8 labelled images (got {len(table)}): each split keeps "
                              "20 % for testing and draws the training labels from the rest")
-        config = self.config()
-        shots, n_splits = int(self.shots.value), int(self.n_splits.value)
-        splits = standard_splits(table, n_splits=n_splits, seed=self.seed)
-        rows, histories, total, done = [], {}, n_splits * len(ARMS), 0
-        stopped = False
-        random_init = self._random_init
-        for i, split in enumerate(splits):
-            draw = few_shot(split.train, min(shots, len(split.train)), split.seed)
-            target = split.test["q"].to_numpy(float)
-            base = {"split": i, "split_seed": split.seed, "split_hash": split.hash,
-                    "labelled_hash": split_hash(draw), "n_train": len(draw), "n_test": len(split.test)}
-            for arm in ARMS:
-                if self._stop_event.is_set():
-                    stopped = True
-                    break
-                t0 = time.perf_counter()
-                model = self.model_factory()
-                random_init = random_init or bool(model.random_init)
-                history = None
-                if arm != "zero-shot":
-                    cfg = with_qgr(replace(config, seed=split.seed), arm == "QGR on")
-                    history = adapt(model, draw, cfg, stop=self._stop_event.is_set)
-                    histories[(i, arm)] = history
-                    stopped = stopped or history.stopped
-                if arm == "zero-shot":
-                    with model.adapters_off():
-                        scored = score_files(model, list(split.test["path"]))
-                else:
-                    scored = score_files(model, list(split.test["path"]))
-                pred = scored["score"].to_numpy(float)
-                ok = np.isfinite(pred)
-                metrics = correlations(pred[ok], target[ok])
-                lo, hi = bootstrap_ci(pred[ok], target[ok], "srcc", n_boot=self.n_boot, seed=split.seed)
-                rows.append({**base, "arm": arm, "srcc": metrics["srcc"], "krcc": metrics["krcc"],
-                             "plcc": metrics["plcc"], "srcc_ci_lo": lo, "srcc_ci_hi": hi,
-                             "chance_band": chance_band(int(ok.sum())) if ok.sum() >= 2 else np.nan,
-                             "steps": 0 if history is None else len(history.steps),
-                             "stopped": bool(history is not None and history.stopped),
-                             "seconds": time.perf_counter() - t0, "random_init": random_init})
-                done += 1
-                if on_progress is not None:
-                    on_progress({"done": done, "total": total, "split": i, "arm": arm})
-            if stopped:
-                break
-        per_split = pd.DataFrame(rows)
-        summary = self._summary(per_split, summarize)
-        notes = [f"{len(splits)} seeded splits, {shots} labels each, identical for every arm (split_hash column); "
-                 "the SRCC CI is a bootstrap over test images; inside the chance band means no better than "
-                 "random"]
-        if random_init:
+        n_splits = int(self.n_splits.value)
+        pool = min(len(s.train) for s in standard_splits(table, n_splits=n_splits, seed=self.seed))
+        shots = min(int(self.shots.value), pool)
+        methods = self.methods
+        protocol = run_protocol(table, methods=list(methods.values()), shots=shots, n_splits=n_splits,
+                                seed=self.seed, model_factory=self.model_factory, overrides=self.overrides(),
+                                on_progress=on_progress, n_boot=self.n_boot,
+                                stop=stop if stop is not None else self._stop_event.is_set)
+        per_split = with_arms(protocol.per_split, methods)
+        complete = complete_splits(per_split)
+        per_split["complete"] = per_split["split"].isin(complete)
+        summary = summarize_arms(per_split, complete)
+        paired = paired_difference(per_split, complete)
+        histories = {(s, arm): h for arm, m in methods.items()
+                     for (s, method), h in (getattr(protocol, "histories", None) or {}).items() if method == m}
+        notes = [f"{n_splits} seeded splits with {shots} labels each, identical for every arm (split_hash and "
+                 f"labelled_hash columns); arms: QGR off = {methods['QGR off']}, QGR on = {methods['QGR on']} "
+                 "(same recipe, seeds and initialisation; only QGR differs). The SRCC CI is a bootstrap over test "
+                 "images; inside the chance band means no better than random."]
+        if shots < int(self.shots.value):
+            notes.append(f"shots capped at {shots}: the smallest training side of the splits")
+        failed = per_split[per_split["status"] != "ok"]
+        if len(failed):
+            r = failed.iloc[0]
+            notes.append(f"{len(failed)} arm run(s) did not finish; first: {r['arm']} on split {r['split']}: "
+                         f"{r['error']}")
+        if protocol.random_init:
             notes.insert(0, RANDOM_INIT_TEXT + ": this shows the comparison runs, not which arm is better")
-        if stopped:
-            notes.append("stopped early: some arms or splits are missing or under-trained")
-        self.result = CompareResult(per_split, summary, histories, notes, random_init, stopped)
+        ceiling = None
+        if self.session is not None and len(self.session.raters) >= 2:
+            ceiling = self.session.agreement(n_boot=self.n_boot)
+            notes.append(ceiling.text())
+        summary.attrs["paired"] = paired
+        self.result = CompareResult(per_split, summary, histories, notes, protocol.random_init, protocol.stopped,
+                                    complete, n_splits, paired, ceiling, methods, protocol)
         return self.result
-
-    @staticmethod
-    def _summary(per_split: pd.DataFrame, summarize) -> pd.DataFrame:
-        rows = []
-        for arm in ARMS:
-            sub = per_split[per_split["arm"] == arm] if len(per_split) else per_split
-            if not len(sub):
-                continue
-            s = summarize(sub["srcc"])
-            rows.append({"arm": arm, "srcc_mean": s["mean"], "srcc_median": s["median"], "srcc_std": s["std"],
-                         "plcc_mean": sub["plcc"].mean(), "chance_band": sub["chance_band"].mean(),
-                         "splits": s["n"]})
-        out = pd.DataFrame(rows)
-        if len(per_split) and {"QGR on", "QGR off"} <= set(per_split["arm"]):
-            wide = per_split.pivot(index="split", columns="arm", values="srcc").dropna()
-            if len(wide):
-                diff = wide["QGR on"] - wide["QGR off"]
-                out.attrs["paired"] = {"mean_diff": float(diff.mean()), "wins": int((diff > 0).sum()),
-                                       "splits": int(len(diff))}
-        return out
 
     # ------------------------------------------------------------------ run / stop in the background
     def run(self, block: bool = False):
+        """Start the comparison in the background; ``block``: wait and return the result, or raise the error the
+        panel showed."""
         if self.running:
             raise RuntimeError("a comparison is already running")
         self._stop_event.clear()
@@ -215,12 +346,18 @@ class ComparePanel(BackgroundRun, w.VBox):
         self.run_button.disabled, self.stop_button.disabled = True, False
         self._thread = threading.Thread(target=self._work, daemon=True, name="clipiqa-compare")
         self._thread.start()
-        return self.wait() if block else None
+        if not block:
+            return None
+        result = self.wait()
+        if self.error is not None:
+            raise self.error
+        return result
 
     def stop(self) -> None:
+        """Stop after the current (split, arm) run; the summary keeps only splits every arm finished."""
         if self.running:
             self._stop_event.set()
-            self._status = self.status_label.value = "stopping"
+            self._status = self.status_label.value = "stopping after the current arm"
 
     def wait(self, timeout: float | None = None) -> CompareResult | None:
         self._join(timeout)
@@ -233,15 +370,18 @@ class ComparePanel(BackgroundRun, w.VBox):
             self.message.value = note(f"{type(e).__name__}: {e}", "error")
 
     def _work(self) -> None:
+        arm_of = {m: a for a, m in self.methods.items()}
+
         def progress(p):
             self.progress.value = p["done"] / p["total"]
-            self.status_label.value = f"split {p['split'] + 1}: {p['arm']} done ({p['done']}/{p['total']})"
+            self.status_label.value = (f"split {p['split'] + 1}: {arm_of.get(p['method'], p['method'])} done "
+                                       f"({p['done']}/{p['total']})")
         try:
             result = self.compare(on_progress=progress)
             self.show(result)
             self._status = "stopped" if result.stopped else "done"
             self.progress.bar_style = "warning" if result.stopped else "success"
-        except Exception as e:  # shown in the panel
+        except Exception as e:  # shown in the panel; run(block=True) re-raises it
             self.error = e
             self._status = f"error: {type(e).__name__}: {e}"
             self.progress.bar_style = "danger"
@@ -256,24 +396,43 @@ class ComparePanel(BackgroundRun, w.VBox):
         result = result or self.result
         if result is None:
             return
-        paired = result.summary.attrs.get("paired")
-        caption = " ".join(result.notes)
-        if paired:
-            caption = (f"QGR on - off: mean SRCC difference {paired['mean_diff']:+.3f}, QGR better on "
-                       f"{paired['wins']} of {paired['splits']} splits. ") + caption
-        self.table.value = table_html(result.summary, caption=caption)
+        headline = result.paired_text
+        self.table.value = table_html(result.summary, caption=" ".join(_sentence(n) for n in result.notes))
         self.plots.value = figure_png(lambda fig: _draw_srcc(fig, result), figsize=(10, 3.4))
         self.traces.value = figure_png(lambda fig: _draw_traces(fig, result), figsize=(10, 3.0))
-        self.message.value = note(caption, "warn" if result.random_init else "info")
+        warn = [RANDOM_INIT_TEXT + "."] if result.random_init else []
+        self.message.value = note(" ".join([headline, *warn]), "warn" if warn or result.stopped else "info")
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _check_factory(factory: Callable[..., Any]) -> None:
+    """The protocol calls ``factory(prompts=...)`` for the adapted arms: refuse a factory that cannot take it."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if "prompts" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    raise TypeError("model_factory must accept prompts=... (the protocol builds each arm's model with its prompts); "
+                    "use functools.partial(clipiqa.load_model, name, weights, device)")
 
 
 def _draw_srcc(fig, result: CompareResult) -> None:
     import seaborn as sns
-    df = result.per_split
+    df = result.per_split[result.per_split["complete"] & (result.per_split["status"] == "ok")]
+    k = len(result.complete_splits)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[3, 2])
     if len(df):
         band = float(df["chance_band"].mean())
-        ax1.axhspan(-band, band, color="grey", alpha=0.15, label="chance band")
+        ax1.axhspan(-band, band, color="grey", alpha=0.15, label=f"chance band (±{band:.2f})")
+        c = result.ceiling
+        if c is not None and c.available:
+            ax1.axhspan(c.split_half_lo, c.split_half_hi, color="tab:green", alpha=0.15,
+                        label=f"human ceiling ({c.split_half:.2f})")
         for _, sub in df.groupby("split"):
             sub = sub.set_index("arm").reindex([a for a in ARMS if a in set(sub["arm"])])
             ax1.plot(range(len(sub)), sub["srcc"].to_numpy(), color="#bbbbbb", lw=0.8, zorder=1)
@@ -282,16 +441,30 @@ def _draw_srcc(fig, result: CompareResult) -> None:
         sns.pointplot(data=df, x="arm", y="srcc", order=list(ARMS), ax=ax1, color="black", markers="_",
                       linestyles="none", errorbar="sd")
         ax1.legend(fontsize=8, loc="lower right")
-        wide = df.pivot(index="split", columns="arm", values="srcc")
-        if {"QGR on", "QGR off"} <= set(wide.columns):
-            diff = (wide["QGR on"] - wide["QGR off"]).dropna()
-            ax2.bar([str(s) for s in diff.index], diff.to_numpy(),
-                    color=["#2c7bb6" if d > 0 else "#d7191c" for d in diff])
-            ax2.axhline(0, color="black", lw=0.8)
+    paired = result.paired
+    if paired and paired["identical"]:
+        ax2.text(0.5, 0.5, f"{TIE_TEXT}\n(equal on all {paired['splits']} splits)", ha="center", va="center",
+                 fontsize=9, transform=ax2.transAxes)
+        ax2.set_xticks([])
+    elif paired:
+        diff = paired["diff"]
+        bars = ax2.bar([str(s) for s in diff], list(diff.values()),
+                       color=["#2c7bb6" if d > 0 else "#d7191c" if d < 0 else "#999999" for d in diff.values()])
+        ax2.bar_label(bars, fmt="%+.3f", fontsize=8)  # an equal split reads "+0.000", not as a missing bar
+        lim = max(0.05, 1.3 * max(abs(d) for d in diff.values()))
+        ax2.set_ylim(-lim, lim)
+        ax2.axhline(0, color="black", lw=0.8)
+        ax2.set_xlabel("split")
+    else:
+        ax2.text(0.5, 0.5, "no split finished by every arm", ha="center", va="center", fontsize=9,
+                 transform=ax2.transAxes)
     ax1.set_ylim(-1.05, 1.05)
-    ax1.set_title("test SRCC per split (lines join the same split)", fontsize=10)
+    ax1.set_ylabel("test SRCC")
+    ax1.set_xlabel("")
+    ax1.set_title(f"test SRCC per split, {k} split{'s' if k != 1 else ''} per arm (lines join a split)",
+                  fontsize=10)
     ax2.set_title("QGR on - QGR off, per split", fontsize=10)
-    ax2.set_xlabel("split")
+    ax2.set_ylabel("SRCC difference")
     if result.random_init:
         fig.suptitle(RANDOM_INIT_TEXT, color="#a15c00", fontsize=10)
 
@@ -299,19 +472,35 @@ def _draw_srcc(fig, result: CompareResult) -> None:
 def _draw_traces(fig, result: CompareResult) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     colours = {"QGR off": "#d7191c", "QGR on": "#2c7bb6"}
+    drawn, no_semantic = False, False
     for (split, arm), history in sorted(result.histories.items()):
-        steps = history.steps_frame()
-        if not len(steps):
+        if split not in result.complete_splits:
             continue
-        label = arm if split == 0 else None
+        steps = history.steps_frame()
+        if not len(steps) or "cosine" not in steps:
+            continue
+        if steps["cosine"].isna().all():  # g_s = 0 on every step: the scene loss does not reach these tensors
+            no_semantic = True
+            continue
+        label = arm if split == result.complete_splits[0] else None
         ax1.plot(steps["step"], steps["cosine"], color=colours[arm], alpha=0.7, lw=1, label=label)
-        ax2.plot(steps["step"], steps["frac_projected"], color=colours[arm], alpha=0.7, lw=1, label=label)
+        if "frac_projected" in steps:
+            ax2.plot(steps["step"], steps["frac_projected"], color=colours[arm], alpha=0.7, lw=1, label=label)
+        drawn = True
+    if not drawn:
+        why = ("no semantic gradient reaches this trainable set:\nQGR has nothing to project" if no_semantic
+               else "no per-step gradient records in this result")
+        for ax in (ax1, ax2):
+            ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=9, transform=ax.transAxes)
     ax1.axhline(0, color="black", lw=0.6)
     ax1.set_title("cosine(quality gradient, semantic gradient)", fontsize=10)
+    ax1.set_ylabel("cosine")
     ax2.set_title("share of tensors projected by QGR", fontsize=10)
+    ax2.set_ylabel("share")
     for ax in (ax1, ax2):
         ax.set_xlabel("step")
-        if result.histories:
+        integer_ticks(ax)
+        if drawn:
             ax.legend(fontsize=8)
     if result.random_init:
         fig.suptitle(RANDOM_INIT_TEXT, color="#a15c00", fontsize=10)

@@ -1,7 +1,16 @@
 """LabelPanel: rate images on a named scale, with autosave, skip, undo, navigation and suggestions.
 
-Every rating is written to ``<session>/labels.csv`` before the panel moves on (atomic write), so closing the
-browser or restarting the kernel loses nothing; a new panel on ``Session.open(folder)`` resumes where you were.
+Every rating is committed to the session's database (``<session>/labels.sqlite``, one transaction per rating;
+``labels.csv`` is its export, rewritten at once) before the panel moves on, so closing the browser or restarting
+the kernel loses nothing, and several panels (tabs, kernels, people) may rate one session at the same time; a new
+panel on ``Session.open(folder)`` resumes where you were.
+
+Who rates: the **Rater** box asks for a name once (it is remembered by the session object; each rating is stored
+under it). A rating needs a deliberate choice: on an image you have not rated, the slider starts at
+"not rated" and *Save + next* refuses until you pick a level (or type one in the Keys box), so an image can never
+be saved with the previous image's value. Now and then (``Session.repeat_share``, default one in ten) the panel
+re-shows an image you rated a while ago, looking like a new one: that blind repeat measures how consistently
+you rate (test-retest) and never changes the image's label.
 
 Keyboard (what works in JupyterLab 4 with stock ipywidgets 8; each point is exercised by
 ``tests/test_browser.py`` in JupyterLab 4.6 / Chromium):
@@ -11,7 +20,8 @@ Keyboard (what works in JupyterLab 4 with stock ipywidgets 8; each point is exer
   ``n`` Enter to the next one. The box is cleared after each command and keeps the focus, so a series of images
   can be rated without the mouse. The notebook's own command-mode shortcuts do not fire while the focus is in
   the box.
-* the **rating slider**: when its handle has the focus (click it or Tab to it), the arrow keys move it.
+* the **rating slider**: when its handle has the focus (click it or Tab to it), the arrow keys move it (its
+  leftmost position is "not rated").
 * **buttons**: Tab moves the focus from one to the next, and Space or Enter presses the focused one.
 
 Stock ipywidgets 8 buttons have no access keys, and a panel cannot capture key presses outside its own inputs
@@ -19,13 +29,17 @@ without a custom front-end extension, so single-key shortcuts without the text b
 """
 from __future__ import annotations
 
+import html
 import os
 
 import ipywidgets as w
 
-from clipiqa.session import Session
+from clipiqa.session import DEFAULT_RATER, Session
 
 from ._common import banner, note, thumbnail_bytes
+
+NOT_RATED = "not rated"
+"""The slider's value before a level is chosen (its leftmost position)."""
 
 
 class LabelPanel(w.VBox):
@@ -33,7 +47,7 @@ class LabelPanel(w.VBox):
 
     Methods used from code and tests (the buttons call the same ones): ``rate(score)``, ``skip()``,
     ``undo()``, ``next()``, ``previous()``, ``suggest()``, ``command(text)`` and the ``current_path``
-    property.
+    property. ``rater_box`` sets ``session.rater`` (Enter); ``slider`` starts at :data:`NOT_RATED`.
 
     advance: after a rating, go to the next unlabelled image in list order (``"next"``) or to the next
         suggestion of ``Session.suggest_next`` (``"suggest"``).
@@ -49,13 +63,17 @@ class LabelPanel(w.VBox):
         self.banner = banner(session.random_init)
         self.title = w.HTML()
         self.image = w.Image(format="jpeg", layout=w.Layout(max_width=f"{max_side}px", border="1px solid #ccc"))
-        options = [(scale.label(v), v) for v in scale.values]
-        self.slider = w.SelectionSlider(options=options, value=scale.values[len(options) // 2],
+        options = [(f"- {NOT_RATED} -", NOT_RATED)] + [(scale.label(v), v) for v in scale.values]
+        self.slider = w.SelectionSlider(options=options, value=NOT_RATED,
                                         description="Rating", continuous_update=False,
                                         layout=w.Layout(width=f"{max(max_side, 360)}px"),
                                         style={"description_width": "initial"})
+        self.rater_box = w.Text(value="" if session.rater == DEFAULT_RATER else session.rater,
+                                placeholder="your name (asked once)", description="Rater",
+                                continuous_update=False, layout=w.Layout(width="260px"))
+        self.rater_box.observe(self._on_rater, names="value")
         self.save_button = w.Button(description="Save + next", button_style="primary", icon="check",
-                                    tooltip="save the rating (written to labels.csv at once) and go on")
+                                    tooltip="save the rating (stored at once) and go on")
         self.skip_button = w.Button(description="Skip", icon="forward", tooltip="skip this image")
         self.undo_button = w.Button(description="Undo", icon="undo", tooltip="undo the last rating or skip")
         self.prev_button = w.Button(description="Previous", icon="arrow-left")
@@ -79,7 +97,7 @@ class LabelPanel(w.VBox):
         self.count = w.Label()
         self.message = w.HTML()
         super().__init__(children=[
-            self.banner, self.title, self.image, self.slider,
+            self.banner, self.rater_box, self.title, self.image, self.slider,
             w.HBox([self.save_button, self.skip_button, self.undo_button, self.prev_button, self.next_button,
                     self.suggest_button]),
             self.key_box, self.count, self.message])
@@ -91,16 +109,28 @@ class LabelPanel(w.VBox):
     def current_path(self) -> str | None:
         return self.session.current
 
-    def rate(self, score: float | None = None) -> None:
-        """Label the current image (``score`` or the slider's value), save it, and move on."""
+    def rate(self, score: float | None = None) -> bool:
+        """Label the current image (``score`` or the slider's value), save it, and move on. Refused (False, a
+        message, nothing written) while the slider is at "not rated", or when several named people rate this
+        session and no rater name was given."""
         path = self.session.current
+        if score is None and self.slider.value == NOT_RATED:
+            self._say("choose a rating first: move the slider to a level, or type one in the Keys box", "warn")
+            return False
+        if self._needs_name():
+            self._say("several people rate this session: type your name in the Rater box first", "warn")
+            return False
         score = self.slider.value if score is None else score
         self.session.label(path, score)
         self._say(f"saved {os.path.basename(path)}: {self.session.scale.label(score)}", "ok")
         self._advance()
+        return True
 
     def skip(self) -> None:
         path = self.session.current
+        if self._needs_name():
+            self._say("several people rate this session: type your name in the Rater box first", "warn")
+            return
         self.session.skip(path)
         self._say(f"skipped {os.path.basename(path)}")
         self._advance()
@@ -150,33 +180,44 @@ class LabelPanel(w.VBox):
 
     # ------------------------------------------------------------------ display
     def refresh(self) -> None:
+        """Show the current image; the slider shows this rater's label of it, else "not rated" (also on a blind
+        repeat, which looks like an image not rated yet)."""
         s = self.session
         path = s.current
         data, err = thumbnail_bytes(path, self.max_side)
         self.image.value = data
-        existing = s.labels.get(path)
-        state = (f"labelled <b>{s.scale.label(existing['score'])}</b>" if existing
+        blind = s.repeat_pending == path
+        mine = None if blind else s.my_labels.get(path)
+        state = (f"labelled <b>{html.escape(s.scale.label(mine))}</b>" if mine is not None
                  else "skipped" if path in s.skipped else "not labelled yet")
-        self.title.value = (f"<b>{os.path.basename(path)}</b> &nbsp; image {s.position + 1} of {len(s.images)}"
-                            f" &middot; {state}")
-        if existing and existing["score"] in s.scale.values:
-            self.slider.value = existing["score"]
+        self.title.value = (f"<b>{html.escape(os.path.basename(path))}</b> &nbsp; image {s.position + 1} of "
+                            f"{len(s.images)} &middot; {state}")
+        self.slider.value = mine if mine is not None and mine in s.scale.values else NOT_RATED
         self.count.value = s.progress_text()
         if err:
             self._say(err, "error")
 
+    def _needs_name(self) -> bool:
+        s = self.session
+        return s.rater == DEFAULT_RATER and any(r != DEFAULT_RATER for r in s.raters)
+
     def _advance(self) -> None:
         s = self.session
-        target = None
-        if self.advance == "suggest":
-            picks = s.suggest_next(1)
-            target = picks[0] if picks else None
-        else:
-            target = s.next_unlabelled()
+        target = s.advance("suggest" if self.advance == "suggest" else "next")
         if target is None:
             self._say("every image is labelled or skipped: well done. Labels are in " + str(s.labels_path), "ok")
-        else:
-            s.goto(target)
+        self.refresh()
+
+    def _on_rater(self, change) -> None:
+        name = change["new"].strip()
+        if not name:
+            return
+        try:
+            self.session.rater = name
+        except ValueError as e:
+            self._say(str(e), "error")
+            return
+        self._say(f"rating as {name}", "ok")
         self.refresh()
 
     def _say(self, text: str, kind: str = "info") -> None:

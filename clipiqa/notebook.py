@@ -1,0 +1,156 @@
+"""What the guided notebooks need beyond the API: short messages for user errors, and the lesson figures that
+would otherwise be plotting code in a notebook cell.
+
+Errors a user can act on are shown in a notebook as one short message instead of a stack.
+
+Some failures are not bugs but a state of the user's machine or data: no weights and no model hub, a checkpoint
+made for another backbone, an unreadable image, a label file in the wrong format, too few labels. Their message
+already says what to do; the 30-line traceback IPython prints above it only hides that message. IPython asks an
+exception for ``_render_traceback_()`` before formatting a stack (``InteractiveShell.showtraceback``); the
+classes in :data:`USER_ERRORS` answer with two lines: the message and how to see the full traceback.
+
+* :class:`UserError`: a mixin for such errors (``class MyError(UserError, ValueError)``);
+* :func:`install`: gives the known clipiqa user errors the short rendering (called when ``clipiqa`` loads);
+* :func:`full_traceback`: prints the full traceback of the last error in this kernel;
+* ``CLIPIQA_TRACEBACK=full`` in the environment (or ``set_short_errors(False)``): full tracebacks everywhere.
+
+Outside IPython nothing changes: Python's own traceback printing never calls ``_render_traceback_``.
+
+Lesson figures: :func:`plot_meta_history` and :func:`meta_selection_text` (notebook 06).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from typing import Iterable
+
+__all__ = ["UserError", "USER_ERRORS", "install", "short_traceback", "full_traceback", "set_short_errors",
+           "plot_meta_history", "meta_selection_text"]
+
+USER_ERRORS = (
+    "clipiqa.weights:WeightsUnavailableError",
+    "clipiqa.zoo:UnsupportedModelError",
+    "clipiqa.checkpoint:CheckpointMismatchError",
+    "clipiqa.checkpoint:CheckpointCorruptError",
+    "clipiqa.imageio:ImageLoadError",
+    "clipiqa.data.readers:DatasetFormatError",
+    "clipiqa.labelstore:LabelNotSaved",
+    "clipiqa.zeroshot:ZeroShotOnlyError",
+    "clipiqa.lesson:StaleWeightsError",
+)
+"""``module:Class`` of the clipiqa errors whose message is the whole story (subclasses included)."""
+
+HINT = "full traceback: clipiqa.notebook.full_traceback()"
+_short = {"on": os.environ.get("CLIPIQA_TRACEBACK", "").lower() != "full"}
+
+
+def set_short_errors(on: bool) -> None:
+    """Short messages (True, the default) or IPython's full tracebacks (False) for user errors."""
+    _short["on"] = bool(on)
+
+
+def short_traceback(exc: BaseException) -> list[str]:
+    """What a notebook shows for a user error: ``Name: message`` (red name, every line of the message) and a
+    dimmed hint line. With short errors off, the usual full traceback lines."""
+    if not _short["on"]:
+        return traceback.format_exception(type(exc), exc, exc.__traceback__)
+    message = str(exc).splitlines() or [""]
+    lines = [f"\x1b[1;31m{type(exc).__name__}\x1b[0m: {message[0]}", *message[1:]]
+    return lines + [f"\x1b[2m({HINT})\x1b[0m"]
+
+
+def _render(self) -> list[str]:
+    return short_traceback(self)
+
+
+class UserError(Exception):
+    """Mixin: an error whose message tells the user what to do; notebooks show only that message."""
+
+    _render_traceback_ = _render
+
+
+def install(names: Iterable[str] = USER_ERRORS) -> list[type]:
+    """Give each ``module:Class`` in ``names`` the short notebook rendering; returns the classes done.
+    A module that cannot be imported is left out (its error cannot occur then)."""
+    done = []
+    for name in names:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            continue
+        if "_render_traceback_" not in cls.__dict__:
+            cls._render_traceback_ = _render
+        done.append(cls)
+    return done
+
+
+def full_traceback(exc: BaseException | None = None) -> None:
+    """Print the full traceback of ``exc`` (default: the last error raised in this IPython kernel)."""
+    exc = exc if exc is not None else getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if exc is None:
+        print("no error so far in this kernel")
+        return
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stdout)
+
+
+# --------------------------------------------------------------------------------------------- lesson figures
+def meta_selection_text(history) -> str:
+    """What the selection of a meta pre-training run means, in words (epoch 0 is the starting point)."""
+    epoch, score = history.best_epoch, history.best_score
+    if epoch is None or score is None:
+        return "no held-out evaluation gave a finite SRCC: best/ is the last state"
+    text = f"best/ = the parameters after epoch {epoch} (held-out SRCC {score:.3f})"
+    if epoch == 0:
+        text = (f"best/ = the starting parameters (epoch 0 is the evaluation before any meta step; held-out SRCC "
+                f"{score:.3f}): no meta epoch scored higher on the held-out tasks, so the selected init is the "
+                "initial one. The run's last state is in last/")
+    if history.rel_move is not None:
+        text += f"; the meta parameters moved {100 * history.rel_move:.3g} % of their norm over the run"
+    return text
+
+
+def plot_meta_history(history, random_init: bool = False, fig=None):
+    """Held-out SRCC per epoch (at the meta init and after the inner adaptation steps, mean over the held-out
+    tasks, epoch 0 = before any meta step, the selected epoch marked) and, when the records have it, how far the
+    meta parameters moved (``rel_move``, per meta step). Draws on ``fig`` (e.g. ``plt.figure()`` in a notebook,
+    so that it shows inline), else on a new bare ``matplotlib.figure.Figure``; returns the figure."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    evals = pd.DataFrame(history.evals)
+    steps = pd.DataFrame(history.steps)
+    has_move = "rel_move" in steps and steps["rel_move"].notna().any()
+    if fig is None:
+        fig = Figure(figsize=(10 if has_move else 6, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2 if has_move else 1, squeeze=False)[0]
+    ax = axes[0]
+    names = {"srcc_init": "at the meta init (no adaptation)", "srcc_adapted": "after the inner steps"}
+    if len(evals):
+        by_epoch = evals.groupby("epoch")[[c for c in names if c in evals]].mean()
+        for column, label in names.items():
+            if column in by_epoch:
+                ax.plot(by_epoch.index, by_epoch[column], marker="o", label=label)
+        if history.best_epoch is not None:
+            ax.axvline(history.best_epoch, color="grey", ls="--", lw=1, label=f"selected (epoch {history.best_epoch})")
+        ax.legend(fontsize=8, loc="best")
+    ax.set_ylim(-1.05, 1.05)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("epoch (0 = before any meta step)")
+    ax.set_ylabel("held-out SRCC (mean over tasks)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("held-out source tasks", fontsize=10)
+    if has_move:
+        ax2 = axes[1]
+        x = steps["meta_step"] if "meta_step" in steps else range(1, len(steps) + 1)
+        ax2.plot(x, 100 * steps["rel_move"], marker="o" if len(steps) < 30 else None)
+        ax2.set_xlabel("meta step")
+        ax2.set_ylabel("|θ - θ0| / |θ0|  (%)")
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax2.set_title("how far the meta parameters moved", fontsize=10)
+    if random_init:
+        fig.suptitle("random-init weights: meaningless", color="red", fontsize=10)
+    return fig

@@ -1,0 +1,92 @@
+"""clipiqa.notebook: user errors render in IPython as one short message (issue 14 item 4, through
+``_render_traceback_``), and the lesson figures notebooks call instead of carrying plotting code."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import clipiqa
+from clipiqa import notebook
+from clipiqa.weights import WeightsUnavailableError
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _plain(lines):
+    return [ANSI.sub("", line) for line in lines]
+
+
+def test_short_traceback_is_the_message_and_a_hint():
+    try:
+        raise WeightsUnavailableError("no weights for vitb16-openai\nput them in ~/.cache or pass weights=")
+    except WeightsUnavailableError as e:
+        lines = _plain(notebook.short_traceback(e))
+    assert lines == ["WeightsUnavailableError: no weights for vitb16-openai",
+                     "put them in ~/.cache or pass weights=", f"({notebook.HINT})"]
+
+
+def test_known_user_errors_render_short_once_clipiqa_is_loaded():
+    import clipiqa.session  # noqa: F401  (what every notebook loads)
+    from clipiqa.checkpoint import CheckpointMismatchError
+    from clipiqa.imageio import ImageLoadError
+    for cls in (WeightsUnavailableError, CheckpointMismatchError, ImageLoadError):
+        assert "_render_traceback_" in vars(cls), cls
+    assert not hasattr(ValueError("x"), "_render_traceback_")  # ordinary errors keep their traceback
+
+
+def test_full_tracebacks_on_request(capsys):
+    try:
+        raise WeightsUnavailableError("no weights")
+    except WeightsUnavailableError as e:
+        err = e
+    notebook.set_short_errors(False)
+    try:
+        text = "".join(notebook.short_traceback(err))
+    finally:
+        notebook.set_short_errors(True)
+    assert "Traceback (most recent call last)" in text and "test_full_tracebacks_on_request" in text
+    notebook.full_traceback(err)
+    assert "Traceback (most recent call last)" in capsys.readouterr().out
+
+
+def test_ipython_shows_only_the_short_message():
+    """The real path: IPython's showtraceback on a user error raised in a cell."""
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    captured = {}
+    shell._showtraceback = lambda etype, evalue, stb: captured.update(stb=stb)
+    shell.run_cell("from clipiqa.weights import WeightsUnavailableError\n"
+                   "def load():\n    raise WeightsUnavailableError('no weights: pass weights=')\nload()")
+    assert _plain(captured["stb"]) == ["WeightsUnavailableError: no weights: pass weights=", f"({notebook.HINT})"]
+    assert clipiqa.__version__
+
+
+def _meta_history(best_epoch, rel_move=True):
+    from types import SimpleNamespace
+    evals = [{"kind": "eval", "epoch": e, "srcc": s, "srcc_adapted": s, "srcc_init": s - 0.1,
+              "srcc_adapted:blur": s, "srcc_init:blur": s} for e, s in ((0, 0.3), (1, 0.2), (2, 0.25))]
+    steps = [{"kind": "step", "epoch": 1 + k // 2, "meta_step": k + 1, **({"rel_move": 0.01 * (k + 1)}
+                                                                          if rel_move else {})} for k in range(4)]
+    return SimpleNamespace(evals=evals, steps=steps, best_epoch=best_epoch, best_score=0.3, rel_move=0.04)
+
+
+def test_meta_selection_text_explains_epoch_zero():
+    """Issue 14 item 8: notebook 06 printed an unexplained "best epoch: 0"."""
+    text = notebook.meta_selection_text(_meta_history(0))
+    assert "starting parameters" in text and "before any meta step" in text and "4 %" in text
+    assert "after epoch 2" in notebook.meta_selection_text(_meta_history(2))
+
+
+def test_plot_meta_history_names_its_lines_and_axes():
+    """Issue 14 item 8: 06's plot had overlapping lines named by raw columns, no y label, half-step ticks."""
+    fig = notebook.plot_meta_history(_meta_history(0))
+    left, right = fig.axes
+    labels = [line.get_label() for line in left.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["at the meta init (no adaptation)", "after the inner steps", "selected (epoch 0)"]
+    assert "srcc" not in " ".join(labels)  # no raw column names, no per-task lines
+    assert left.get_ylabel() and right.get_ylabel() and "moved" in right.get_title()
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in left.get_xticks())
+    assert len(notebook.plot_meta_history(_meta_history(0, rel_move=False)).axes) == 1  # no column, no panel
