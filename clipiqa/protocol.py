@@ -403,17 +403,19 @@ def auto_meta_pretrain(model_factory: ModelFactory, exclude: Sequence[str], test
         raise MethodSkipped(f"meta_init='auto' needs clipiqa.meta.{', '.join(missing)}, which this version does "
                             "not provide; pass a meta checkpoint instead")
     from .data.demo import demo_references
-    references = {k: v for k, v in demo_references(size=224).items() if k not in set(exclude)}
+    model = model_factory(prompts=PromptConfig())
+    size = model.source.preprocess_cfg["size"]  # the model's input side: distortions made at 224 px vanish when
+    size = int(size if isinstance(size, int) else size[0])  # a 64-px model (lesson) shrinks them
+    references = {k: v for k, v in demo_references(size=size).items() if k not in set(exclude)}
     if len(references) < 2:
         raise MethodSkipped("meta_init='auto': fewer than 2 bundled photos are left outside the test contents")
     types = [t for t in AUTO_META_TYPES if t not in test_types][:AUTO_META_N_TYPES]
     if len(types) < 2:
         types = list(AUTO_META_TYPES[:AUTO_META_N_TYPES])
-    tasks = meta_module.synthetic_tasks(references, types=types, levels=(1, 3, 5), size=224, seed=seed)
+    tasks = meta_module.synthetic_tasks(references, types=types, levels=(1, 3, 5), size=size, seed=seed)
     settings = {**AUTO_META_SETTINGS, "augment": config.overrides.get("augment", "model"), "seed": int(seed)}
     workdir = config.cache.workdir or Path(tempfile.mkdtemp(prefix="clipiqa-meta-"))
     out = workdir / "meta-auto" / f"split-{split_tag(list(exclude) + types)}"
-    model = model_factory(prompts=PromptConfig())
     meta_module.meta_pretrain(model, tasks, meta_module.MetaConfig(**settings), out_dir=out, resume=False)
     return out / "last"
 
@@ -703,7 +705,9 @@ def zero_shot_configuration(model) -> str:
     size = cfg.get("size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size
     good, bad = model.prompt_config.antonyms
-    return (f"zero-shot: frozen {model.source.arch} with the antonym prompts {good!r}/{bad!r}, one {size}-px "
+    backbone = f"{model.source.preset} (toy model trained on synthetic distortions)" if model.source.toy \
+        else model.source.arch  # the lesson preset's arch only names open_clip's factory and tokenizer
+    return (f"zero-shot: frozen {backbone} with the antonym prompts {good!r}/{bad!r}, one {size}-px "
             f"{cfg.get('resize_mode', 'shortest')}-resize centre crop, positional embedding on; CLIP-IQA's published "
             "zero-shot SRCC (KonIQ 0.66-0.70, LIVEC 0.61-0.70) come from RN50 at full resolution and are not "
             "directly comparable")
