@@ -11,6 +11,7 @@ from clipiqa.inference import cpu_has_native_bf16, precision_name, predict_batch
 
 SAPPHIRE = "processor : 0\nflags\t\t: fpu vme sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 SKYLAKE = "processor : 0\nflags\t\t: fpu vme sse avx2 avx512f avx512bw\n"
+NATIVE = cpu_has_native_bf16()  # this machine, read before any test patches it
 
 
 def test_native_bf16_is_read_from_cpu_flags():
@@ -28,30 +29,48 @@ def test_amp_settings(native, monkeypatch):
     assert uses_bf16("cuda", None) and not uses_bf16("cuda", False)
     assert not uses_bf16("meta", True)  # devices without autocast run in full precision
     assert precision_name("cpu") == "fp32"
-    assert precision_name("cpu", "auto") == ("bf16 autocast (pixel stage and head fp32)" if native else "fp32")
+    assert precision_name("cpu", "auto") == ("bf16 matmuls (oneDNN; pixel stage and head fp32)" if native
+                                             else "fp32")
     with pytest.raises(ValueError, match="amp='fast' is not allowed"):
         uses_bf16("cpu", "fast")
 
 
-def test_auto_keeps_the_pixel_stage_in_fp32(monkeypatch):
+def test_auto_keeps_the_pixel_stage_in_fp32_and_runs_bf16_matmuls_not_autocast(monkeypatch):
+    """On a CPU, "auto" is fp32 tensors with oneDNN bf16 matmuls after the pixel stage (plain autocast is 4x
+    slower there: clipiqa.inference.cpu_bf16_matmuls); amp=True is autocast; the setting is restored after."""
     monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda cpuinfo=None: True)
     model = clipiqa.load_model("tiny", device="cpu")
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
     seen = {}
-    hooks = [block.mlp.c_fc.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o.dtype))
-             for k, block in enumerate(model.clip.visual.transformer.resblocks)]
+    hooks = [block.mlp.c_fc.register_forward_hook(
+        lambda m, i, o, k=k: seen.__setitem__(k, (o.dtype, matmul.fp32_precision)))
+        for k, block in enumerate(model.clip.visual.transformer.resblocks)]
     x = torch.rand(2, 3, 224, 224)
     try:
         auto = predict_batches(model, [x], amp="auto")
-        assert seen == {0: torch.float32, 1: torch.bfloat16}
+        assert seen == {0: (torch.float32, before), 1: (torch.float32, "bf16")}
+        assert matmul.fp32_precision == before
         plain = predict_batches(model, [x], amp=True)
-        assert seen == {0: torch.bfloat16, 1: torch.bfloat16}
+        assert seen == {0: (torch.bfloat16, before), 1: (torch.bfloat16, before)}
         fp32 = predict_batches(model, [x], amp=None)
-        assert seen == {0: torch.float32, 1: torch.float32}
+        assert seen == {0: (torch.float32, before), 1: (torch.float32, before)}
     finally:
         for h in hooks:
             h.remove()
     assert auto.margin.dtype == plain.margin.dtype == fp32.margin.dtype == torch.float32
-    assert not torch.equal(auto.margin, fp32.margin)
+    if NATIVE:  # oneDNN rounds to bf16 only where the CPU computes it
+        assert not torch.equal(auto.margin, fp32.margin), "bf16 matmuls did not run"
+
+
+def test_bf16_matmuls_restore_the_setting_after_an_error():
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    with pytest.raises(RuntimeError):
+        with inference.cpu_bf16_matmuls():
+            assert matmul.fp32_precision == "bf16"
+            raise RuntimeError("boom")
+    assert matmul.fp32_precision == before
 
 
 def test_weights_line_says_precision_and_labels(capsys):
