@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from .configs import from_dict, invalid
 from .data.demo import PHOTOS, _load_photo, stable_seed
 from .data.distortions import DISTORTIONS, apply_distortion
 from .data.procedural import KINDS, PHRASES, procedural_image
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT = "clipiqa-lesson-1"
 WEIGHTS_NAME = "lesson.safetensors"
@@ -578,8 +581,8 @@ def load_lesson(model_cfg: dict[str, Any], recipe: LessonRecipe, arch: str = "Vi
                 return read_weights(target, model_cfg, recipe, arch), f"lesson:cache {target}"
             except StaleWeightsError as e:
                 logging.getLogger(__name__).warning("cached lesson weights rebuilt: %s", e)
-        clip = build_weights(target, model_cfg, recipe, arch,
-                             progress or _tqdm_progress("building the lesson model (first use, ~5 min)"))
+        build_weights(target, model_cfg, recipe, arch,
+                      progress or _tqdm_progress("building the lesson model (first use, ~5 min)"))
         return read_weights(target, model_cfg, recipe, arch), f"lesson:built {target}"
 
 

@@ -96,6 +96,23 @@ def full_traceback(exc: BaseException | None = None) -> None:
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stdout)
 
 
+# --------------------------------------------------------------------------------------------- what it is
+RANDOM_INIT_CAVEAT = "random-init weights: scores are meaningless"
+TOY_CAVEAT = ("toy model trained on synthetic distortions (lesson): it shows that the machinery learns, never how "
+              "real CLIP behaves")
+
+
+def caveat(obj) -> str:
+    """What a figure or printout made with ``obj`` (an ``IQAModel`` or a ``Session``) must say: the random-init
+    warning, the toy label of the ``lesson`` model, or '' for real weights."""
+    if bool(getattr(obj, "random_init", False)):
+        return RANDOM_INIT_CAVEAT
+    toy = getattr(obj, "toy", None)
+    if toy is None:
+        toy = getattr(getattr(obj, "source", None), "toy", False)
+    return TOY_CAVEAT if toy else ""
+
+
 # --------------------------------------------------------------------------------------------- lesson figures
 def meta_selection_text(history) -> str:
     """What the selection of a meta pre-training run means, in words (epoch 0 is the starting point)."""

@@ -727,6 +727,14 @@ class Session:
         return get_preset(self.model_name).random_init and self.weights is None
 
     @property
+    def toy(self) -> bool:
+        """True when the model is the ``lesson`` toy (trained by clipiqa on synthetic distortions)."""
+        if self._model is not None:
+            return bool(self._model.source.toy)
+        from .presets import get_preset
+        return get_preset(self.model_name).toy and self.weights is None
+
+    @property
     def model(self):
         """The session's ``IQAModel``, loaded on first use (with the active checkpoint, if any)."""
         with self._lock:

@@ -1,8 +1,8 @@
 """Write the guided notebooks (outputs stripped) from the cell texts below: ``python notebooks/_build.py``.
 
 Each notebook is a short lesson: teaching text, then code that calls the clipiqa API. Exactly one code cell
-per notebook is tagged ``parameters``; it holds the ``SMOKE`` switch (tiny random-init model + embedded demo
-photos, runs on a CPU in seconds, numbers meaningless) and everything else that differs between a smoke run
+per notebook is tagged ``parameters``; it holds the ``SMOKE`` switch (the lesson toy model + embedded demo
+photos at 64 px, runs on a CPU in seconds, a toy's numbers) and everything else that differs between a smoke run
 and a real run (``MODEL``, default ``vitb16-openai`` or ``$CLIPIQA_MODEL``, on ``DEVICE = "auto"``: CUDA when
 present). ``CLIPIQA_SMOKE=1`` in the environment forces smoke mode, so CI runs the notebooks unchanged.
 ``CLIPIQA_REHEARSAL=1`` (CI's dress rehearsal of the real path, ``tests/test_notebooks.py``) shrinks the real
@@ -21,23 +21,25 @@ HERE = Path(__file__).resolve().parent
 SMOKE_SWITCH = '''\
 import os
 
-SMOKE = True  # True: tiny random-init model + embedded demo photos (any CPU, seconds; numbers meaningless)
+SMOKE = True  # True: the lesson toy model (trained here on synthetic blur and noise) + embedded demo photos
+              #   at its 64 px (any CPU, seconds; a toy: the machinery learns, it says nothing of real CLIP)
               # False: real weights (MODEL), on a GPU when there is one (the sizes below are a GPU's)
 SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode without editing this cell
 REHEARSAL = not SMOKE and os.environ.get("CLIPIQA_REHEARSAL") == "1"  # CI: the real path with small sizes
-MODEL = "tiny" if SMOKE else os.environ.get("CLIPIQA_MODEL", "vitb16-openai")  # any model: `clipiqa models`
+MODEL = "lesson" if SMOKE else os.environ.get("CLIPIQA_MODEL", "vitb16-openai")  # any model: `clipiqa models`
 WEIGHTS = None  # real runs without model-hub access: a local weights file/folder (or set CLIPIQA_WEIGHTS)
 DEVICE = os.environ.get("CLIPIQA_DEVICE") or ("cpu" if SMOKE else "auto")  # auto: CUDA when present, else CPU
 DEMO_LIMIT = 16 if REHEARSAL else None  # CI rehearsal: at most this many demo images per table
 WORK = "clipiqa-work/smoke" if SMOKE else "clipiqa-work"  # sessions and results, next to this notebook
 DEMO_TYPES = ["gaussian_blur", "white_noise", "jpeg"]  # distortions of the embedded demo set
+SIZE = 64 if SMOKE else 224  # side of the demo images in pixels (the lesson model sees 64 px)
 '''
 
 RANDOM_INIT_NOTE = '''\
 def say_if_random_init(model):
-    if model.random_init:
-        print("⚠ random-init weights: scores are meaningless (smoke mode shows that the code runs, "
-              "never that a method works). Set SMOKE = False for real numbers.")
+    from clipiqa.notebook import caveat
+    if caveat(model):
+        print(f"⚠ {caveat(model)}. Set SMOKE = False for real numbers.")
 '''
 
 
@@ -77,9 +79,11 @@ INDEX = [
     | [06 Meta-prompt pre-training](06_meta_prompt_pretraining.ipynb) | learning a good prompt initialisation from synthetic distortion tasks |
     | [07 Plant feasibility check](07_plant_feasibility.ipynb) | your own factory/inspection photos: how well can this work, how many labels do I need? |
 
-    **Smoke mode.** Every notebook has one *parameters* cell with `SMOKE = True`: a tiny **random-init** model
-    and the embedded demo photos, so that everything runs on any CPU in seconds. Its numbers are
-    **meaningless** and every panel and figure says so. Set `SMOKE = False` (a GPU and the ViT-B/16 weights)
+    **Smoke mode.** Every notebook has one *parameters* cell with `SMOKE = True`: the `lesson` model, a small
+    **toy** CLIP that clipiqa trained itself on synthetic blur and noise (64 px, no download), and the embedded
+    demo photos, so that everything runs on any CPU in seconds. Its curves are real behaviour of a toy: they
+    show that zero-shot scoring, adaptation and QGR do something, never how real CLIP behaves, and every panel
+    and figure says so. Set `SMOKE = False` (a GPU and the ViT-B/16 weights)
     for real numbers; nothing else needs to change.
 
     Below: the embedded sample photos, clean and distorted, scored zero-shot.
@@ -105,7 +109,8 @@ INDEX = [
     of "good", in [0, 1], higher = better.
     """),
     code("""
-    refs = demo_references(224, names=["astronaut", "chelsea", "coffee", "rocket"])
+    from clipiqa.notebook import caveat
+    refs = demo_references(SIZE, names=["astronaut", "chelsea", "coffee", "rocket"])
     versions = [("reference", 0), ("gaussian_blur", 3), ("jpeg", 5), ("white_noise", 4)]
     images, titles = [], []
     for name, ref in refs.items():
@@ -120,8 +125,8 @@ INDEX = [
         ax.imshow(image)
         ax.set_title(f"{title}\\nscore {score:.3f}", fontsize=8)
         ax.set_axis_off()
-    if model.random_init:
-        fig.suptitle("random-init weights: scores are meaningless", color="red")
+    if caveat(model):
+        fig.suptitle(caveat(model), color="red", fontsize=9)
     plt.show()
     """),
     md("""
@@ -169,7 +174,7 @@ ZERO_SHOT = [
     distorted, not how people would rate it.
     """),
     code("""
-    demo = build_demo_set(types=DEMO_TYPES, size=224)
+    demo = build_demo_set(types=DEMO_TYPES, size=SIZE)
     table = demo if N_IMAGES is None else demo.sample(n=min(N_IMAGES, len(demo)), random_state=0)
     with model.adapters_off():  # zero-shot: the learnable prompts are switched off
         scored = clipiqa.score_files(model, table["path"])
@@ -191,6 +196,7 @@ ZERO_SHOT = [
     Per distortion type, the score should fall as the level rises:
     """),
     code("""
+    from clipiqa.notebook import caveat
     distorted = table[table["level"] > 0]
     fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
     sns.lineplot(data=distorted, x="level", y="score", hue="distortion", marker="o", ax=ax, errorbar=None)
@@ -198,7 +204,8 @@ ZERO_SHOT = [
     ax.set_ylim(0, 1)  # the score's whole range: a small difference looks small
     ax.set_ylabel("zero-shot score p(good)")
     ax.legend(title="distortion", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not over them
-    ax.set_title("zero-shot score vs distortion level" + (" (random-init: meaningless)" if model.random_init else ""))
+    ax.set_title("zero-shot score vs distortion level" + (f"\\n({caveat(model)})" if caveat(model) else ""),
+                 fontsize=9)
     plt.show()
     """),
     md("""
@@ -262,7 +269,7 @@ LABEL = [
     from clipiqa.widgets import LabelPanel
 
     if IMAGES is None:
-        demo = build_demo_set(types=DEMO_TYPES, size=224)
+        demo = build_demo_set(types=DEMO_TYPES, size=SIZE)
         images = demo.sample(n=N_IMAGES, random_state=0)  # a shuffled mix of photos and distortions
     else:
         images = IMAGES
@@ -345,9 +352,11 @@ ADAPT = [
     """),
     params("""
     SESSION = f"{WORK}/label-session"  # the session of notebook 02
-    EPOCHS = 5 if SMOKE else 1 if REHEARSAL else 50
+    EPOCHS = 40 if SMOKE else 1 if REHEARSAL else 50
     SHOTS = 30 if SMOKE else 0  # train on this many labels, test on the rest (0 = train on all labels)
-    TRAINABLE = "prompts" if SMOKE else "paper"
+    TRAINABLE = "paper"  # text context + last blocks of both towers (the paper's set); "prompts" is lighter
+    LR = 3e-2 if SMOKE else 1e-3  # the lesson model at 64 px learns in seconds with SGD + momentum
+    OPTIONS = {"momentum": 0.9} if SMOKE else {}  # more AdaptConfig settings
     N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
     """),
     code("""
@@ -362,7 +371,7 @@ ADAPT = [
     if os.path.exists(os.path.join(SESSION, "settings.json")):
         session = Session.open(SESSION, model_name=MODEL, weights=WEIGHTS, device=DEVICE)
     else:  # notebook 02 not run yet: the same demo photos, with stand-in ratings from synthetic severity
-        demo = build_demo_set(types=DEMO_TYPES, size=224)
+        demo = build_demo_set(types=DEMO_TYPES, size=SIZE)
         session = Session(SESSION, images=demo.sample(n=DEMO_LIMIT or 40, random_state=0), model_name=MODEL,
                           weights=WEIGHTS, device=DEVICE)
         severity = demo.set_index("path")["q"]
@@ -371,7 +380,8 @@ ADAPT = [
     print(session)
     """),
     code("""
-    panel = AdaptPanel(session, epochs=EPOCHS, shots=SHOTS, trainable=TRAINABLE, device=DEVICE, n_views=N_VIEWS)
+    panel = AdaptPanel(session, epochs=EPOCHS, shots=SHOTS, trainable=TRAINABLE, device=DEVICE, n_views=N_VIEWS,
+                       lr=LR, **OPTIONS)
     panel
     """),
     md("""
@@ -384,13 +394,14 @@ ADAPT = [
     history.steps_frame()[["step", "epoch", "loss", "loss_semantic", "cosine", "frac_projected", "drift"]].tail()
     """),
     code("""
+    from clipiqa.notebook import caveat
     if history.evals:
         last = history.evals[-1]
         n_test = len(session.labels) - SHOTS
         print(f"held-out SRCC after epoch {last['epoch']}: {last['srcc_test']:.3f} "
               f"(n = {n_test}; chance band +-{chance_band(n_test):.2f})")
-    if session.random_init:
-        print("⚠ random-init weights: these numbers are meaningless")
+    if caveat(session):
+        print(f"⚠ {caveat(session)}")
     session.checkpoints()
     """),
     md("""
@@ -440,8 +451,9 @@ COMPARE = [
     params("""
     SHOTS = 16 if SMOKE else 8 if REHEARSAL else 50  # labelled images per split
     N_SPLITS = 2 if SMOKE else 1 if REHEARSAL else 10
-    EPOCHS = 3 if SMOKE else 1 if REHEARSAL else 50
-    TRAINABLE = "prompts" if SMOKE else "paper"
+    EPOCHS = 40 if SMOKE else 1 if REHEARSAL else 50
+    TRAINABLE = "paper"
+    LR = 3e-2 if SMOKE else None  # None: the recipe's
     LAM = 5.0
     N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
     """),
@@ -452,11 +464,11 @@ COMPARE = [
     from clipiqa.data import build_demo_set
     from clipiqa.widgets import ComparePanel
 
-    table = build_demo_set(types=DEMO_TYPES, size=224)  # synthetic severities; splits go by photo (content)
+    table = build_demo_set(types=DEMO_TYPES, size=SIZE)  # synthetic severities; splits go by photo (content)
     table = table if DEMO_LIMIT is None else table.sample(n=DEMO_LIMIT, random_state=0)
     panel = ComparePanel(table, shots=SHOTS, n_splits=N_SPLITS, epochs=EPOCHS, trainable=TRAINABLE, lam=LAM,
                          model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE), model_name=MODEL,
-                         n_views=N_VIEWS)
+                         n_views=N_VIEWS, lr=LR, **({"momentum": 0.9} if SMOKE else {}))
     panel
     """),
     code("""
@@ -480,6 +492,23 @@ COMPARE = [
     full protocol with every baseline (ridge probe, a CLIP-free classical-statistics check, CoOp, meta init) run
     `clipiqa bench` or `clipiqa.protocol.run_protocol`.
     """),
+    md("""
+    **The paper's 2x2 ablation, measured on the lesson toy** (`benchmarks/ablation_lesson.py --splits 10`;
+    held-out types impulse noise, JPEG, motion blur and pixelate, 483 images of 23 contents at 64 px, 50 labels
+    per split, paper trainable set, 100 epochs of SGD 3e-2 with momentum 0.9, QGR lam 5; the meta init is one
+    Reptile run of the prompts on other synthetic types). Synthetic severity labels, 10 content-disjoint splits:
+
+    | arm | init | QGR | SRCC mean ± std | chance band |
+    | --- | --- | --- | --- | --- |
+    | zero-shot | frozen | - | 0.361 ± 0.092 | ±0.192 |
+    | ft | random | no | 0.494 ± 0.089 | ±0.192 |
+    | ft+qgr | random | yes | 0.098 ± 0.450 | ±0.192 |
+    | meta+ft | meta | no | 0.507 ± 0.078 | ±0.192 |
+    | meta+ft+qgr | meta | yes | 0.419 ± 0.116 | ±0.192 |
+
+    On this toy QGR hurts (unstably from the random init) and the meta init helps a little. A toy with a 2-layer
+    text tower says nothing about real CLIP: run the same comparison with `SMOKE = False` for that.
+    """),
 ]
 
 # --------------------------------------------------------------------------------------------------------- 05
@@ -501,8 +530,10 @@ EXPLAIN = [
     """),
     params("""
     CHECKPOINT = None  # a checkpoint from notebook 03 to explain; None = adapt one here on demo labels
-    EPOCHS = 5 if SMOKE else 1 if REHEARSAL else 50
-    TRAINABLE = "prompts" if SMOKE else "paper"
+    EPOCHS = 40 if SMOKE else 1 if REHEARSAL else 50
+    TRAINABLE = "paper"
+    LR = 3e-2 if SMOKE else 1e-3
+    OPTIONS = {"momentum": 0.9} if SMOKE else {}  # more AdaptConfig settings
     METHOD = "ig"
     METHOD_OPTIONS = {"n_steps": 4} if REHEARSAL else {}  # e.g. integration steps for ig (default 32)
     N_REFS = 2 if SMOKE else 1 if REHEARSAL else 6  # photos for the diagnostics
@@ -522,7 +553,7 @@ EXPLAIN = [
 
     @@RANDOM_INIT@@
 
-    demo = build_demo_set(types=DEMO_TYPES, size=224)
+    demo = build_demo_set(types=DEMO_TYPES, size=SIZE)
     if CHECKPOINT:
         model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE, prompts=CHECKPOINT)
     else:  # adapt on synthetic-severity labels of the demo photos (a stand-in for your labels)
@@ -532,7 +563,7 @@ EXPLAIN = [
         for path in session.images:
             session.label(path, 1 + round(4 * severity[path]))
         if not session.adapted:
-            session.adapt(AdaptConfig(trainable=TRAINABLE, epochs=EPOCHS, n_views=N_VIEWS))
+            session.adapt(AdaptConfig(trainable=TRAINABLE, epochs=EPOCHS, n_views=N_VIEWS, lr=LR, **OPTIONS))
         model = session.model
     say_if_random_init(model)
     for name, m in METHODS.items():
@@ -564,7 +595,7 @@ EXPLAIN = [
     level per photo with the eta-squared shares, and the scene drift.
     """),
     code("""
-    refs = demo_references(224, names=["astronaut", "chelsea", "coffee", "rocket", "china", "flower"][:N_REFS])
+    refs = demo_references(SIZE, names=["astronaut", "chelsea", "coffee", "rocket", "china", "flower"][:N_REFS])
     table, tables = compare_models({"zero-shot": zero_shot(model), "adapted": model}, refs, method=METHOD,
                                    types=DEMO_TYPES, levels=(1, 3, 5), return_tables=True, **METHOD_OPTIONS)
     table.pivot_table(index=["diagnostic", "metric"], columns="model", values="value", sort=False)
@@ -577,8 +608,9 @@ EXPLAIN = [
     """),
     md("""
     **Reading it.** A quality score that tracks distortions has focus above 1, a large eta squared for the
-    level and a small one for the content. With random-init weights (smoke mode) every number here is
-    meaningless: the figures show the machinery, not CLIP.
+    level and a small one for the content. In smoke mode these are the lesson toy model's numbers: it was
+    trained on blur and noise only, so expect focus above 1 for noise and below 1 for blur (its attributions
+    sit on the sharp edges that blur leaves elsewhere); they show the machinery, not CLIP.
     """),
 ]
 
@@ -631,6 +663,7 @@ META = [
     print(len(tasks), "tasks:", ", ".join(t.name for t in tasks))
     """),
     code("""
+    from clipiqa.notebook import caveat
     model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
     config = MetaConfig(epochs=META_EPOCHS, inner_steps=INNER_STEPS, tasks_per_batch=2, holdout_tasks=0.25,
                         batch_size=16)
@@ -647,8 +680,8 @@ META = [
     history = meta_pretrain(model, tasks, config, on_step=on_step, out_dir=f"{WORK}/meta")
     print("held out for selection:", ", ".join(history.holdout_tasks))
     print(meta_selection_text(history))  # epoch 0 = the evaluation before any meta step
-    if model.random_init:
-        print("⚠ random-init weights: these numbers are meaningless")
+    if caveat(model):
+        print(f"⚠ {caveat(model)}")
     """),
     code("""
     # left: held-out SRCC at the meta init and after the inner steps; right: how far the meta parameters moved
@@ -669,7 +702,7 @@ META = [
     from clipiqa.data import build_demo_set
     from clipiqa.protocol import run_protocol
 
-    demo = build_demo_set(types=["gaussian_blur", "white_noise", "jpeg"], size=224)
+    demo = build_demo_set(types=["gaussian_blur", "white_noise", "jpeg"], size=SIZE)
     target = demo[demo["content_id"].isin(EVAL_PHOTOS)].reset_index(drop=True)
     target = target if DEMO_LIMIT is None else target.sample(n=DEMO_LIMIT, random_state=0).reset_index(drop=True)
     target.attrs = demo.attrs
@@ -700,7 +733,7 @@ PLANT = [
 
     *In smoke mode* (and whenever `IMAGES` is None) the images are the embedded demo photos with plant-style
     distortions (conveyor motion blur, defocus, sensor noise, glare, ...) and the labels come from their
-    **synthetic severity**, not from a person. Smoke mode also uses random-init weights, so its verdict is about
+    **synthetic severity**, not from a person. Smoke mode also uses the lesson toy model, so its verdict is about
     the procedure only.
     """),
     params("""
@@ -725,7 +758,7 @@ PLANT = [
 
     plant_types = list_distortions(plant=True)
     if IMAGES is None:
-        demo = build_demo_set(types=plant_types[:4] if SMOKE or REHEARSAL else plant_types, size=224)
+        demo = build_demo_set(types=plant_types[:4] if SMOKE or REHEARSAL else plant_types, size=SIZE)
         images = demo.sample(n=min(len(demo), N_IMAGES), random_state=0)
     else:
         images = IMAGES
@@ -770,6 +803,7 @@ PLANT = [
     """),
     code("""
     from clipiqa.feasibility import learning_curve
+    from clipiqa.notebook import caveat
 
     ceiling = session.agreement(n_boot=300)  # inter-rater (split-half, Spearman-Brown) and test-retest SRCC
     if len(curve):
@@ -790,8 +824,8 @@ PLANT = [
         ax.set_ylabel("held-out SRCC (mean over splits, 95% CI)")
         ax.set_ylim(-1, 1)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the data, not over it
-        if session.random_init:
-            ax.set_title("random-init weights: meaningless", color="red")
+        if caveat(session):
+            ax.set_title(caveat(session), color="red", fontsize=8)
         plt.show()
         display(agg.round(3))
     """),

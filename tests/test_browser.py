@@ -247,7 +247,7 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     _wait_all_executed(page)
     panel = page.locator(".clipiqa-label-panel")
     panel.scroll_into_view_if_needed()
-    assert "random-init weights: scores are meaningless" in panel.inner_text()
+    assert "toy model trained on synthetic distortions" in panel.inner_text()
     assert _labels(notebooks) == []  # by hand: no labels yet, and every cell ran
     assert "no labels yet" in page.locator(".jp-Notebook").inner_text()
     _shot(panel, "02_label_panel_ready.png")
@@ -386,7 +386,7 @@ def test_compare_in_the_browser_summarises_splits_every_arm_finished(lab, page):
     panel = page.locator(".clipiqa-compare-panel")
     panel.scroll_into_view_if_needed()
     text = panel.inner_text()
-    assert "random-init weights" in text and "2 splits per arm" in text
+    assert "toy model trained on synthetic distortions" in text and "2 splits per arm" in text
     _wait_for(lambda: panel.locator("img").count() >= 2, 30, "the SRCC and trace figures")
     _shot(panel, "04_compare_panel.png")
 

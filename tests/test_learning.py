@@ -17,7 +17,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import clipiqa
 from clipiqa import lesson

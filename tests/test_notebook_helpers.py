@@ -90,3 +90,26 @@ def test_plot_meta_history_names_its_lines_and_axes():
     fig.canvas.draw()
     assert all(float(t).is_integer() for t in left.get_xticks())
     assert len(notebook.plot_meta_history(_meta_history(0, rel_move=False)).axes) == 1  # no column, no panel
+
+
+def test_caveat_names_random_toy_and_real_models():
+    from types import SimpleNamespace
+
+    from clipiqa.notebook import RANDOM_INIT_CAVEAT, TOY_CAVEAT, caveat
+    assert caveat(SimpleNamespace(random_init=True, source=SimpleNamespace(toy=False))) == RANDOM_INIT_CAVEAT
+    assert caveat(SimpleNamespace(random_init=False, source=SimpleNamespace(toy=True))) == TOY_CAVEAT
+    assert caveat(SimpleNamespace(random_init=False, toy=True)) == TOY_CAVEAT  # a Session
+    assert caveat(SimpleNamespace(random_init=False, source=SimpleNamespace(toy=False))) == ""
+    assert "toy model trained on synthetic distortions" in TOY_CAVEAT
+
+
+def test_panels_on_the_lesson_model_say_it_is_a_toy(tmp_path, demo_table):
+    from clipiqa.session import Session
+    from clipiqa.widgets import LabelPanel
+    session = Session(tmp_path / "s", images=demo_table.head(4), model_name="lesson", device="cpu")
+    assert session.toy and not session.random_init
+    assert "toy model trained on synthetic distortions" in LabelPanel(session).banner.value
+    session.close()
+    plain = Session(tmp_path / "t", images=demo_table.head(4), model_name="tiny", device="cpu")
+    assert "random-init" in LabelPanel(plain).banner.value and "toy" not in LabelPanel(plain).banner.value
+    plain.close()

@@ -1,5 +1,5 @@
 """The guided notebooks: stripped of outputs in git, one parameters cell each, and every one runs top to bottom
-headless in smoke mode (``CLIPIQA_SMOKE=1``: tiny random-init model, embedded demo photos) and, as the dress
+headless in smoke mode (``CLIPIQA_SMOKE=1``: the lesson toy model, embedded demo photos) and, as the dress
 rehearsal of the real path (issue 12), with ``SMOKE = False`` on the paper's ViT-B/16 architecture with random
 weights laid into a temporary Hugging Face cache as the hub lays a download (``tests/rehearsal.py``), offline, on
 the CPU (``DEVICE = "auto"``), with ``CLIPIQA_REHEARSAL=1`` shrinking image counts, epochs and splits only.
@@ -83,7 +83,7 @@ def test_notebook_runs_in_smoke_mode(name, workdir):
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors
     shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in code for o in c.outputs)
-    assert "random-init" in shown, "smoke-mode numbers must be labelled as meaningless"
+    assert "toy model trained on synthetic distortions" in shown, "smoke-mode numbers must say they are a toy's"
 
 
 @pytest.fixture(scope="module")

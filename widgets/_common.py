@@ -15,22 +15,37 @@ from typing import Callable
 import ipywidgets as w
 import numpy as np
 
-RANDOM_INIT_TEXT = "random-init weights: scores are meaningless"
+from clipiqa.notebook import RANDOM_INIT_CAVEAT as RANDOM_INIT_TEXT, TOY_CAVEAT as TOY_TEXT, caveat
+
+
+
+def caveat_text(random_init: bool, toy: bool = False) -> str:
+    """What every panel and figure made with this model must say: random init, toy, or '' (real weights)."""
+    return RANDOM_INIT_TEXT if random_init else TOY_TEXT if toy else ""
+
+
+def model_caveat(model) -> str:
+    """:func:`caveat_text` of a loaded model (``IQAModel``: ``random_init`` and ``source.toy``)."""
+    return caveat(model)
 NOTE_STYLE = "padding:4px 8px;margin:2px 0;border-radius:4px;"
 
 
-def banner(random_init: bool, extra: str = "") -> w.HTML:
-    """A visible warning when the model has random-init weights (empty otherwise)."""
+def banner(random_init: bool, extra: str = "", toy: bool = False) -> w.HTML:
+    """A visible warning when the model has random-init weights or is the lesson toy (empty otherwise)."""
     b = w.HTML()
-    set_banner(b, random_init, extra)
+    set_banner(b, random_init, extra, toy)
     return b
 
 
-def set_banner(widget: w.HTML, random_init: bool, extra: str = "") -> None:
+def set_banner(widget: w.HTML, random_init: bool, extra: str = "", toy: bool = False) -> None:
+    tail = f" {html.escape(extra)}" if extra else ""
+    if toy and not random_init:
+        widget.value = (f'<div class="clipiqa-toy" style="{NOTE_STYLE}background:#eef4fb;border:1px solid #31708f;'
+                        f'color:#1f4e6b"><b>&#9888; {html.escape(TOY_TEXT)}</b>.{tail}</div>')
+        return
     if not random_init:
         widget.value = ""
         return
-    tail = f" {html.escape(extra)}" if extra else ""
     widget.value = (f'<div class="clipiqa-random-init" style="{NOTE_STYLE}background:#fff3cd;'
                     f'border:1px solid #d39e00;color:#6b4f00"><b>&#9888; {RANDOM_INIT_TEXT}</b>'
                     f' (the <code>tiny</code> smoke-test model: it shows that the machinery runs, never that '

@@ -14,7 +14,7 @@ import ipywidgets as w
 
 from clipiqa.session import Session
 
-from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, integer_ticks, note
+from ._common import BackgroundRun, banner, caveat_text, figure_png, integer_ticks, note
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -49,7 +49,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
         if trainable is None:
             trainable = "paper" if torch.cuda.is_available() else "prompts"
         style = {"description_width": "initial"}
-        self.banner = banner(session.random_init)
+        self.banner = banner(session.random_init, toy=session.toy)
         self.device = w.Dropdown(options=list(DEVICES), value=device, description="Device", style=style)
         self.trainable = w.Dropdown(options=[("paper: ctx + last blocks (GPU)", "paper"),
                                              ("prompts only (CPU-friendly)", "prompts"), ("text ctx only", "text")],
@@ -226,7 +226,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
         self._last_draw = now
         steps = [r for r in self.records if r.get("kind") == "step"]
         evals = [r for r in self.records if r.get("kind") == "eval"]
-        random_init = self.session.random_init
+        caveat = caveat_text(self.session.random_init, self.session.toy)
         n_test = self._n_test
 
         def draw(fig):
@@ -257,8 +257,8 @@ class AdaptPanel(BackgroundRun, w.VBox):
             ax2.set_xlabel("epoch")
             ax2.set_title("SRCC on held-out labels", fontsize=10)
             integer_ticks(ax1, ax2)
-            if random_init:
-                fig.suptitle(RANDOM_INIT_TEXT, color="#a15c00", fontsize=10)
+            if caveat:
+                fig.suptitle(caveat, color="#a15c00", fontsize=10)
 
         try:
             self.curves.value = figure_png(draw, figsize=(9, 3.2))

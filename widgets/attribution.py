@@ -21,7 +21,7 @@ import ipywidgets as w
 import numpy as np
 import pandas as pd
 
-from ._common import RANDOM_INIT_TEXT, banner, figure_png, note, table_html
+from ._common import banner, figure_png, model_caveat, note, table_html
 
 # Settings that keep each method interactive on a CPU (about a second per map on ViT-B/32).
 DEFAULT_FOCUS = ("gaussian_blur", 4)
@@ -67,11 +67,12 @@ class AttributionViewer(w.VBox):
         for k, v in (method_options or {}).items():
             self.method_options.setdefault(k, {}).update(v)
         self.random_init = bool(getattr(self.model, "random_init", False))
+        self.caveat = model_caveat(self.model)
         self._cache: dict[tuple, dict] = {}
         self.figure_png = b""
         self.diagnostics_table: pd.DataFrame | None = None
         style = {"description_width": "initial"}
-        self.banner = banner(self.random_init)
+        self.banner = banner(self.random_init, toy=bool(self.caveat) and not self.random_init)
         self.image_picker = w.Dropdown(options=list(self.images), description="Image", style=style,
                                        layout=w.Layout(width="360px"))
         options = list(methods or METHODS)
@@ -156,7 +157,7 @@ class AttributionViewer(w.VBox):
             plot_attribution(m["crop"], m["after"], ax=axes[2], alpha=alpha, signed=signed,
                              title=f"{after}: score {m['score_after']:.3f}, margin {m['margin_after']:+.2f}")
             colour_bar(fig, axes[1:], signed)
-            fig.suptitle(f"{method} attributions" + (f" - {RANDOM_INIT_TEXT}" if self.random_init else ""),
+            fig.suptitle(f"{method} attributions" + (f" - {self.caveat}" if self.caveat else ""),
                          color="#a12a2a" if self.random_init else "black", fontsize=10)
 
         self.figure_png = figure_png(draw, figsize=(10.8, 3.8))
@@ -206,8 +207,8 @@ class AttributionViewer(w.VBox):
                    f"level {level} ({why}), relative to the rectangle's area (1 = no preference; focus_clean = the "
                    "same rectangle without the distortion). scene_drift: KL(zero-shot || model) of the scene "
                    "distribution.")
-        if self.random_init:
-            caption = RANDOM_INIT_TEXT + ". " + caption
+        if self.caveat:
+            caption = self.caveat + ". " + caption
         self.table.value = table_html(table, caption=caption)
         self.diagnostics_table = table
         return table

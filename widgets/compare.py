@@ -29,7 +29,8 @@ import ipywidgets as w
 import numpy as np
 import pandas as pd
 
-from ._common import RANDOM_INIT_TEXT, BackgroundRun, banner, figure_png, integer_ticks, note, table_html
+from ._common import (RANDOM_INIT_TEXT, TOY_TEXT, BackgroundRun, banner, caveat_text, figure_png, integer_ticks,
+                      note, table_html)
 
 ARMS = ("zero-shot", "QGR off", "QGR on")
 PAIRS = {"paper": ("ft", "ft+qgr"), "prompts": ("coop+vpt", "coop+vpt+qgr"), "text": ("coop", "coop+qgr")}
@@ -81,6 +82,12 @@ class CompareResult:
     ceiling: Any = None
     methods: dict = field(default_factory=dict)
     protocol: Any = None
+    toy: bool = False
+
+    @property
+    def caveat(self) -> str:
+        """What every figure of this result must say (random init, toy, or '')."""
+        return caveat_text(self.random_init, self.toy)
 
     @property
     def identical(self) -> bool:
@@ -199,12 +206,13 @@ class ComparePanel(BackgroundRun, w.VBox):
             s = self.session
             self.table_source: Callable[[], pd.DataFrame] = s.labelled_table
             model_factory = model_factory or partial(load_model, s.model_name, s.weights, s.device)
-            self._random_init = s.random_init
+            self._random_init, self._toy = s.random_init, s.toy
         elif isinstance(source, pd.DataFrame):
             self.table_source = lambda: source
             model_factory = model_factory or partial(load_model, model_name, weights, device)
             from clipiqa.presets import get_preset
             self._random_init = get_preset(model_name).random_init and weights is None
+            self._toy = get_preset(model_name).toy and weights is None
         else:
             raise TypeError(f"ComparePanel needs a Session or a labelled DataFrame; got {type(source).__name__}")
         _check_factory(model_factory)
@@ -219,7 +227,7 @@ class ComparePanel(BackgroundRun, w.VBox):
         self._stop_event = threading.Event()
         trainable = trainable or ("paper" if torch.cuda.is_available() else "prompts")
         style = {"description_width": "initial"}
-        self.banner = banner(self._random_init)
+        self.banner = banner(self._random_init, toy=self._toy)
         self.shots = w.BoundedIntText(value=shots, min=2, max=100000, description="Shots per split", style=style,
                                       layout=w.Layout(width="180px"))
         self.n_splits = w.BoundedIntText(value=n_splits, min=1, max=100, description="Splits", style=style,
@@ -324,13 +332,16 @@ class ComparePanel(BackgroundRun, w.VBox):
                          f"{r['error']}")
         if protocol.random_init:
             notes.insert(0, RANDOM_INIT_TEXT + ": this shows the comparison runs, not which arm is better")
+        elif self._toy:
+            notes.insert(0, TOY_TEXT)
         ceiling = None
         if self.session is not None and len(self.session.raters) >= 2:
             ceiling = self.session.agreement(n_boot=self.n_boot)
             notes.append(ceiling.text())
         summary.attrs["paired"] = paired
         self.result = CompareResult(per_split, summary, histories, notes, protocol.random_init, protocol.stopped,
-                                    complete, n_splits, paired, ceiling, methods, protocol)
+                                    complete, n_splits, paired, ceiling, methods, protocol,
+                                    toy=self._toy and not protocol.random_init)
         return self.result
 
     # ------------------------------------------------------------------ run / stop in the background
@@ -400,7 +411,7 @@ class ComparePanel(BackgroundRun, w.VBox):
         self.table.value = table_html(result.summary, caption=" ".join(_sentence(n) for n in result.notes))
         self.plots.value = figure_png(lambda fig: _draw_srcc(fig, result), figsize=(10, 3.4))
         self.traces.value = figure_png(lambda fig: _draw_traces(fig, result), figsize=(10, 3.0))
-        warn = [RANDOM_INIT_TEXT + "."] if result.random_init else []
+        warn = [RANDOM_INIT_TEXT + "."] if result.random_init else [TOY_TEXT + "."] if result.toy else []
         self.message.value = note(" ".join([headline, *warn]), "warn" if warn or result.stopped else "info")
 
 
@@ -465,8 +476,8 @@ def _draw_srcc(fig, result: CompareResult) -> None:
                   fontsize=10)
     ax2.set_title("QGR on - QGR off, per split", fontsize=10)
     ax2.set_ylabel("SRCC difference")
-    if result.random_init:
-        fig.suptitle(RANDOM_INIT_TEXT, color="#a15c00", fontsize=10)
+    if result.caveat:
+        fig.suptitle(result.caveat, color="#a15c00", fontsize=10)
 
 
 def _draw_traces(fig, result: CompareResult) -> None:
@@ -502,5 +513,5 @@ def _draw_traces(fig, result: CompareResult) -> None:
         integer_ticks(ax)
         if drawn:
             ax.legend(fontsize=8)
-    if result.random_init:
-        fig.suptitle(RANDOM_INIT_TEXT, color="#a15c00", fontsize=10)
+    if result.caveat:
+        fig.suptitle(result.caveat, color="#a15c00", fontsize=10)

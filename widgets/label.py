@@ -60,7 +60,7 @@ class LabelPanel(w.VBox):
         self.max_side = max_side
         self.advance = advance
         scale = session.scale
-        self.banner = banner(session.random_init)
+        self.banner = banner(session.random_init, toy=session.toy)
         self.title = w.HTML()
         self.image = w.Image(format="jpeg", layout=w.Layout(max_width=f"{max_side}px", border="1px solid #ccc"))
         options = [(f"- {NOT_RATED} -", NOT_RATED)] + [(scale.label(v), v) for v in scale.values]
