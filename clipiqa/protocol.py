@@ -767,7 +767,8 @@ def _jsonable(value: Any) -> Any:
 def format_summary(summary: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     """Fixed-width text: per method SRCC mean +- std (median), KRCC, PLCC raw/logistic, RMSE, chance band, the
     splits that ran, seconds per split and the recipe; below a row, what limits its numbers."""
-    header = (f"{'method':<12} {'SRCC mean±std':>15} {'median':>7} {'KRCC':>6} {'PLCC':>6} {'PLCC-l4':>7} "
+    w = max([12, *(len(str(m)) for m in summary.get("method", []))])  # the longest method name sets the column
+    header = (f"{'method':<{w}} {'SRCC mean±std':>15} {'median':>7} {'KRCC':>6} {'PLCC':>6} {'PLCC-l4':>7} "
               f"{'RMSE':>6} {'chance±':>7} {'ok':>5} {'s/split':>8}  recipe")
     lines = [header, "-" * len(header)]
     for r in summary.to_dict("records"):
@@ -775,20 +776,20 @@ def format_summary(summary: pd.DataFrame, notes: Sequence[str] = ()) -> str:
         recipe = r.get("recipe") or ""
         if r["n_ok"] == 0:
             status = "skipped" if r["n_skipped"] else "failed"
-            lines.append(f"{r['method']:<12} {status}: {r['reason']}")
+            lines.append(f"{r['method']:<{w}} {status}: {r['reason']}")
             continue
-        lines.append(f"{r['method']:<12} {_f(r['srcc_mean']):>7}±{_f(r['srcc_std']):<7} {_f(r['srcc_median']):>7} "
+        lines.append(f"{r['method']:<{w}} {_f(r['srcc_mean']):>7}±{_f(r['srcc_std']):<7} {_f(r['srcc_median']):>7} "
                      f"{_f(r['krcc_mean']):>6} {_f(r['plcc_mean']):>6} {_f(r['plcc_logistic_mean']):>7} "
                      f"{_f(r['rmse_mean']):>6} {_f(r['chance_band']):>7} {r['n_ok']:>2}/{n:<2} "
                      f"{r['seconds_mean']:>8.1f}  {recipe}")
         undefined = [m for m in METRICS if r.get(f"{m}_splits", r["n_ok"]) < r["n_ok"]]
         if undefined:
-            lines.append(f"{'':<12} defined on fewer splits: " + ", ".join(
+            lines.append(f"{'':<{w}} defined on fewer splits: " + ", ".join(
                 f"{m} {r[f'{m}_splits']}/{r['n_ok']}" for m in undefined))
         if r.get("selection_note"):
-            lines.append(f"{'':<12} {r['selection_note']}")
+            lines.append(f"{'':<{w}} {r['selection_note']}")
         if r["n_error"]:
-            lines.append(f"{'':<12} {r['n_error']} split(s) failed: {r['reason']}")
+            lines.append(f"{'':<{w}} {r['n_error']} split(s) failed: {r['reason']}")
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
 

@@ -191,3 +191,13 @@ def test_meta_methods_start_from_a_given_checkpoint(demo, tmp_path):
     assert calls.count(tmp_path / "best") == 2
     assert list(res.per_split["qgr_lam"]) == [0.0, 5.0]
     assert list(res.per_split["trainable"]) == ["paper", "paper"]
+
+
+def test_format_summary_aligns_long_method_names():
+    from clipiqa.protocol import format_summary
+    rows = [{"method": m, "n_ok": 2, "n_skipped": 0, "n_error": 0, "srcc_mean": 0.5, "srcc_std": 0.1,
+             "srcc_median": 0.5, "krcc_mean": 0.4, "plcc_mean": 0.5, "plcc_logistic_mean": 0.5, "rmse_mean": 0.3,
+             "chance_band": 0.3, "seconds_mean": 1.0, "recipe": "", "reason": ""}
+            for m in ("zero-shot", "classical-ridge", "meta+ft+qgr")]
+    lines = format_summary(pd.DataFrame(rows)).splitlines()[2:]
+    assert len({line.index("0.500±") for line in lines}) == 1, lines
