@@ -79,3 +79,10 @@ def meta_image_reads(monkeypatch):
     monkeypatch.setattr(meta._ImageStore, "get", get)
     monkeypatch.setattr(meta._Runner, "evaluate_task", evaluate_task)
     return reads
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    """Synthetic meta pre-training tasks (tests/meta_fixtures.py: TYPES x PHOTOS at 64 px)."""
+    from meta_fixtures import build_tasks
+    return build_tasks(tmp_path_factory.mktemp("meta-tasks"))

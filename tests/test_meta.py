@@ -18,22 +18,12 @@ from clipiqa import meta
 from clipiqa.finetune import EncodedSet, forward_cached
 from clipiqa.checkpoint import read_checkpoint
 from clipiqa.cli import main
-from clipiqa.data import demo_references
 from clipiqa.data.transforms import eval_transform
 from clipiqa.losses import quality_loss
 from clipiqa.meta import (MetaConfig, fomaml_update, meta_pretrain, param_hash, reptile_update, split_tasks,
                           synthetic_tasks, task_split, tasks_from_dataset)
 
-TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken", "pixelate")
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-
-
-
-@pytest.fixture(scope="module")
-def tasks(tmp_path_factory):
-    refs = demo_references(64, names=PHOTOS)
-    return synthetic_tasks(refs, types=TYPES, levels=(1, 3, 5), size=64,
-                           cache_dir=tmp_path_factory.mktemp("meta-tasks"))
+from meta_fixtures import PHOTOS, TYPES  # the `tasks` fixture (conftest.py) is built from these
 
 
 def tiny_model(dropout: float = 0.0):

@@ -18,18 +18,9 @@ import clipiqa
 from clipiqa import meta
 from clipiqa.checkpoint import read_checkpoint
 from clipiqa.cli import main
-from clipiqa.data import demo_references
-from clipiqa.meta import MetaConfig, Task, meta_pretrain, synthetic_tasks
+from clipiqa.meta import MetaConfig, Task, meta_pretrain
 
-TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken", "pixelate")
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-
-
-@pytest.fixture(scope="module")
-def tasks(tmp_path_factory):
-    refs = demo_references(64, names=PHOTOS)
-    return synthetic_tasks(refs, types=TYPES, levels=(1, 3, 5), size=64,
-                           cache_dir=tmp_path_factory.mktemp("meta-tasks"))
+from meta_fixtures import PHOTOS  # the `tasks` fixture (conftest.py) is built from these
 
 
 def tiny_model():

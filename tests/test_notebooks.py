@@ -55,13 +55,18 @@ def test_generator_reproduces_the_notebooks(tmp_path):
             f"{name} differs from notebooks/_build.py: run `python notebooks/_build.py`"
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A copy of the notebooks folder (the kernels' working directory) and a shared demo cache."""
-    root = tmp_path_factory.mktemp("notebooks")
+def _copy_notebooks(tmp_path_factory, name: str):
+    """A copy of the notebooks folder (the kernels' working directory) and a cache folder beside it."""
+    root = tmp_path_factory.mktemp(name)
     work = root / "notebooks"
     shutil.copytree(NOTEBOOKS_DIR, work, ignore=shutil.ignore_patterns("clipiqa-work", ".ipynb_checkpoints"))
     return work, root / "cache"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The smoke runs' copy of the notebooks and their shared demo cache."""
+    return _copy_notebooks(tmp_path_factory, "notebooks")
 
 
 @pytest.mark.slow
@@ -89,10 +94,7 @@ def test_notebook_runs_in_smoke_mode(name, workdir):
 @pytest.fixture(scope="module")
 def rehearsal_workdir(tmp_path_factory):
     """A fresh copy of the notebooks for the real-mode runs (they share sessions: 03 adapts 02's labels)."""
-    root = tmp_path_factory.mktemp("notebooks-rehearsal")
-    work = root / "notebooks"
-    shutil.copytree(NOTEBOOKS_DIR, work, ignore=shutil.ignore_patterns("clipiqa-work", ".ipynb_checkpoints"))
-    return work, root / "cache"
+    return _copy_notebooks(tmp_path_factory, "notebooks-rehearsal")
 
 
 def real_mode(nb) -> None:
