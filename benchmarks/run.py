@@ -256,7 +256,8 @@ def bench_onnx(model, images: torch.Tensor, repeats: int, workdir: Path) -> list
 
 
 def bench_precision(model, images: torch.Tensor, repeats: int) -> list[dict]:
-    """Scoring in bf16 against fp32 on the same batch: amp="auto" (pixel stage fp32) and bf16 everywhere."""
+    """Scoring in bf16 against fp32 on the same batch: amp="auto" (first blocks fp32; on a CPU bf16 matmuls) and bf16
+    autocast everywhere."""
     device = model.device
     auto_runs = uses_bf16(device, "auto")
     fp32, auto = paired_ms(lambda: predict_batches(model, [images], amp=False),
@@ -265,10 +266,11 @@ def bench_precision(model, images: torch.Tensor, repeats: int) -> list[dict]:
     fp32b, plain = paired_ms(lambda: predict_batches(model, [images], amp=False),
                              lambda: predict_batches(model, [images], amp=True), device, repeats)
     native = f"native bf16: {cpu_has_native_bf16()}" if device.type == "cpu" else "CUDA"
-    return [row("scoring, bf16 auto vs fp32", "fp32", fp32, "amp='auto' (pixel stage fp32)" if auto_runs
+    return [row("scoring, bf16 auto vs fp32", "fp32", fp32, "amp='auto' (first blocks fp32)" if auto_runs
                 else "bf16 (auto would run fp32 here)", auto, None, ">=", None, f"batch {len(images)}; {native}"),
             row("scoring, bf16 everywhere vs fp32", "fp32", fp32b, "amp=True", plain, None, ">=", None,
-                "plain autocast: faster, but rankings moved (SRCC 0.992 vs fp32 on the rehearsal model)")]
+                "plain autocast; on a CPU torch 2.14 copies MultiheadAttention's bf16 input-projection weight per "
+                "position (slow), and rankings moved (SRCC 0.992 vs fp32 on the rehearsal model)")]
 
 
 def bench_large(device: torch.device, images: torch.Tensor, repeats: int) -> list[dict]:
