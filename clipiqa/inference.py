@@ -26,6 +26,7 @@ margin, so explaining a model explains its margin unless ``target_fn=p_high_targ
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -159,14 +160,27 @@ def cpu_bf16_matmuls() -> Iterator[None]:
     one thread): 237 ms/img fp32, 130 ms/img this way, 982 ms/img under ``torch.autocast("cpu", bfloat16)``: under
     autocast, torch 2.14 runs ``nn.MultiheadAttention``'s input projection on its (seq, batch, width) view as a
     batched matmul that copies the bf16 weight once per sequence position. Sets the process-wide
-    ``torch.backends.mkldnn.matmul.fp32_precision`` while the block runs and restores it after."""
+    ``torch.backends.mkldnn.matmul.fp32_precision`` while any such block runs (counted, so that blocks of two threads
+    that overlap restore the setting only when the last one ends) and restores it after. Process-wide means that
+    fp32 work of *other* threads meanwhile (a panel's training run) also gets bf16 matmuls: use ``amp=None`` where
+    that matters."""
     matmul = torch.backends.mkldnn.matmul
-    before = matmul.fp32_precision
-    matmul.fp32_precision = "bf16"
+    with _BF16_MATMULS["lock"]:
+        if _BF16_MATMULS["active"] == 0:
+            _BF16_MATMULS["before"] = matmul.fp32_precision
+            matmul.fp32_precision = "bf16"
+        _BF16_MATMULS["active"] += 1
     try:
         yield
     finally:
-        matmul.fp32_precision = before
+        with _BF16_MATMULS["lock"]:
+            _BF16_MATMULS["active"] -= 1
+            if _BF16_MATMULS["active"] == 0:
+                matmul.fp32_precision = _BF16_MATMULS["before"]
+
+
+_BF16_MATMULS = {"lock": threading.Lock(), "active": 0, "before": "none"}
+"""How many :func:`cpu_bf16_matmuls` blocks run now, and the setting to restore when the last one ends."""
 
 
 def autocast_for(device: torch.device | str, amp: bool | str | None = None):

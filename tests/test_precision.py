@@ -89,3 +89,17 @@ def test_weights_line_says_precision_and_labels(capsys):
         random_init=False, model_cfg={}, preprocess_cfg={}, fingerprint="feedfacefeedface"))
     line = weights_line(real)
     assert "hub timm/vit_base_patch16_clip_224.openai" in line and "[" not in line and "bf16" in line
+
+
+def test_bf16_matmuls_from_two_threads_leave_the_process_setting_as_it_was():
+    """Two scorers with amp="auto" (e.g. a panel's background run and a notebook cell) overlap and exit out of
+    order: the process-wide oneDNN setting must come back to what it was, not stay at bf16."""
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    first, second = inference.cpu_bf16_matmuls(), inference.cpu_bf16_matmuls()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert matmul.fp32_precision == "bf16"  # the second scorer still runs
+    second.__exit__(None, None, None)
+    assert matmul.fp32_precision == before
