@@ -86,3 +86,10 @@ def tasks(tmp_path_factory):
     """Synthetic meta pre-training tasks (tests/meta_fixtures.py: TYPES x PHOTOS at 64 px)."""
     from meta_fixtures import build_tasks
     return build_tasks(tmp_path_factory.mktemp("meta-tasks"))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any network access fails the test."""
+    from rehearsal import refuse_network
+    refuse_network(monkeypatch)

@@ -23,6 +23,16 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+def refuse_network(mp) -> None:
+    """Make any socket connection fail the test (``mp``: a ``pytest.MonkeyPatch``): offline means offline."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+    mp.setattr(socket.socket, "connect", refuse)
+    mp.setattr(socket, "create_connection", refuse)
+
+
 REVISION = "0123456789abcdef0123456789abcdef01234567"  # any 40-hex commit id; the hub writes the real one
 
 

@@ -7,7 +7,6 @@ The numbers are meaningless (random weights); what is checked is that the real p
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import torch
 
 import clipiqa
 from clipiqa.metrics import srcc
-from rehearsal import rehearsal_cache, rehearsal_env, use_cache
+from rehearsal import refuse_network, rehearsal_cache, rehearsal_env, use_cache
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +44,7 @@ def b16(cache):
     """vitb16-openai loaded from the fake hub cache, offline, with sockets refused."""
     with pytest.MonkeyPatch.context() as mp:
         use_cache(mp, cache)
-
-        def refuse(*args, **kwargs):
-            raise AssertionError("network access attempted")
-        mp.setattr(socket.socket, "connect", refuse)
-        mp.setattr(socket, "create_connection", refuse)
+        refuse_network(mp)
         t0 = time.perf_counter()
         model = clipiqa.load_model("vitb16-openai", device="cpu")
         print(f"\nvitb16-openai loaded from the cache in {time.perf_counter() - t0:.1f} s")

@@ -10,14 +10,6 @@ from clipiqa.weights import WeightsUnavailableError, export_backbone
 
 
 @pytest.fixture
-def no_sockets(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-@pytest.fixture
 def empty_hf_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
@@ -40,7 +32,7 @@ def test_missing_weights_fail_fast_with_instructions(offline_flag, monkeypatch, 
         assert hint in message
 
 
-def test_tiny_saved_to_folder_loads_by_path_without_network(tmp_path, images, no_sockets):
+def test_tiny_saved_to_folder_loads_by_path_without_network(tmp_path, images, no_network):
     model = clipiqa.load_model("tiny")
     with torch.no_grad():
         model.clip.logit_scale.fill_(3.0)  # make the saved backbone differ from a fresh tiny
@@ -54,7 +46,7 @@ def test_tiny_saved_to_folder_loads_by_path_without_network(tmp_path, images, no
         torch.testing.assert_close(loaded.score(images), expected, rtol=0, atol=0)
 
 
-def test_weights_env_folder_and_bare_file(tmp_path, images, monkeypatch, no_sockets):
+def test_weights_env_folder_and_bare_file(tmp_path, images, monkeypatch, no_network):
     model = clipiqa.load_model("tiny")
     folder = export_backbone(model.clip, model.source, tmp_path / "weights" / "tiny")
     bare = clipiqa.load_model("tiny", weights=folder / "open_clip_model.safetensors")  # preset config used
@@ -75,7 +67,7 @@ def test_fingerprint_identifies_weights():
     assert a == b and len(a) == 16
 
 
-def test_weights_line_names_file_and_fingerprint_on_stderr(tmp_path, photo_dir, capsys, no_sockets):
+def test_weights_line_names_file_and_fingerprint_on_stderr(tmp_path, photo_dir, capsys, no_network):
     from clipiqa.cli import main
     model = clipiqa.load_model("tiny")
     folder = export_backbone(model.clip, model.source, tmp_path / "tiny-weights")
@@ -86,7 +78,7 @@ def test_weights_line_names_file_and_fingerprint_on_stderr(tmp_path, photo_dir, 
     assert "cpu fp32" in line and "[random init: meaningless]" in line
 
 
-def test_random_init_travels_with_the_weights_file(tmp_path, no_sockets):
+def test_random_init_travels_with_the_weights_file(tmp_path, no_network):
     from safetensors import safe_open
 
     from clipiqa.weights import weights_are_random

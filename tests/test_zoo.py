@@ -9,7 +9,6 @@ the list of what is supported, before anything is built or downloaded.
 """
 from __future__ import annotations
 
-import socket
 import time
 
 import open_clip
@@ -30,14 +29,6 @@ FAMILIES = {
     "ViT-B-16-quickgelu:metaclip_fullcc": {"quick_gelu": True},
     "ViT-H-14:dfn5b": {"resize_mode": "squash"},
 }
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def shrunk(arch: str, quick_gelu: bool, seed: int = 0):
