@@ -446,7 +446,8 @@ COMPARE = [
     in QGR only: `ft` / `ft+qgr` for the paper's trainable set, `coop+vpt` / `coop+vpt+qgr` for prompts only.
     *Stop* ends the run after the current arm; the summary then uses only the splits that **every** arm
     finished, so both arms are always averaged over the same splits. When the two arms give the same numbers
-    on every split, the panel says "identical: QGR never changed a gradient".
+    on every split, the panel says "identical: QGR never changed a gradient" (or "identical results" when its
+    gradient records show that QGR did project gradients without changing any number).
     """),
     params("""
     SHOTS = 16 if SMOKE else 8 if REHEARSAL else 50  # labelled images per split

@@ -364,6 +364,16 @@ def test_compare_names_a_tie_as_identical():
     assert not equal_srcc_only["identical"] and "equal on 2 of 2" in paired_text(equal_srcc_only, 2, 2, False)
 
 
+def test_a_tie_where_qgr_projected_gradients_does_not_claim_it_never_did():
+    """Identical metrics do not prove QGR never acted: when the QGR-on histories show projected tensors, the tie
+    is named as identical results, not as "QGR never changed a gradient"."""
+    from clipiqa.widgets.compare import TIE_TEXT, paired_difference, paired_text
+    tie = paired_difference(_rows([0.5, 0.3], [0.5, 0.3]), [0, 1])
+    tie["qgr_acted"] = True
+    text = paired_text(tie, 2, 2, False)
+    assert TIE_TEXT not in text and "identical" in text and "projected" in text
+
+
 def test_compare_panel_names_a_real_tie(demo_table):
     """The text context alone gets no semantic gradient, so QGR cannot act: both arms train identically."""
     panel = ComparePanel(demo_table.head(40), shots=10, n_splits=2, epochs=2, trainable="text", n_boot=20,

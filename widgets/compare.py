@@ -13,8 +13,8 @@ few-shot draw per split:
 The panel's settings reach both arms as the protocol's ``overrides`` (epochs, lr, lam, ``qgr_stats=True`` so the
 QGR-off arm records gradient cosines too). Stop ends the run between (split, arm) runs; the summary then uses
 only the splits that every arm finished, so both arms are always averaged over the same k splits. When QGR on
-and QGR off give the same numbers on every split, the panel says so ("identical: QGR never changed a gradient")
-instead of drawing an empty difference chart. With a :class:`~clipiqa.session.Session` rated by two or more
+and QGR off give the same numbers on every split, the panel says so ("identical: QGR never changed a gradient",
+or "identical results" when the QGR-on gradient records show projections) instead of drawing an empty difference chart. With a :class:`~clipiqa.session.Session` rated by two or more
 people, the human ceiling (``session.agreement()``) is drawn beside the SRCCs.
 """
 from __future__ import annotations
@@ -38,6 +38,13 @@ PAIRS = {"paper": ("ft", "ft+qgr"), "prompts": ("coop+vpt", "coop+vpt+qgr"), "te
 TIE_METRICS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse", "rmse_logistic", "final_loss")
 """Two arms tie on a split when every one of these is equal (identical predictions give identical values)."""
 TIE_TEXT = "identical: QGR never changed a gradient"
+ACTED_TIE_TEXT = "identical results: QGR projected gradients, but no metric changed"
+
+
+def tie_text(paired: dict) -> str:
+    """How a tie is named: :data:`TIE_TEXT` unless the QGR-on histories show projected tensors
+    (``paired["qgr_acted"]``, set by the panel from the histories; unknown counts as not acted)."""
+    return ACTED_TIE_TEXT if paired.get("qgr_acted") else TIE_TEXT
 
 
 def _register_prompt_pairs() -> None:
@@ -169,10 +176,21 @@ def paired_text(paired: dict | None, k: int, n: int, stopped: bool) -> str:
         return (f"no split was finished by every arm ({n} asked for): nothing to compare yet" if stopped else
                 "nothing to compare")
     if paired["identical"]:
-        return (f"{TIE_TEXT}: QGR on and QGR off gave the same predictions on every split ({scope}); "
+        return (f"{tie_text(paired)}: QGR on and QGR off gave the same predictions on every split ({scope}); "
                 "no difference to report.")
     return (f"QGR on - off over {scope}: mean SRCC difference {paired['mean_diff']:+.3f}; QGR better on "
             f"{paired['wins']}, worse on {paired['losses']}, equal on {paired['ties']} of {paired['splits']}.")
+
+
+def qgr_acted(histories: dict, complete: list[int]) -> bool | None:
+    """Whether QGR projected any tensor in the QGR-on runs of the complete splits (from ``frac_projected`` of
+    their step records); None when no history has that record."""
+    seen = None
+    for (split, arm), history in histories.items():
+        steps = history.steps_frame() if arm == "QGR on" and split in complete else None
+        if steps is not None and "frac_projected" in steps:
+            seen = bool(seen) or bool((steps["frac_projected"].fillna(0) > 0).any())
+    return seen
 
 
 # --------------------------------------------------------------------------------------------- the panel
@@ -338,6 +356,8 @@ class ComparePanel(BackgroundRun, w.VBox):
         if self.session is not None and len(self.session.raters) >= 2:
             ceiling = self.session.agreement(n_boot=self.n_boot)
             notes.append(ceiling.text())
+        if paired is not None:
+            paired["qgr_acted"] = qgr_acted(histories, complete)
         summary.attrs["paired"] = paired
         self.result = CompareResult(per_split, summary, histories, notes, protocol.random_init, protocol.stopped,
                                     complete, n_splits, paired, ceiling, methods, protocol,
@@ -454,7 +474,7 @@ def _draw_srcc(fig, result: CompareResult) -> None:
         ax1.legend(fontsize=8, loc="lower right")
     paired = result.paired
     if paired and paired["identical"]:
-        ax2.text(0.5, 0.5, f"{TIE_TEXT}\n(equal on all {paired['splits']} splits)", ha="center", va="center",
+        ax2.text(0.5, 0.5, f"{tie_text(paired)}\n(equal on all {paired['splits']} splits)", ha="center", va="center",
                  fontsize=9, transform=ax2.transAxes)
         ax2.set_xticks([])
     elif paired:
