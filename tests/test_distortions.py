@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from clipiqa.data import distortions as dist_mod
 from clipiqa.data.demo import demo_references, stable_seed
+from clipiqa.data.distortions import kadid as dist_mod  # JPEG2000_AVAILABLE lives with the compression types
 from clipiqa.data.distortions import (
     CATEGORIES,
     DISTORTIONS,
@@ -24,8 +25,6 @@ FIXED_NAMES = [n for n, d in DISTORTIONS.items() if not d.random]
 
 def _photo(h: int = 64, w: int = 80) -> np.ndarray:
     """A small natural image (the astronaut, resized) for quick checks."""
-    from PIL import Image
-
     ref = demo_references(96, names=["astronaut"])["astronaut"]
     return np.asarray(Image.fromarray(ref).resize((w, h)))
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
+import subprocess
+import sys
+import threading
 import time
 import warnings
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, features
 
 from bad_images import EXIF_STORED_SIZE, EXPECTED_REASONS, EXPECTED_SIZES, write_bad_images
+import clipiqa.imageio
 from clipiqa.imageio import (
     DEFAULT_MAX_SIDE,
     IMAGE_EXTENSIONS,
@@ -22,6 +27,8 @@ from clipiqa.imageio import (
     list_images,
     load_image,
     load_rgb_array,
+    readable_extensions,
+    scan_images,
 )
 
 
@@ -321,7 +328,6 @@ def test_mpo_phone_photo_uses_draft_mode_too(tmp_path):
 
 def _in_thread(fn, timeout=10.0):
     """Run fn in a daemon thread; fail (instead of hanging) if it blocks."""
-    import threading
     result = {}
 
     def target():
@@ -339,7 +345,6 @@ def _in_thread(fn, timeout=10.0):
 
 
 def test_fifo_is_named_as_a_pipe_and_never_blocks(tmp_path):
-    import os
     fifo = tmp_path / "photo.jpg"
     os.mkfifo(fifo)
     with pytest.raises(ImageLoadError, match="named pipe") as info:
@@ -359,8 +364,6 @@ def test_folder_and_broken_symlink_are_named(tmp_path):
 
 
 def test_avif_and_every_pillow_format_are_scanned(tmp_path):
-    from PIL import features
-    from clipiqa.imageio import readable_extensions
     if not features.check("avif"):
         pytest.skip("this Pillow has no AVIF support")
     Image.new("RGB", (32, 24), (0, 120, 240)).save(tmp_path / "a.avif")
@@ -373,8 +376,6 @@ def test_avif_and_every_pillow_format_are_scanned(tmp_path):
 
 
 def test_scan_reports_what_it_skipped(tmp_path):
-    import os
-    from clipiqa.imageio import SkippedFilesWarning, scan_images
     (tmp_path / "real").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "real" / "x.png")
     (tmp_path / "linked").symlink_to(tmp_path / "real")          # the same folder twice: scanned once
@@ -394,8 +395,6 @@ def test_scan_reports_what_it_skipped(tmp_path):
 
 
 def test_scan_reports_an_unreadable_folder(tmp_path, monkeypatch):
-    import os
-    from clipiqa.imageio import scan_images
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked" / "x.png").write_bytes(b"x")
     (tmp_path / "ok.png").write_bytes(b"x")
@@ -435,11 +434,6 @@ print((peak_kb() - before) / 1024)
 
 def _peak_rss_mb(path: str, **kwargs) -> float:
     """Peak RSS growth (MB) of one load_image call in a fresh process (imageio loaded alone, without torch)."""
-    import json
-    import subprocess
-    import sys
-
-    import clipiqa.imageio
     out = subprocess.run([sys.executable, "-c", _RSS_PROBE, clipiqa.imageio.__file__, path, json.dumps(kwargs)],
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip())

@@ -11,6 +11,7 @@ import pytest
 from fixtures_datasets import (BUILDERS, LIVE_ORGS_DROPPED, live_dmos, live_orgs, make_csiq,
                                make_kadid10k, make_koniq10k, make_labels_csv, make_live, make_livec,
                                make_spaq, make_tid2013, write_image)
+from scipy.io import savemat
 
 from clipiqa.data.readers import (COMMON_COLUMNS, DATASETS, DatasetFormatError, normalize_scores,
                                   per_subset_minmax, read_dataset, read_labels)
@@ -191,8 +192,6 @@ def test_livec_drops_practice_images(tables: dict[str, pd.DataFrame]) -> None:
 
 
 def test_livec_length_mismatch(tmp_path: Path) -> None:
-    from scipy.io import savemat
-
     root = make_livec(tmp_path / "c")
     savemat(root / "Data" / "AllMOS_release.mat", {"AllMOS_release": np.ones((1, 5))})
     with pytest.raises(DatasetFormatError, match="15 image names but 5 MOS"):
@@ -292,8 +291,6 @@ def test_live_direction(tables: dict[str, pd.DataFrame]) -> None:
 
 
 def test_live_wrong_entry_count(tmp_path: Path) -> None:
-    from scipy.io import savemat
-
     root = make_live(tmp_path / "l")
     savemat(root / "dmos_realigned.mat", {"dmos_new": np.ones((1, 10)), "orgs": np.zeros((1, 10))})
     with pytest.raises(DatasetFormatError, match="dmos_new has 10 entries, expected 982"):
