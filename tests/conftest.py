@@ -59,10 +59,11 @@ def demo_table(tmp_path_factory):
 def meta_image_reads(monkeypatch):
     """Every image path meta pre-training reads, as ``(phase, path)`` with phase "eval" while a held-out task
     is scored and "train" otherwise (spies on ``clipiqa.meta``'s image store)."""
-    from clipiqa import meta
+    from clipiqa.data.image_cache import ImageCache
+    from clipiqa.meta.runner import _Runner
     reads: list[tuple[str, str]] = []
     phase = {"now": "train"}
-    original_get, original_eval = meta._ImageStore.get, meta._Runner.evaluate_task
+    original_get, original_eval = ImageCache.get, _Runner.evaluate_task
 
     def get(self, paths):
         paths = list(paths)
@@ -76,8 +77,8 @@ def meta_image_reads(monkeypatch):
         finally:
             phase["now"] = "train"
 
-    monkeypatch.setattr(meta._ImageStore, "get", get)
-    monkeypatch.setattr(meta._Runner, "evaluate_task", evaluate_task)
+    monkeypatch.setattr(ImageCache, "get", get)
+    monkeypatch.setattr(_Runner, "evaluate_task", evaluate_task)
     return reads
 
 

@@ -3,12 +3,13 @@
 (synthetic severities, not opinions)."""
 from __future__ import annotations
 
+from clipiqa.data import demo_references
+from clipiqa.meta import synthetic_tasks
+
 TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken", "pixelate")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def build_tasks(cache_dir):
-    from clipiqa.data import demo_references
-    from clipiqa.meta import synthetic_tasks
     return synthetic_tasks(demo_references(64, names=PHOTOS), types=TYPES, levels=(1, 3, 5), size=64,
                            cache_dir=cache_dir)

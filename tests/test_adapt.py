@@ -8,7 +8,10 @@ import torch
 from PIL import Image
 
 import clipiqa
+from clipiqa import finetune, meta
 from clipiqa.finetune import AdaptationDivergedError, AdaptConfig, EncodedSet, adapt, forward_cached
+from clipiqa.finetune import step as finetune_step
+from clipiqa.history import DivergedError, History
 from clipiqa.data import apply_distortion, demo_references
 from clipiqa.data.transforms import eval_transform
 from clipiqa.losses import quality_loss, semantic_loss
@@ -110,10 +113,9 @@ def test_stop_is_honoured_within_one_step(labelled):
 
 
 def test_non_finite_loss_restores_the_start_of_the_last_finite_epoch(labelled, monkeypatch):
-    import clipiqa.finetune as finetune
     model = clipiqa.load_model("tiny")
-    real, seen, saved = finetune.quality_loss, [], {}
-    monkeypatch.setattr(finetune, "quality_loss",  # NaN from the 5th step on (18 images, batch 8: 3 steps/epoch)
+    real, seen, saved = finetune_step.quality_loss, [], {}
+    monkeypatch.setattr(finetune_step, "quality_loss",  # NaN from the 5th step on (18 images, batch 8: 3 steps/epoch)
                         lambda z, q: real(z, q) * (float("nan") if len(seen) >= 4 else 1.0))
 
     def record(row):
@@ -198,14 +200,13 @@ def test_qgr_off_runs_the_second_backward_only_for_statistics(labelled, monkeypa
 
 
 def test_nan_semantic_gradient_is_a_divergence(labelled, monkeypatch):
-    import clipiqa.finetune as finetune
-    real = finetune.semantic_loss
+    real = finetune_step.semantic_loss
 
     def nan_gradient(s_logits, teacher):  # finite value, NaN gradient (NaN through torch.where)
         loss = real(s_logits, teacher)
         return torch.where(torch.tensor(True), loss, loss * float("nan"))
 
-    monkeypatch.setattr(finetune, "semantic_loss", nan_gradient)
+    monkeypatch.setattr(finetune_step, "semantic_loss", nan_gradient)
     model = clipiqa.load_model("tiny")
     with pytest.raises(AdaptationDivergedError, match="semantic gradient"):
         adapt(model, labelled, _fast(epochs=1, batch_size=18))
@@ -257,3 +258,24 @@ def test_non_finite_parameters_after_a_step_are_a_divergence(labelled, monkeypat
         if n in initial:
             assert torch.equal(p, initial[n]), n
     assert built >= set(initial) and _finite_scores(model, labelled)
+
+
+# --------------------------------------------------------------------------------------------- one history type
+def test_adapt_and_meta_share_one_history_type_and_one_divergence_error():
+    assert finetune.History is meta.MetaHistory is History
+    assert finetune.AdaptationDivergedError is meta.MetaDivergedError is DivergedError
+    assert issubclass(DivergedError, RuntimeError)
+    err = DivergedError("boom", History(note="n"))
+    assert str(err) == "boom" and err.history.note == "n"
+
+
+def test_history_frame_is_in_time_order_and_round_trips():
+    adapt_run = History(steps=[{"kind": "step", "step": 1}, {"kind": "step", "step": 2}],
+                        evals=[{"kind": "eval", "epoch": 1, "step": 1}], selected_epoch=1)
+    assert adapt_run.to_frame()["kind"].tolist() == ["step", "eval", "step"]  # by step when there is no meta_step
+    meta_run = History(steps=[{"kind": "step", "meta_step": 1}], evals=[{"kind": "eval", "meta_step": 0}],
+                       best_epoch=0, train_tasks=["a"])
+    assert meta_run.to_frame()["meta_step"].tolist() == [0, 1]
+    for h in (adapt_run, meta_run):
+        assert History.from_dict(h.to_dict()) == h
+    assert History.from_dict({"note": "old file", "unknown_field": 1}).note == "old file"

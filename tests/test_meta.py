@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import clipiqa
 from clipiqa import meta
@@ -23,6 +24,7 @@ from clipiqa.losses import quality_loss
 from clipiqa.meta import (MetaConfig, fomaml_update, meta_pretrain, param_hash, reptile_update, split_tasks,
                           synthetic_tasks, task_split, tasks_from_dataset)
 
+from fixtures_datasets import make_kadid10k, make_tid2013
 from meta_fixtures import PHOTOS, TYPES  # the `tasks` fixture (conftest.py) is built from these
 
 
@@ -194,7 +196,6 @@ def test_fomaml_uses_the_query_gradient_at_phi(tasks):
             if n in phi_a:
                 p.copy_(phi_a[n])
     check.train()
-    from PIL import Image
     images = [Image.open(p).convert("RGB") for p in query["path"]]
     enc = EncodedSet(check, images, eval_transform(check), 1, 0, 16)
     x, _ = enc.batch(torch.arange(len(query)), torch.zeros(len(query), dtype=torch.long))
@@ -351,7 +352,6 @@ def test_cli_pretrain_end_to_end_writes_best_last_history(tmp_path, capsys):
 
 
 def test_cli_pretrain_pools_kadid10k_and_tid2013_folders(tmp_path, capsys):
-    from fixtures_datasets import make_kadid10k, make_tid2013
     kadid = make_kadid10k(tmp_path / "kadid", n_refs=3, n_types=3, n_levels=2)
     tid = make_tid2013(tmp_path / "tid", n_refs=3, n_types=2, n_levels=2)
     out = tmp_path / "out"

@@ -15,10 +15,12 @@ import pytest
 import torch
 
 import clipiqa
-from clipiqa import meta
+from clipiqa import meta, protocol
 from clipiqa.checkpoint import read_checkpoint
 from clipiqa.cli import main
 from clipiqa.meta import MetaConfig, Task, meta_pretrain
+from clipiqa.meta import outer as meta_outer
+from clipiqa.prompts import PromptConfig
 
 from meta_fixtures import PHOTOS  # the `tasks` fixture (conftest.py) is built from these
 
@@ -171,7 +173,7 @@ def test_a_run_that_barely_moves_warns_and_says_so(tasks):
 def test_a_broken_outer_step_is_caught(tasks, monkeypatch):
     """Break the learner on purpose: an outer step that returns theta unchanged gives rel_move 0 and the
     warning (the movement test above fails the same way with it: measured 0)."""
-    monkeypatch.setattr(meta, "outer_update", lambda theta, direction, lr, *a, **k: (dict(theta), {}))
+    monkeypatch.setattr(meta_outer, "outer_update", lambda theta, direction, lr, *a, **k: (dict(theta), {}))
     with pytest.warns(RuntimeWarning, match="only 0 %"):
         history = meta_pretrain(tiny_model(), tasks, fast(meta_lr=1.0))
     assert history.rel_move == 0.0 and all(s["rel_move"] == 0.0 for s in history.steps)
@@ -282,8 +284,6 @@ def test_auto_meta_init_moves_away_from_the_random_init(tmp_path, monkeypatch):
     """The protocol's quick meta pre-training (``meta_init="auto"``) ends more than 1 % away from where it started,
     and hands over those parameters (its former budget moved them 0.0086 %, and its selection handed back the
     start parameters themselves)."""
-    from clipiqa import protocol
-    from clipiqa.prompts import PromptConfig
     monkeypatch.setenv("CLIPIQA_CACHE", str(tmp_path / "cache"))
     config = protocol.MethodConfig()
     config.cache.workdir = tmp_path / "work"
