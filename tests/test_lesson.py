@@ -106,6 +106,13 @@ def test_committed_weights_are_small_and_current():
         "the lesson recipe or model config changed: rebuild with `python -m clipiqa.lesson build`")
 
 
+def test_rebuild_command_names_the_committed_config(capsys):
+    """``python -m clipiqa.lesson hash`` (the entry that also runs ``build``) prints the committed file's hash."""
+    from clipiqa.lesson.__main__ import _main
+    assert _main(["hash"]) == 0
+    assert capsys.readouterr().out.strip() == lesson.config_hash(PRESET.model_cfg, RECIPE)
+
+
 def test_cli_notes_the_toy_model(lesson_model, capsys):
     from clipiqa.cli import random_init_warning
     random_init_warning(lesson_model)
