@@ -44,8 +44,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("grmp", "GRMP-IQA released fine-tuning (DESIGN 2.5): SGD lr 1e-3, weight decay 1e-4, batch 192, "
                    "50 epochs, 244-px squash + random 224 crop + flip, ImageNet mean/std; fixed budget",
-           {"trainable": "paper", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.0, "batch_size": 192,
-            "epochs": 50, "augment": "paper", "lr_schedule": "constant"}),
+           {"trainable": "last-blocks", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.0, "batch_size": 192,
+            "epochs": 50, "augment": "grmp", "lr_schedule": "constant"}),
     Recipe("coop", "CoOp's few-shot recipe (Zhou et al., IJCV 2022): SGD lr 2e-3, momentum 0.9, weight decay 5e-4, "
                    "batch 32, cosine decay, 1 warm-up epoch at lr 1e-5, 50 epochs; random crop + flip",
            {"lr": 2e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32, "epochs": 50,
@@ -53,8 +53,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("grmp-released", "the released GRMP-IQA protocol, for comparison with the paper only: up to 2000 epochs, "
                             "lr x0.3 when PLCC+SRCC on the test split plateaus, best epoch (epoch 0 included) by "
                             "PLCC+SRCC on the test split, per-subset min-max labels, visual-prompt dropout on",
-           {"trainable": "paper", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.0, "batch_size": 192,
-            "epochs": 2000, "augment": "paper", "lr_schedule": "plateau", "plateau_factor": 0.3,
+           {"trainable": "last-blocks", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.0, "batch_size": 192,
+            "epochs": 2000, "augment": "grmp", "lr_schedule": "plateau", "plateau_factor": 0.3,
             "plateau_patience": 5, "selection": "test-oracle", "selection_metric": "srcc+plcc",
             "select_initial": True, "label_norm": "subset-minmax", "prompt_dropout": True},
            optimistic=True),

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from clipiqa import load_model
 from clipiqa.cli import main
 from clipiqa.data import apply_distortion, demo_references
 from clipiqa.protocol import DEFAULT_METHODS, NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS
@@ -50,7 +51,6 @@ def test_adapt_writes_checkpoint_card_and_history(labels_csv, tmp_path, capsys):
     assert len(history[history["kind"] == "step"]) == 4  # 12 images, batch 8, 2 epochs
     assert {"loss", "loss_semantic", "cosine", "epoch"} <= set(history.columns)
     # the checkpoint loads back onto the model
-    from clipiqa import load_model
     model = load_model("tiny", device="cpu", prompts=out)
     assert model.prompt_config.visual_tokens == 100
 

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clipiqa.checkpoint import save_checkpoint
 from clipiqa.finetune import OPTIMISTIC_NOTE
 from clipiqa.data import build_demo_set
 from clipiqa.data.splits import standard_splits
-from clipiqa.model import load_model
+from clipiqa.factory import load_model
+from clipiqa.prompts import PromptConfig
 from clipiqa.protocol import (METHODS, METRICS, NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS, PER_SPLIT_COLUMNS,
-                              register_method, run_protocol)
+                              format_summary, register_method, run_protocol)
 
 FAST = {"epochs": 2, "augment": "none"}
 METHODS_UNDER_TEST = ["zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt", "meta+ft", "spy", "boom"]
@@ -176,8 +178,6 @@ def test_missing_meta_checkpoint_is_an_error_not_a_crash(demo, tmp_path):
 
 
 def test_meta_methods_start_from_a_given_checkpoint(demo, tmp_path):
-    from clipiqa.checkpoint import save_checkpoint
-    from clipiqa.prompts import PromptConfig
     init = tiny_factory(prompts=PromptConfig(n_ctx=2, visual_tokens=4))
     save_checkpoint(init, tmp_path / "best", trainable="prompts")
     calls = []
@@ -190,11 +190,10 @@ def test_meta_methods_start_from_a_given_checkpoint(demo, tmp_path):
     assert (res.per_split["status"] == "ok").all(), res.per_split["error"].tolist()
     assert calls.count(tmp_path / "best") == 2
     assert list(res.per_split["qgr_lam"]) == [0.0, 5.0]
-    assert list(res.per_split["trainable"]) == ["paper", "paper"]
+    assert list(res.per_split["trainable"]) == ["last-blocks", "last-blocks"]
 
 
 def test_format_summary_aligns_long_method_names():
-    from clipiqa.protocol import format_summary
     rows = [{"method": m, "n_ok": 2, "n_skipped": 0, "n_error": 0, "srcc_mean": 0.5, "srcc_std": 0.1,
              "srcc_median": 0.5, "krcc_mean": 0.4, "plcc_mean": 0.5, "plcc_logistic_mean": 0.5, "rmse_mean": 0.3,
              "chance_band": 0.3, "seconds_mean": 1.0, "recipe": "", "reason": ""}

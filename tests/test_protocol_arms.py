@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from clipiqa.data import build_demo_set
 from clipiqa.finetune import RELEASED_QGR_LAM, AdaptConfig, with_qgr
-from clipiqa.model import load_model
-from clipiqa.protocol import (DEFAULT_METHODS, METHODS, MethodConfig, arm_config, arm_table_row, register_method,
-                              run_protocol, score_predictions)
+from clipiqa.factory import load_model
+from clipiqa.protocol import (DEFAULT_METHODS, METHODS, MethodConfig, ProtocolCache, arm_config, arm_table_row,
+                              register_method, run_protocol, score_predictions)
 from clipiqa.recipes import RECIPES, recipe_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def test_default_arms_are_the_paper_ablation_beside_the_baselines():
     assert set(DEFAULT_METHODS) >= {"zero-shot", "ridge-probe", "classical-ridge", "coop", "coop+vpt"}
     ablation = {name: METHODS[name] for name in ("ft", "ft+qgr", "meta+ft", "meta+ft+qgr")}
     assert set(ablation) <= set(DEFAULT_METHODS)
-    assert {m.trainable for m in ablation.values()} == {"paper"}
+    assert {m.trainable for m in ablation.values()} == {"last-blocks"}
     assert {m.trains for m in ablation.values()} == {METHODS["ft"].trains}  # one trainable set: an ablation
     configs = {name: arm_config(m, MethodConfig(), seed=0, qgr=name.endswith("qgr")) for name, m in ablation.items()}
     plain = {n: c.qgr.active for n, c in configs.items()}
@@ -53,7 +54,7 @@ def test_each_adapted_arm_trains_with_its_own_documented_recipe():
     assert vpt.trainable == "prompts" and vpt.lr_schedule == "cosine"
     ft = arm_config(METHODS["ft"], MethodConfig())
     assert (ft.trainable, ft.lr, ft.weight_decay, ft.batch_size, ft.epochs, ft.augment) == \
-        ("paper", 1e-3, 1e-4, 192, 50, "paper")
+        ("last-blocks", 1e-3, 1e-4, 192, 50, "grmp")
     for name, method in METHODS.items():
         row = arm_table_row(method)
         assert row["trains"] and row["recipe"], name
@@ -144,3 +145,33 @@ def test_readme_arm_table_matches_the_registry():
         assert match, f"README arm table lacks a row for {name}"
         cells = [c.strip() for c in match.group(1).split("|")]
         assert cells[:4] == [row["trains"], row["init"], row["recipe"], row["budget"]], name
+
+
+def test_an_arm_name_is_registered_once_unless_replaced():
+    """One registry (clipiqa.registry.Registry): registering a taken name by accident fails and names the way out,
+    instead of silently swapping the arm every listing and run uses."""
+    before = METHODS["zero-shot"]
+    with pytest.raises(ValueError, match="'zero-shot' is already registered; pass replace=True"):
+        register_method("zero-shot", "a second zero-shot")(lambda *a: None)
+    assert METHODS["zero-shot"] is before
+    register_method("twice", "first")(lambda *a: None)
+    try:
+        register_method("twice", "second", replace=True)(lambda *a: None)
+        assert METHODS["twice"].description == "second"
+    finally:
+        METHODS.pop("twice")
+    assert list(METHODS)[:len(DEFAULT_METHODS)] == list(DEFAULT_METHODS)  # registration order, as listed
+
+
+def test_protocol_cache_keeps_decoded_images_within_its_budget(tmp_path):
+    """ProtocolCache.images is the shared ImageCache: beyond the budget the least recently used image is dropped
+    and read again, so the pixels are always right and memory stays bounded."""
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (10, 10), (40 * i, 0, 0)).save(paths[-1])
+    cache = ProtocolCache(image_budget_bytes=2 * 10 * 10 * 3)  # two images
+    images = cache.images(paths + paths[:1])
+    assert [im.getpixel((0, 0))[0] for im in images] == [0, 40, 80, 0]
+    assert len(cache._images) == 2 and cache._images.nbytes <= cache.image_budget_bytes
+    assert cache.images(paths[:1])[0] is images[-1]  # the most recent image is kept

@@ -14,7 +14,7 @@ from clipiqa.data import build_demo_set
 from clipiqa.finetune import (AdaptConfig, Plateau, adapt, epoch_lr, minmax_per_subset, selection_score,
                               training_labels)
 from clipiqa.inference import Prediction
-from clipiqa.model import load_model
+from clipiqa.factory import load_model
 from clipiqa.recipes import RECIPES, recipe_config
 
 

@@ -259,7 +259,7 @@ def test_adapt_panel_blocking_run_reraises_missing_weights_short(session, demo_t
 def _tiny_factory():
     from functools import partial
 
-    from clipiqa.model import load_model
+    from clipiqa.factory import load_model
     return partial(load_model, "tiny", None, "cpu")
 
 

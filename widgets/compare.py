@@ -6,7 +6,7 @@ few-shot draw per split:
 
 * ``zero-shot``: the frozen CLIP with antonym prompts (no training), for reference;
 * ``QGR off`` and ``QGR on``: a pair of protocol arms that differ in the regularizer only (same recipe, same
-  trainable set, same initialisation, same seeds): ``ft`` / ``ft+qgr`` for the paper's trainable set,
+  trainable set, same initialisation, same seeds): ``ft`` / ``ft+qgr`` for the paper's trainable set (``last-blocks``),
   ``coop+vpt`` / ``coop+vpt+qgr`` for prompts only, ``coop`` / ``coop+qgr`` for the text context only
   (:data:`PAIRS`).
 
@@ -14,8 +14,14 @@ The panel's settings reach both arms as the protocol's ``overrides`` (epochs, lr
 QGR-off arm records gradient cosines too). Stop ends the run between (split, arm) runs; the summary then uses
 only the splits that every arm finished, so both arms are always averaged over the same k splits. When QGR on
 and QGR off give the same numbers on every split, the panel says so ("identical: QGR never changed a gradient",
-or "identical results" when the QGR-on gradient records show projections) instead of drawing an empty difference chart. With a :class:`~clipiqa.session.Session` rated by two or more
-people, the human ceiling (``session.agreement()``) is drawn beside the SRCCs.
+or "identical results" when the QGR-on gradient records show projections) instead of drawing an empty difference
+chart. With a :class:`~clipiqa.session.Session` rated by two or more people, the human ceiling
+(``session.agreement()``) is drawn beside the SRCCs. The summary is the protocol's own
+(:func:`clipiqa.protocol.summarize_methods`), so the panel and ``clipiqa bench`` report the same numbers for the
+same arguments; the figures are drawn by :mod:`clipiqa.widgets.compare_plots`.
+
+Its ~450 lines are one panel: the pure helpers for the result (pairs, ties, paired differences) and the panel class
+with its controls, background run and view.
 """
 from __future__ import annotations
 
@@ -23,17 +29,29 @@ import inspect
 import math
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import ipywidgets as w
-import numpy as np
 import pandas as pd
+import torch
 
-from ._common import (RANDOM_INIT_TEXT, TOY_TEXT, BackgroundRun, banner, caveat_text, figure_png, integer_ticks,
-                      note, table_html)
+from clipiqa.adapters import LAST_BLOCKS, trainable_set
+from clipiqa.data import standard_splits
+from clipiqa.factory import load_model
+from clipiqa.presets import get_preset
+from clipiqa.prompts import DEFAULT_VISUAL_TOKENS, PromptConfig
+from clipiqa.protocol import (METHODS, PER_SPLIT_COLUMNS, TEXT_ONLY, adapted_arm, register_method, run_protocol,
+                              summarize_methods)
+from clipiqa.protocol import complete_splits as protocol_complete_splits
+from clipiqa.recipes import RECIPES
+from clipiqa.session import Session
+
+from ._common import RANDOM_INIT_TEXT, TOY_TEXT, BackgroundRun, banner, caveat_text, figure_png, note, table_html
+from .compare_plots import draw_srcc, draw_traces
 
 ARMS = ("zero-shot", "QGR off", "QGR on")
-PAIRS = {"paper": ("ft", "ft+qgr"), "prompts": ("coop+vpt", "coop+vpt+qgr"), "text": ("coop", "coop+qgr")}
+PAIRS = {LAST_BLOCKS: ("ft", "ft+qgr"), "prompts": ("coop+vpt", "coop+vpt+qgr"), "text": ("coop", "coop+qgr")}
 """Trainable set -> (QGR off, QGR on) protocol arms."""
 TIE_METRICS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse", "rmse_logistic", "final_loss")
 """Two arms tie on a split when every one of these is equal (identical predictions give identical values)."""
@@ -50,8 +68,6 @@ def tie_text(paired: dict) -> str:
 def _register_prompt_pairs() -> None:
     """The QGR-on partners of the prompt-only protocol arms (same recipe and prompts as ``coop+vpt``/``coop``),
     registered once if the protocol does not define them."""
-    from clipiqa.protocol import METHODS, TEXT_ONLY, adapted_arm, register_method
-    from clipiqa.prompts import DEFAULT_VISUAL_TOKENS, PromptConfig
     extra = (("coop+vpt+qgr", "coop+vpt with QGR (lam 5): the QGR-on partner of coop+vpt",
               "text context + visual prompts", "N(0, 0.02); VPT uniform", "prompts",
               PromptConfig(visual_tokens=DEFAULT_VISUAL_TOKENS)),
@@ -117,28 +133,27 @@ def with_arms(per_split: pd.DataFrame, methods: dict[str, str]) -> pd.DataFrame:
 
 def complete_splits(per_split: pd.DataFrame, arms=ARMS) -> list[int]:
     """Splits on which every arm has a row (a stopped comparison's last split may be partial)."""
-    if per_split.empty:
-        return []
-    have = per_split.groupby("split")["arm"].apply(set)
-    return sorted(int(s) for s, a in have.items() if set(arms) <= a)
+    return protocol_complete_splits(per_split, arms, column="arm")
+
+
+SUMMARY_COLUMNS = ("srcc_mean", "srcc_median", "srcc_std", "plcc_mean", "chance_band")
+"""The columns of the protocol's summary the panel shows, beside ``splits`` (the protocol's ``n_ok``)."""
 
 
 def summarize_arms(per_split: pd.DataFrame, complete: list[int], arms=ARMS) -> pd.DataFrame:
     """One row per arm over the ``complete`` splits only: SRCC mean/median/std, PLCC mean, chance band and the
-    number of splits (the same for every arm, by construction)."""
-    from clipiqa.metrics import summarize
-    rows = []
+    number of splits (the same for every arm, by construction). The numbers are the protocol's own summary
+    (:func:`clipiqa.protocol.summarize_methods`, as ``clipiqa bench`` reports them), with ``method`` naming the
+    protocol arm behind each panel arm."""
     part = per_split[per_split["split"].isin(complete)]
-    for arm in arms:
-        sub = part[(part["arm"] == arm) & (part["status"] == "ok")]
-        s = summarize(sub["srcc"].to_numpy(float)) if len(sub) else {"mean": np.nan, "median": np.nan,
-                                                                     "std": np.nan}
-        rows.append({"arm": arm, "method": str(part.loc[part["arm"] == arm, "method"].iloc[0])
-                     if (part["arm"] == arm).any() else "", "srcc_mean": s["mean"], "srcc_median": s["median"],
-                     "srcc_std": s["std"], "plcc_mean": float(sub["plcc"].mean()) if len(sub) else np.nan,
-                     "chance_band": float(sub["chance_band"].mean()) if len(sub) else np.nan,
-                     "splits": int(len(sub))})
-    return pd.DataFrame(rows)
+    part = part.reindex(columns=list(dict.fromkeys([*part.columns, *PER_SPLIT_COLUMNS])))  # a table of a few columns
+    summary = summarize_methods(part.assign(method=part["arm"]), list(arms))
+    out = summary[["method", *SUMMARY_COLUMNS, "n_ok"]].rename(columns={"method": "arm", "n_ok": "splits"})
+    methods = [str(part.loc[part["arm"] == arm, "method"].iloc[0]) if (part["arm"] == arm).any() else ""
+               for arm in arms]
+    out.insert(1, "method", methods)
+    out["splits"] = out["splits"].astype(int)
+    return out
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -213,11 +228,6 @@ class ComparePanel(BackgroundRun, w.VBox):
                  lr: float | None = None, trainable: str | None = None, seed: int = 0,
                  model_factory: Callable[..., Any] | None = None, model_name: str = "vitb16-openai",
                  weights: str | None = None, device: str | None = None, n_boot: int = 500, **adapt_options):
-        import torch
-        from functools import partial
-
-        from clipiqa.model import load_model
-        from clipiqa.session import Session
         _register_prompt_pairs()
         self.session = source if isinstance(source, Session) else None
         if self.session is not None:
@@ -228,7 +238,6 @@ class ComparePanel(BackgroundRun, w.VBox):
         elif isinstance(source, pd.DataFrame):
             self.table_source = lambda: source
             model_factory = model_factory or partial(load_model, model_name, weights, device)
-            from clipiqa.presets import get_preset
             self._random_init = get_preset(model_name).random_init and weights is None
             self._toy = get_preset(model_name).toy and weights is None
         else:
@@ -243,7 +252,7 @@ class ComparePanel(BackgroundRun, w.VBox):
         self._status = "idle"
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
-        trainable = trainable or ("paper" if torch.cuda.is_available() else "prompts")
+        trainable = trainable_set(trainable or (LAST_BLOCKS if torch.cuda.is_available() else "prompts"))
         style = {"description_width": "initial"}
         self.banner = banner(self._random_init, toy=self._toy)
         self.shots = w.BoundedIntText(value=shots, min=2, max=100000, description="Shots per split", style=style,
@@ -252,7 +261,7 @@ class ComparePanel(BackgroundRun, w.VBox):
                                          layout=w.Layout(width="130px"))
         self.epochs = w.BoundedIntText(value=epochs, min=1, max=10000, description="Epochs", style=style,
                                        layout=w.Layout(width="140px"))
-        self.trainable = w.Dropdown(options=[("paper: ft vs ft+qgr", "paper"),
+        self.trainable = w.Dropdown(options=[("last-blocks: ft vs ft+qgr", LAST_BLOCKS),
                                              ("prompts: coop+vpt vs +qgr", "prompts"),
                                              ("text: coop vs coop+qgr", "text")],
                                     value=trainable, description="Trains", style=style,
@@ -283,8 +292,6 @@ class ComparePanel(BackgroundRun, w.VBox):
     # ------------------------------------------------------------------ settings
     @staticmethod
     def _recipe_lr(trainable: str) -> float:
-        from clipiqa.protocol import METHODS
-        from clipiqa.recipes import RECIPES
         return float(RECIPES[METHODS[PAIRS[trainable][0]].recipe].settings.get("lr", 1e-3))
 
     def _on_trainable(self, change) -> None:
@@ -299,8 +306,6 @@ class ComparePanel(BackgroundRun, w.VBox):
 
     def overrides(self) -> dict[str, Any]:
         """What the panel's settings change in both adapted arms' recipe (``run_protocol(overrides=...)``)."""
-        from clipiqa.protocol import METHODS
-        from clipiqa.recipes import RECIPES
         epochs = int(self.epochs.value)
         out: dict[str, Any] = {"epochs": epochs, "qgr": {"lam": float(self.lam.value)}, "qgr_stats": True}
         recipe = RECIPES[METHODS[self.methods["QGR off"]].recipe].settings
@@ -316,8 +321,6 @@ class ComparePanel(BackgroundRun, w.VBox):
                 stop: Callable[[], bool] | None = None) -> CompareResult:
         """Run the three arms on every split (blocking) and return the result (also kept in ``self.result``).
         ``stop`` (default: the panel's Stop) is polled between (split, arm) runs."""
-        from clipiqa.data import standard_splits
-        from clipiqa.protocol import run_protocol
         table = self.table_source()
         if len(table) < 8:
             raise ValueError(f"the comparison needs at least 8 labelled images (got {len(table)}): each split keeps "
@@ -335,8 +338,8 @@ class ComparePanel(BackgroundRun, w.VBox):
         per_split["complete"] = per_split["split"].isin(complete)
         summary = summarize_arms(per_split, complete)
         paired = paired_difference(per_split, complete)
-        histories = {(s, arm): h for arm, m in methods.items()
-                     for (s, method), h in (getattr(protocol, "histories", None) or {}).items() if method == m}
+        histories = {(s, arm): h for arm, m in methods.items() for (s, method), h in protocol.histories.items()
+                     if method == m}
         notes = [f"{n_splits} seeded splits with {shots} labels each, identical for every arm (split_hash and "
                  f"labelled_hash columns); arms: QGR off = {methods['QGR off']}, QGR on = {methods['QGR on']} "
                  "(same recipe, seeds and initialisation; only QGR differs). The SRCC CI is a bootstrap over test "
@@ -375,14 +378,7 @@ class ComparePanel(BackgroundRun, w.VBox):
         self._status = self.status_label.value = "running"
         self.progress.value, self.progress.bar_style = 0, ""
         self.run_button.disabled, self.stop_button.disabled = True, False
-        self._thread = threading.Thread(target=self._work, daemon=True, name="clipiqa-compare")
-        self._thread.start()
-        if not block:
-            return None
-        result = self.wait()
-        if self.error is not None:
-            raise self.error
-        return result
+        return self._launch(self._work, "clipiqa-compare", block)
 
     def stop(self) -> None:
         """Stop after the current (split, arm) run; the summary keeps only splits every arm finished."""
@@ -429,8 +425,9 @@ class ComparePanel(BackgroundRun, w.VBox):
             return
         headline = result.paired_text
         self.table.value = table_html(result.summary, caption=" ".join(_sentence(n) for n in result.notes))
-        self.plots.value = figure_png(lambda fig: _draw_srcc(fig, result), figsize=(10, 3.4))
-        self.traces.value = figure_png(lambda fig: _draw_traces(fig, result), figsize=(10, 3.0))
+        tie_label = tie_text(result.paired) if result.paired else ""
+        self.plots.value = figure_png(lambda fig: draw_srcc(fig, result, ARMS, tie_label), figsize=(10, 3.4))
+        self.traces.value = figure_png(lambda fig: draw_traces(fig, result), figsize=(10, 3.0))
         warn = [RANDOM_INIT_TEXT + "."] if result.random_init else [TOY_TEXT + "."] if result.toy else []
         self.message.value = note(" ".join([headline, *warn]), "warn" if warn or result.stopped else "info")
 
@@ -451,87 +448,3 @@ def _check_factory(factory: Callable[..., Any]) -> None:
     raise TypeError("model_factory must accept prompts=... (the protocol builds each arm's model with its prompts); "
                     "use functools.partial(clipiqa.load_model, name, weights, device)")
 
-
-def _draw_srcc(fig, result: CompareResult) -> None:
-    import seaborn as sns
-    df = result.per_split[result.per_split["complete"] & (result.per_split["status"] == "ok")]
-    k = len(result.complete_splits)
-    ax1, ax2 = fig.subplots(1, 2, width_ratios=[3, 2])
-    if len(df):
-        band = float(df["chance_band"].mean())
-        ax1.axhspan(-band, band, color="grey", alpha=0.15, label=f"chance band (±{band:.2f})")
-        c = result.ceiling
-        if c is not None and c.available:
-            ax1.axhspan(c.split_half_lo, c.split_half_hi, color="tab:green", alpha=0.15,
-                        label=f"human ceiling ({c.split_half:.2f})")
-        for _, sub in df.groupby("split"):
-            sub = sub.set_index("arm").reindex([a for a in ARMS if a in set(sub["arm"])])
-            ax1.plot(range(len(sub)), sub["srcc"].to_numpy(), color="#bbbbbb", lw=0.8, zorder=1)
-        sns.stripplot(data=df, x="arm", y="srcc", hue="arm", order=list(ARMS), ax=ax1, size=6, legend=False,
-                      jitter=False, zorder=2)
-        sns.pointplot(data=df, x="arm", y="srcc", order=list(ARMS), ax=ax1, color="black", markers="_",
-                      linestyles="none", errorbar="sd")
-        ax1.legend(fontsize=8, loc="lower right")
-    paired = result.paired
-    if paired and paired["identical"]:
-        ax2.text(0.5, 0.5, f"{tie_text(paired)}\n(equal on all {paired['splits']} splits)", ha="center", va="center",
-                 fontsize=9, transform=ax2.transAxes)
-        ax2.set_xticks([])
-    elif paired:
-        diff = paired["diff"]
-        bars = ax2.bar([str(s) for s in diff], list(diff.values()),
-                       color=["#2c7bb6" if d > 0 else "#d7191c" if d < 0 else "#999999" for d in diff.values()])
-        ax2.bar_label(bars, fmt="%+.3f", fontsize=8)  # an equal split reads "+0.000", not as a missing bar
-        lim = max(0.05, 1.3 * max(abs(d) for d in diff.values()))
-        ax2.set_ylim(-lim, lim)
-        ax2.axhline(0, color="black", lw=0.8)
-        ax2.set_xlabel("split")
-    else:
-        ax2.text(0.5, 0.5, "no split finished by every arm", ha="center", va="center", fontsize=9,
-                 transform=ax2.transAxes)
-    ax1.set_ylim(-1.05, 1.05)
-    ax1.set_ylabel("test SRCC")
-    ax1.set_xlabel("")
-    ax1.set_title(f"test SRCC per split, {k} split{'s' if k != 1 else ''} per arm (lines join a split)",
-                  fontsize=10)
-    ax2.set_title("QGR on - QGR off, per split", fontsize=10)
-    ax2.set_ylabel("SRCC difference")
-    if result.caveat:
-        fig.suptitle(result.caveat, color="#a15c00", fontsize=10)
-
-
-def _draw_traces(fig, result: CompareResult) -> None:
-    ax1, ax2 = fig.subplots(1, 2)
-    colours = {"QGR off": "#d7191c", "QGR on": "#2c7bb6"}
-    drawn, no_semantic = False, False
-    for (split, arm), history in sorted(result.histories.items()):
-        if split not in result.complete_splits:
-            continue
-        steps = history.steps_frame()
-        if not len(steps) or "cosine" not in steps:
-            continue
-        if steps["cosine"].isna().all():  # g_s = 0 on every step: the scene loss does not reach these tensors
-            no_semantic = True
-            continue
-        label = arm if split == result.complete_splits[0] else None
-        ax1.plot(steps["step"], steps["cosine"], color=colours[arm], alpha=0.7, lw=1, label=label)
-        if "frac_projected" in steps:
-            ax2.plot(steps["step"], steps["frac_projected"], color=colours[arm], alpha=0.7, lw=1, label=label)
-        drawn = True
-    if not drawn:
-        why = ("no semantic gradient reaches this trainable set:\nQGR has nothing to project" if no_semantic
-               else "no per-step gradient records in this result")
-        for ax in (ax1, ax2):
-            ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=9, transform=ax.transAxes)
-    ax1.axhline(0, color="black", lw=0.6)
-    ax1.set_title("cosine(quality gradient, semantic gradient)", fontsize=10)
-    ax1.set_ylabel("cosine")
-    ax2.set_title("share of tensors projected by QGR", fontsize=10)
-    ax2.set_ylabel("share")
-    for ax in (ax1, ax2):
-        ax.set_xlabel("step")
-        integer_ticks(ax)
-        if drawn:
-            ax.legend(fontsize=8)
-    if result.caveat:
-        fig.suptitle(result.caveat, color="#a15c00", fontsize=10)

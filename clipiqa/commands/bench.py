@@ -10,7 +10,7 @@ import sys
 import time
 from functools import partial
 
-from ..cli import EXIT_OK, EXIT_PARTIAL, UsageError, command
+from .common import EXIT_OK, EXIT_PARTIAL, UsageError, augment_arg, check_out_folder, command
 
 TINY_EPOCHS = 15
 DEMO_TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken")
@@ -39,7 +39,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
                         "--model tiny)")
     p.add_argument("--lr", type=float, default=None, help="override every adapted arm's learning rate (default: "
                                                           "each arm's recipe)")
-    p.add_argument("--augment", choices=("none", "model", "paper"), default=None,
+    p.add_argument("--augment", type=augment_arg, choices=("none", "model", "grmp"), default=None,
                    help="override every adapted arm's training augmentation (default: each recipe's; none with "
                         "--model tiny)")
     p.add_argument("--recipe", default=None,
@@ -78,7 +78,7 @@ def parse_shots(text: str) -> int | float:
 
 def load_bench_dataset(spec: str, demo_types: str | None = None):
     """``demo`` -> the embedded demo set (small default subset of types); ``NAME:ROOT`` -> read_dataset."""
-    from ..data import build_demo_set, read_dataset
+    from ..data import build_demo_set, read_dataset  # pandas: loaded when the command runs (clipiqa --help < 1 s)
     if spec.lower() == "demo":
         types = DEMO_TYPES if demo_types is None else ("all" if demo_types == "all" else
                                                        [t.strip() for t in demo_types.split(",") if t.strip()])
@@ -98,7 +98,7 @@ def load_bench_dataset(spec: str, demo_types: str | None = None):
 
 def _overrides(args: argparse.Namespace, tiny: bool) -> dict:
     """``AdaptConfig`` fields set on the command line for every adapted arm; CPU-friendly budget for tiny."""
-    from ..finetune import AdaptConfig
+    from ..finetune import AdaptConfig  # torch: loaded when the command runs (clipiqa --help < 1 s)
     kw: dict = {}
     if args.epochs is not None:
         kw["epochs"] = args.epochs
@@ -119,7 +119,7 @@ def _overrides(args: argparse.Namespace, tiny: bool) -> dict:
 
 def format_arms(names) -> str:
     """The arm table: name, what it trains, its init, its recipe."""
-    from ..protocol import METHODS, arm_table_row
+    from ..protocol import METHODS, arm_table_row  # torch: loaded when the command runs (clipiqa --help < 1 s)
     rows = [arm_table_row(METHODS[n]) for n in names]
     cols = ("arm", "trains", "init", "recipe", "budget")
     width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
@@ -129,7 +129,7 @@ def format_arms(names) -> str:
 
 
 def _progress_bar(total_hint: int):
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # ~0.1 s: loaded when a run starts, not when the parser is built
     bar = tqdm(total=total_hint, desc="bench", unit="run", file=sys.stderr, disable=None)
 
     def update(info: dict) -> None:
@@ -142,12 +142,15 @@ def _progress_bar(total_hint: int):
 
 @command("bench", "run baselines and the method on the same seeded splits (evaluation protocol)")(_configure)
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..model import load_model
+    # torch, pandas and the model code: loaded when the command runs, not when the parser is built (--help < 1 s)
+    import torch
+
+    from ..factory import load_model
     from ..protocol import DEFAULT_METHODS, METHODS, run_protocol
+    from ..recipes import RECIPES
     from ..weights import WeightsUnavailableError
     if args.list_methods:
         print(format_arms(METHODS))
-        from ..recipes import RECIPES
         print("\nrecipes:")
         for recipe in RECIPES.values():
             print(f"  {recipe.name:<14} {recipe.source}")
@@ -158,18 +161,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads {args.threads} is not allowed; use a positive integer")
-        import torch
         torch.set_num_threads(args.threads)
     if args.splits < 1:
         raise UsageError(f"--splits {args.splits} is not allowed; use a positive integer")
     methods = DEFAULT_METHODS if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = METHODS.unknown(methods)
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
     demo = args.dataset.lower() == "demo"
     meta_init = args.meta_init if args.meta_init is not None else ("auto" if demo else None)
     if args.out is not None:
-        from ..cli import check_out_folder
         check_out_folder(args.out)  # before any work: its parent folder must exist
 
     load = partial(load_model, args.model, weights=args.weights, device=args.device)

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry
+
 TargetFn = Callable[[nn.Module, Tensor], Tensor]
 
 # The normalisation of OpenAI CLIP, used when a module does not say its own.
@@ -50,12 +52,12 @@ class Method:
     needs_iqa_model: bool = False
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("attribution method", describe=lambda m: m.description)
 
 
 def _register(name: str, description: str, needs_iqa_model: bool = False):
     def wrap(fn):
-        METHODS[name] = Method(name, description, fn, needs_iqa_model)
+        METHODS.add(name, Method(name, description, fn, needs_iqa_model))
         return fn
     return wrap
 
@@ -376,10 +378,7 @@ def _check_options(spec: Method, options: dict[str, Any]) -> None:
 
 
 def _method(name: str) -> Method:
-    if name not in METHODS:
-        listing = "; ".join(f"{m.name}: {m.description}" for m in METHODS.values())
-        raise ValueError(f"unknown attribution method {name!r}; use one of: {listing}")
-    return METHODS[name]
+    return METHODS.get_or_explain(name)
 
 
 @torch.no_grad()

@@ -1,0 +1,86 @@
+"""What an evaluation arm is: a registered :class:`Method` (its function, what it trains, its recipe) in the
+shared :data:`METHODS` registry, and the :class:`MethodConfig` every arm receives."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+
+from ..recipes import RECIPES
+from ..registry import Registry
+from .cache import ModelFactory, ProtocolCache
+
+__all__ = ["METHODS", "Method", "MethodConfig", "MethodFn", "MethodSkipped", "ModelFactory", "register_method"]
+
+
+class MethodSkipped(Exception):
+    """A method cannot run in this setting (e.g. no meta checkpoint); the reason is reported, not an error."""
+
+
+@dataclass
+class MethodConfig:
+    """Settings every method receives.
+
+    overrides: ``AdaptConfig`` fields applied on top of every adapted arm's recipe (e.g. a smaller smoke budget
+        ``{"epochs": 2}``); recorded in each row's ``recipe`` column.
+    recipe: a recipe that replaces the own recipe of the arms on the paper's trainable set (``last-blocks``):
+        ``"grmp-released"`` for comparison with the paper (optimistic), or None.
+    selection: the model-selection mode of every adapted arm (None = the recipe's).
+    meta_init: a meta checkpoint (``DIR/best``), ``"auto"`` (quick meta pre-training on synthetic tasks from
+        bundled photos not in the test split; needs ``clipiqa.meta``), or None (meta methods are skipped).
+    batch_size: images per forward pass when scoring or extracting features.
+    ridge_alpha: a fixed ridge penalty, or None for leave-one-out selection over a log grid.
+    cache: shared state (filled by :func:`run_protocol`).
+    """
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    recipe: str | None = None
+    selection: str | None = None
+    meta_init: str | os.PathLike | None = None
+    batch_size: int = 32
+    ridge_alpha: float | None = None
+    cache: ProtocolCache = field(default_factory=ProtocolCache)
+
+
+MethodFn = Callable[[ModelFactory, pd.DataFrame, pd.DataFrame, MethodConfig, int], Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered arm: its function, what it trains, where that starts, and its recipe.
+
+    ``recipe`` names an entry of :data:`clipiqa.recipes.RECIPES` for adapted arms (their training settings), or
+    says how a frozen arm is fitted ("none", "closed form"). ``adapts`` marks arms that train (selection applies).
+    """
+
+    name: str
+    fn: MethodFn
+    description: str
+    adapts: bool = False
+    trains: str = "nothing"
+    init: str = "-"
+    recipe: str = "none"
+    trainable: str | None = None
+
+
+METHODS: Registry[Method] = Registry("method", describe=lambda m: m.description)
+"""Every arm by name, in registration order (the order of listings and of the README's arm table)."""
+
+
+def register_method(name: str, description: str, adapts: bool = False, *, trains: str = "nothing",
+                    init: str = "-", recipe: str = "none", trainable: str | None = None, replace: bool = False
+                    ) -> Callable[[MethodFn], MethodFn]:
+    """Add an arm to :data:`METHODS` (usable by name in :func:`run_protocol` and ``clipiqa bench``).
+
+    Adapted arms (``adapts=True``) name their ``recipe`` (a key of :data:`clipiqa.recipes.RECIPES`) and their
+    ``trainable`` set (``text``, ``prompts``, ``last-blocks``). A name already registered needs ``replace=True``."""
+    if adapts and (recipe not in RECIPES or trainable is None):
+        raise ValueError(f"method {name!r}: an adapted arm needs a known recipe ({', '.join(RECIPES)}; got "
+                         f"{recipe!r}) and a trainable set (got {trainable!r})")
+
+    def wrap(fn: MethodFn) -> MethodFn:
+        METHODS.add(name, Method(name, fn, description, adapts, trains, init, recipe, trainable), replace=replace)
+        return fn
+    return wrap
