@@ -43,7 +43,7 @@ def meta_init(out: Path, epochs: int, seed: int) -> tuple[Path, dict]:
     picked epoch 0 (the random start itself) when tried, i.e. no meta init at all."""
     from clipiqa import lesson, meta
     from clipiqa.data.demo import demo_references
-    from clipiqa.model import load_model
+    from clipiqa.factory import load_model
     from clipiqa.presets import get_preset
     from clipiqa.prompts import PromptConfig
     recipe = lesson.LessonRecipe.from_dict(get_preset("lesson").lesson)
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="folder for the protocol's files (per_split.csv, summary.csv, ...)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from clipiqa.model import load_model
+    from clipiqa.factory import load_model
     from clipiqa.protocol import run_protocol
 
     t0 = time.perf_counter()

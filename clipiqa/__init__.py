@@ -11,18 +11,24 @@ The verbs, in the order of the notebook loop::
 plus ``meta_pretrain`` (meta-prompt pre-training over distortion tasks) and ``run_protocol`` (the evaluation
 protocol with baselines). See README.md.
 """
-__version__ = "0.1.0"
-
 import importlib
 
-from .checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from .model import IQAModel, load_model, resolve_device  # noqa: E402
-from .prompts import SCENE_LABELS, SCENES, PromptConfig  # noqa: E402
-from .scoring import score_files, score_images  # noqa: E402
-from .weights import WeightsUnavailableError, export_backbone  # noqa: E402
+from ._version import __version__
 
-_LAZY = {  # heavier parts load on first use
-    "adapt": ("finetune", "adapt"), "AdaptConfig": ("finetune", "AdaptConfig"), "History": ("finetune", "History"),
+# Every public name loads on first use (PEP 562). Measured on the 2-core CI machine: importing the API eagerly
+# (torch, open_clip, torchvision) costs 2-6 s, and `clipiqa --help` must start in under 1 s
+# (``benchmarks/run.py --only cli``); `import clipiqa.cli` must not pay for the model code.
+_LAZY = {
+    "load_model": ("factory", "load_model"), "resolve_device": ("factory", "resolve_device"),
+    "IQAModel": ("model", "IQAModel"),
+    "PromptConfig": ("prompts", "PromptConfig"), "SCENES": ("prompts", "SCENES"),
+    "SCENE_LABELS": ("prompts", "SCENE_LABELS"),
+    "score_files": ("scoring", "score_files"), "score_images": ("scoring", "score_images"),
+    "save_checkpoint": ("checkpoint", "save_checkpoint"), "read_checkpoint": ("checkpoint", "read_checkpoint"),
+    "apply_checkpoint": ("checkpoint", "apply_checkpoint"),
+    "export_backbone": ("weights", "export_backbone"),
+    "WeightsUnavailableError": ("weights", "WeightsUnavailableError"),
+    "adapt": ("finetune", "adapt"), "AdaptConfig": ("finetune", "AdaptConfig"), "History": ("history", "History"),
     "QGRConfig": ("qgr", "QGRConfig"),
     "meta_pretrain": ("meta", "meta_pretrain"), "MetaConfig": ("meta", "MetaConfig"),
     "synthetic_tasks": ("meta", "synthetic_tasks"), "tasks_from_dataset": ("meta", "tasks_from_dataset"),
@@ -36,12 +42,14 @@ def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
         mod = importlib.import_module(f".{module}", __name__)
-        return mod if attr is None else getattr(mod, attr)
+        value = mod if attr is None else getattr(mod, attr)
+        globals()[name] = value  # later uses skip this function
+        return value
     raise AttributeError(f"module 'clipiqa' has no attribute {name!r}")
 
 
-__all__ = [
-    "__version__", "load_model", "IQAModel", "PromptConfig", "SCENES", "SCENE_LABELS", "resolve_device",
-    "score_files", "score_images", "save_checkpoint", "read_checkpoint", "apply_checkpoint", "export_backbone",
-    "WeightsUnavailableError", *_LAZY,
-]
+__all__ = ["__version__", *_LAZY]
+
+
+def __dir__() -> list[str]:  # tab completion in notebooks lists the lazy names too
+    return sorted(set(globals()) | set(__all__))

@@ -17,10 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
+from ._version import __version__
+from .adapters import trainable_set
 from .csvio import atomic_path, atomic_write
+from .data.transforms import as_spec
 
 CARD_VERSION = 1
 
@@ -44,9 +48,7 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def library_versions() -> dict[str, str]:
-    import open_clip
 
-    from . import __version__
     return {"clipiqa": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
             "python": platform.python_version()}
 
@@ -65,7 +67,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
         "prompt_config": model.prompt_config.to_dict(),
         "tuned_blocks": model.n_tuned_blocks,
         "eval_transform": model.transform_spec.to_dict(),  # applied wherever this checkpoint scores
-        "trainable": trainable,
+        "trainable": trainable if trainable is None else trainable_set(trainable),
         "training": training or {},
         "data": data or {},
         "metrics": metrics or {},
@@ -297,7 +299,6 @@ def apply_checkpoint(model, checkpoint: Checkpoint | str | os.PathLike) -> dict[
     # the evaluation transform the checkpoint was trained with; cards without it: the backbone's own
     spec = checkpoint.card.get("eval_transform")
     if spec is not None:
-        from .data.transforms import as_spec
         try:
             spec = as_spec(spec)
         except (TypeError, ValueError) as e:

@@ -31,7 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._version import __version__
 from .inference import from_logits, head_logits
+from .onnx_runner import OnnxScorer
 
 OPSET = 17
 INPUT, OUTPUTS = "image", ("logit_margin", "score")
@@ -126,7 +128,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, card: dict[str, An
 
 
 def _write_metadata(model, path: Path, spec: dict, card: dict | None, checkpoint, opset: int) -> Path:
-    from . import __version__
     source = model.source
     integrity = (card or {}).get("integrity") or {}
     meta = {
@@ -154,7 +155,6 @@ def _write_metadata(model, path: Path, spec: dict, card: dict | None, checkpoint
 
 
 def _verify(path: Path, example, expected: Tensor) -> None:
-    from .onnx_runner import OnnxScorer
     margin, _ = OnnxScorer(path).predict(example)
     worst = float((torch.from_numpy(margin).float() - expected).abs().max())
     if not worst <= VERIFY_ATOL:

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 __all__ = ["Prediction", "head_logits", "from_logits", "predict_features", "predict_images", "predict_hidden",
@@ -265,7 +266,6 @@ def predict_pil(model, images: Sequence, *, batch_size: int = 32, amp: bool | No
                 transform: Callable | None = None) -> Prediction:
     """Predictions (on the CPU) for in-memory PIL images (or HxWx3 uint8 arrays), preprocessed with
     ``transform`` (default: the model's own, ``model.preprocess``)."""
-    from PIL import Image
 
     def pil(im):
         if not isinstance(im, Image.Image):

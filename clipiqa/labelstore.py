@@ -34,6 +34,9 @@ their label, ``mos_std`` their sample standard deviation, empty for one rater) i
 change of ratings, while the store's write lock is held: so the export always shows the latest committed state
 (two writers cannot leave an older snapshot last), and when the export cannot be written (disk full) the rating
 is rolled back and the error raised: nothing is half-saved. ``clipiqa.data.read_labels`` reads the export.
+
+Why one file of ~460 lines: it is one class around one SQL schema, and every write path shares the same
+transaction and export discipline; split, a reader would have to hold two files to check that discipline.
 """
 from __future__ import annotations
 
@@ -49,6 +52,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import pandas as pd
+
+from .agreement import mos_by_image
+from .csvio import cleanup_stale_temps, write_csv
 
 SCHEMA_VERSION = 1
 DB_NAME = "labels.sqlite"
@@ -399,7 +405,6 @@ class LabelStore:
     def export_table(self, con: sqlite3.Connection | None = None) -> pd.DataFrame:
         """The per-image export (``EXPORT_COLUMNS``), images with at least one label, in session order; the
         statistics are :func:`clipiqa.agreement.mos_by_image` of each rater's latest non-repeat rating."""
-        from .agreement import mos_by_image
         if con is None:
             with self.read() as con:
                 return self.export_table(con)
@@ -419,7 +424,6 @@ class LabelStore:
         """Rewrite the export from ``con``'s (uncommitted) state; called inside write transactions."""
         if self.export_path is None:
             return
-        from .csvio import write_csv
         write_csv(self.export_table(con), self.export_path)
         self._exported = True  # replaced: a rollback after this must rewrite it
         self.set_meta(con, "export_sha256", _sha256(self.export_path))
@@ -450,7 +454,6 @@ def _sha256(path: Path) -> str:
 
 def cleanup_temporaries(folder: str | os.PathLike, names: Sequence[str]) -> list[str]:
     """Remove temporary files that killed writers left beside ``names`` in ``folder`` (see csvio)."""
-    from .csvio import cleanup_stale_temps
     removed: list[str] = []
     for name in names:
         removed += cleanup_stale_temps(folder, name)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .inference import from_logits  # the one place that turns quality logits into a score
+
 __all__ = ["quality_loss", "semantic_loss", "scene_drift", "score_from_logits"]
 
 
@@ -120,5 +122,4 @@ def scene_drift(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0) 
 def score_from_logits(logits: Tensor) -> Tensor:
     r"""Quality score ``p_high = softmax(logits)[:, 0]``, shape ``[B]``, in [0, 1], higher = better."""
     _check_pair_logits(logits)
-    from .inference import from_logits  # the one place that turns quality logits into a score
     return from_logits(logits).score

@@ -17,20 +17,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from .adapters import LAST_BLOCKS, trainable_set, trains, tuned_block_count
 from .data.transforms import TransformSpec, as_spec, backbone_spec, eval_transform
 from .inference import Prediction, head_logits, no_autocast, predict_images
-from .presets import Preset, get_preset
 from .prompts import DEFAULT_VISUAL_TOKENS, SCENES, PromptConfig, TextPrompt, VisualPrompt, scene_prompts
-from .weights import ModelSource, load_backbone
+from .weights import ModelSource
+from .zoo import supported_message
 
-TRAINABLE_SETS = ("prompts", "paper", "text", "none")
-DEFAULT_MODEL = "vitb16-openai"  # the paper's backbone
 
 
 class IQAModel(nn.Module):
@@ -54,7 +52,7 @@ class IQAModel(nn.Module):
         self.prompt_dropout = False  # True: frozen visual prompts keep their dropout in training (released code)
 
         # Only declared parts are built (PEFT style): the text context always; visual prompts when the config
-        # declares tokens (or the ``prompts`` set asks for them); tuned blocks when ``paper`` asks for them.
+        # declares tokens (or the ``prompts`` set asks for them); tuned blocks when ``last-blocks`` asks for them.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.text_prompt = TextPrompt(prompt_config.n_ctx, clip.token_embedding.weight.shape[1],
@@ -167,26 +165,20 @@ class IQAModel(nn.Module):
         """Choose what trains, building what the set declares and nothing else:
 
         ``prompts``: text ctx + visual prompts (declares ``DEFAULT_VISUAL_TOKENS`` visual prompt tokens in every
-        block when the model has none yet); ``paper``: text ctx + tuned copies of the last ``k`` blocks of both
-        encoders + final norms; visual prompts are never added, existing ones (from a meta checkpoint) stay
+        block when the model has none yet); ``last-blocks`` (formerly ``paper``): text ctx + tuned copies of the
+        last ``k`` blocks of both encoders + final norms; visual prompts are never added, existing ones (from a meta checkpoint) stay
         frozen, so a fresh model's image features are exactly the frozen CLIP's before the first step;
         ``text``: ctx only; ``none``. ``adapter_spec`` (recorded in cards) says what was built.
         Returns the names of the trainable tensors."""
-        if which not in TRAINABLE_SETS:
-            raise ValueError(f"trainable set {which!r} is not allowed; use one of {', '.join(TRAINABLE_SETS)}")
+        which = trainable_set(which)
         if which != "none":
             self.enable_adapters(True)
         if which == "prompts" and self.visual_prompt is None:
             self.add_visual_prompt(DEFAULT_VISUAL_TOKENS, self.prompt_config.visual_depth)
-        if which == "paper":
-            # backbones shallower than k + 1 blocks (the tiny test model) tune their last n - 1 blocks
-            self.add_tuned_blocks(max(1, min(k, self.n_visual_layers - 1, len(self.clip.transformer.resblocks) - 1)))
+        if which == LAST_BLOCKS:
+            self.add_tuned_blocks(tuned_block_count(k, self.n_visual_layers, len(self.clip.transformer.resblocks)))
         for name, p in self.adapter_parameters():
-            p.requires_grad_(
-                which == "prompts" and not name.startswith("tuned.")
-                or which == "paper" and (name.startswith("tuned.") or name.startswith("text_prompt."))
-                or which == "text" and name.startswith("text_prompt.")
-            )
+            p.requires_grad_(trains(which, name))
         self.train(self.training)
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
@@ -405,74 +397,11 @@ def _check_supported(clip: nn.Module, zero_shot_only: bool = False) -> None:
               and getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
               and not getattr(visual, "final_ln_after_pool", False))
     if not ok:
-        from .zoo import supported_message
         need = ("an open_clip ResNet image tower (ModifiedResNet) and the built-in text tower" if zero_shot_only
                 else "an open_clip CLIP with a ViT image tower pooled by its CLS token and the built-in text tower")
         raise ValueError(f"{type(clip).__name__} with {type(visual).__name__} is not supported: clipiqa needs "
                          f"{need}.\n{supported_message()}")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"auto" picks CUDA when available, else CPU; anything else is passed to torch."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was asked for, but torch sees no CUDA device here; "
-                         "use device='cpu' or 'auto'")
-    return device
+__all__ = ["IQAModel", "SCENES"]
 
-
-def load_model(name: str | None = None, weights: str | None = None, device: str | torch.device | None = None,
-               prompts: PromptConfig | dict | str | None = None, seed: int = 0) -> IQAModel:
-    """Load a backbone and wrap it with prompts.
-
-    name: a preset (``clipiqa models`` lists them: ``vitb16-openai`` (paper), ``vitb32-openai``, ``vitl14-openai``,
-        ``rn50-openai`` (zero-shot only), ``tiny`` ...), any open_clip CLIP ViT as ``ARCH:TAG``
-        (``ViT-L-14:openai``, ``ViT-B-16:laion2b_s34b_b88k``), ``hf-hub:ORG/REPO``, or the path of a local
-        open_clip folder (:func:`clipiqa.zoo.resolve_model`). None: the model a checkpoint given as ``prompts``
-        names in its card, else ``vitb16-openai``. Towers clipiqa cannot wrap are refused with the list of what is
-        supported.
-    weights: a local weights file or open_clip folder; never touches the network when given.
-    device: "cuda", "cpu", or None/"auto".
-    prompts: a ``PromptConfig`` (or its dict), or the path of a clipiqa checkpoint to load onto the model.
-        Only declared adapter parts are built: the text context, visual prompts when the config declares
-        ``visual_tokens`` (the default declares none; the ``prompts`` trainable set adds them), and for a
-        checkpoint exactly the parts its card declares (``adapter_spec``).
-        Without a checkpoint the adapters start switched off: the model scores zero-shot (frozen CLIP with
-        antonym prompts) until it is trained or ``enable_adapters()`` is called.
-    seed: seeds the prompt initialisation.
-
-    ``clipiqa.weights.weights_line(model)`` says which weights, fingerprint and precision run.
-    """
-    checkpoint = None
-    if isinstance(prompts, (str, bytes)) or hasattr(prompts, "__fspath__"):
-        from .checkpoint import read_checkpoint
-        checkpoint = read_checkpoint(prompts)
-        prompt_config = PromptConfig.from_dict(checkpoint.card["prompt_config"])
-        if name is None:
-            name = (checkpoint.card.get("backbone") or {}).get("preset") or DEFAULT_MODEL
-    elif isinstance(prompts, dict):
-        prompt_config = PromptConfig.from_dict(prompts)
-    else:
-        prompt_config = prompts or PromptConfig()
-    preset: Preset = get_preset(name or DEFAULT_MODEL)
-    if preset.zero_shot_only and checkpoint is not None:
-        from .zeroshot import ZeroShotOnlyError
-        raise ZeroShotOnlyError(f"model {preset.name!r} is zero-shot only (CLIP-IQA's configuration): it takes no "
-                                "checkpoint; adapted checkpoints need a ViT backbone such as vitb16-openai")
-    clip, source = load_backbone(preset, weights)
-    tokenizer = open_clip.get_tokenizer(source.tokenizer or preset.arch, context_length=clip.context_length)
-    if preset.zero_shot_only:
-        from .zeroshot import ZeroShotModel
-        model: IQAModel = ZeroShotModel(clip, tokenizer, source, prompt_config, seed=seed)
-    else:
-        model = IQAModel(clip, tokenizer, source, prompt_config, seed=seed)
-    model.enable_adapters(False)
-    if checkpoint is not None:
-        from .checkpoint import apply_checkpoint
-        apply_checkpoint(model, checkpoint)
-    return model.to(resolve_device(device)).eval()
-
-
-__all__ = ["IQAModel", "load_model", "resolve_device", "SCENES", "TRAINABLE_SETS"]

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from .imageio import DEFAULT_MAX_PIXELS, ImageLoadError, list_images, load_image
 from .inference import NON_FINITE_REASON, autocast_for, predict_batches, predict_pil
 
@@ -101,7 +102,6 @@ def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 
 def score_files_sharded(model, paths: Sequence[str | os.PathLike], **kwargs) -> pd.DataFrame:
     """``score_files`` under ``torchrun``: each rank scores ``paths[rank::world]``; every rank returns the merged
     table in input order (identical to a single-process run). Single-process: plain ``score_files``."""
-    from . import distributed
     paths = [os.fspath(p) for p in paths]
     order = distributed.shard(list(range(len(paths))))
     part = score_files(model, [paths[i] for i in order], **kwargs)

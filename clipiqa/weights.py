@@ -27,9 +27,14 @@ from typing import Any
 
 import open_clip
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .presets import RANDOM_INIT_LABEL, TOY_LABEL, Preset
+from .inference import precision_name
+from .lesson import LessonRecipe, load_lesson
+from .presets import RANDOM_INIT_LABEL, TOY_LABEL, Preset, get_preset
+from .zoo import UnsupportedModelError, check_supported_config, folder_names, read_folder_config
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -73,9 +78,7 @@ class ModelSource:
 
 
 def how_to_provide_weights(preset: Preset) -> str:
-    from huggingface_hub import constants
 
-    from .zoo import folder_names
     repo = preset.hf_hub or "ORG/REPO"
     folders = " or ".join(f"$CLIPIQA_WEIGHTS/{n}/" for n in folder_names(preset))
     return (
@@ -109,7 +112,6 @@ def cached_hub_snapshot(repo: str | None) -> tuple[Path, Path | None] | None:
     (``$HF_HUB_CACHE``, as the hub library resolves it); None when the cache holds no weights for it."""
     if not repo:
         return None
-    from huggingface_hub import constants, try_to_load_from_cache
     for name in WEIGHT_FILES:
         hit = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=constants.HF_HUB_CACHE)
         if isinstance(hit, str) and os.path.isfile(hit):
@@ -144,7 +146,6 @@ def _arch_cfg(preset: Preset) -> dict[str, Any]:
 
 def _check_config(preset: Preset, model_cfg: dict[str, Any]) -> None:
     """Refuse an architecture clipiqa cannot wrap before anything is built (the zero-shot ResNet preset aside)."""
-    from .zoo import UnsupportedModelError, check_supported_config
     if preset.zero_shot_only:
         if not isinstance((model_cfg.get("vision_cfg") or {}).get("layers"), (list, tuple)):
             raise UnsupportedModelError(f"model {preset.name!r} is CLIP-IQA's zero-shot ResNet configuration; its "
@@ -156,7 +157,6 @@ def _check_config(preset: Preset, model_cfg: dict[str, Any]) -> None:
 def _read_config(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    from .zoo import read_folder_config
     return read_folder_config(path.parent) if path.name == CONFIG_FILE else read_folder_config(path)
 
 
@@ -208,7 +208,6 @@ def weight_markers(file: Path | None, config: dict[str, Any] | None) -> tuple[bo
     entry. Real hub files carry neither, so they read as real weights."""
     meta: dict[str, str] = {}
     if file is not None and file.suffix == ".safetensors":
-        from safetensors import safe_open
         try:
             with safe_open(str(file), "pt") as f:
                 meta = f.metadata() or {}
@@ -223,7 +222,6 @@ def _env_folder(preset: Preset) -> Path | None:
     root = os.environ.get("CLIPIQA_WEIGHTS")
     if not root or preset.random_init or preset.kind == "local":
         return None
-    from .zoo import folder_names
     for name in folder_names(preset):
         if (Path(root) / name).is_dir():
             return Path(root) / name
@@ -325,7 +323,6 @@ def load_backbone(preset: Preset, weights: str | os.PathLike | None = None) -> t
             clip = _create(preset.arch, None, preset, model_cfg)
         source_weights, random_init, toy = "random-init", True, False
     elif preset.lesson is not None:  # trained by clipiqa itself: committed file, cache, or built on first use
-        from .lesson import LessonRecipe, load_lesson
         model_cfg = _arch_cfg(preset)
         clip, source_weights = load_lesson(model_cfg, LessonRecipe.from_dict(preset.lesson), preset.arch)
         random_init, toy = False, True
@@ -348,7 +345,6 @@ def load_backbone(preset: Preset, weights: str | os.PathLike | None = None) -> t
 def weights_are_random(name: str, weights: str | os.PathLike | None = None) -> bool:
     """Whether ``load_model(name, weights)`` would load random-init weights, found without building the model:
     a random-init preset, or weights (explicit, ``$CLIPIQA_WEIGHTS``, Hugging Face cache) marked random."""
-    from .presets import get_preset
     preset = get_preset(name)
     if weights is None:
         weights = preset.folder if preset.kind == "local" else _env_folder(preset)
@@ -379,7 +375,6 @@ def weights_line(model, amp: bool | str | None = None) -> str:
     from (file or hub repository), their fingerprint, the device and the precision that runs with ``amp``
     (:func:`clipiqa.inference.precision_name`), and the random-init / toy label. Shown by the CLI (stderr) and
     for notebooks: ``print(weights_line(model))``."""
-    from .inference import precision_name
     source = model.source
     label = f" [{source.label}]" if source.label else ""
     arch = f" ({source.arch})" if source.arch not in source.preset else ""

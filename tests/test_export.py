@@ -15,7 +15,7 @@ from PIL import Image
 
 import clipiqa
 from clipiqa.cli import main
-from clipiqa.data.transforms import paper_spec
+from clipiqa.data.transforms import grmp_spec
 from clipiqa.export import export_onnx
 from clipiqa.inference import predict_pil
 from clipiqa.onnx_runner import OnnxScorer, preprocess, read_metadata
@@ -40,7 +40,7 @@ def adapted_checkpoint(tmp_path_factory):
     with torch.no_grad():
         for _, p in model.adapter_parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
-    model.transform_spec = paper_spec(model)
+    model.transform_spec = grmp_spec(model)
     path = tmp_path_factory.mktemp("ckpt") / "adapted"
     clipiqa.save_checkpoint(model, path, trainable="paper")
     return path
@@ -86,7 +86,7 @@ def test_cli_export_of_an_adapted_checkpoint_matches_torch_and_records_the_card(
     assert "random init" in err and "fingerprint" in err
     card = clipiqa.read_checkpoint(adapted_checkpoint).card
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["preprocess"] == card["eval_transform"] and meta["preprocess"]["name"] == "paper"
+    assert meta["preprocess"] == card["eval_transform"] and meta["preprocess"]["name"] == "grmp"
     assert meta["checkpoint"]["sha256"] == card["integrity"]["sha256"]
     assert meta["backbone"]["fingerprint"] == card["backbone"]["fingerprint"] and meta["adapters"] == "on"
     assert "meaningless" in meta["warning"]

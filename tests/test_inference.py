@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import clipiqa
-from clipiqa.data.transforms import (TransformSpec, backbone_spec, eval_transform, paper_spec,
+from clipiqa.data.transforms import (TransformSpec, backbone_spec, eval_transform, grmp_spec,
                                      train_transform)
 from clipiqa.inference import (NON_FINITE_REASON, Prediction, from_logits, head_logits, p_high_target,
                                predict_batches, predict_features, predict_hidden, predict_images)
@@ -184,8 +184,8 @@ def test_score_files_columns_and_margin(photo_dir):
     assert np.allclose(table["score"], 1 / (1 + np.exp(-table["logit_margin"])), atol=1e-6)
 
 
-def _nan_model():
-    model = clipiqa.load_model("tiny", device="cpu")
+def _nan_model(load=None):
+    model = (load or clipiqa.load_model)("tiny", device="cpu")
     with torch.no_grad():
         model.clip.visual.proj.fill_(float("nan"))
     return model
@@ -199,9 +199,10 @@ def test_non_finite_outputs_are_error_rows(photo_dir):
 
 
 def test_cli_score_with_a_nan_model_exits_2(photo_dir, tmp_path, monkeypatch):
-    import clipiqa.model
+    import clipiqa.factory
     from clipiqa.cli import main
-    monkeypatch.setattr(clipiqa.model, "load_model", lambda *a, **k: _nan_model())
+    real = clipiqa.factory.load_model
+    monkeypatch.setattr(clipiqa.factory, "load_model", lambda *a, **k: _nan_model(real))
     out = tmp_path / "scores.csv"
     assert main(["score", str(photo_dir), "--model", "tiny", "--device", "cpu", "--out", str(out)]) == 2
     table = pd.read_csv(out, keep_default_na=False)
@@ -230,11 +231,11 @@ def test_backbone_spec_reproduces_open_clip_preprocessing():
         assert torch.equal(eval_transform(backbone_spec(model))(im), reference(im))
 
 
-def test_paper_spec_is_the_released_transform():
+def test_grmp_spec_is_the_released_transform():
     from PIL import Image
     from torchvision import transforms as T
     model = clipiqa.load_model("tiny", device="cpu")
-    spec = paper_spec(model)
+    spec = grmp_spec(model)
     assert (spec.size, spec.resize, spec.resize_mode) == (224, 244, "squash")
     reference = T.Compose([T.Resize((244, 244), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
                            T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
@@ -258,8 +259,8 @@ def test_transform_spec_validates_and_round_trips():
 
 def test_zero_shot_uses_the_backbone_transform_even_on_an_adapted_model():
     model = clipiqa.load_model("tiny", device="cpu").enable_adapters()
-    model.transform_spec = paper_spec(model)
-    assert model.eval_spec == paper_spec(model)
+    model.transform_spec = grmp_spec(model)
+    assert model.eval_spec == grmp_spec(model)
     with model.adapters_off():
         assert model.eval_spec == backbone_spec(model)
     model.transform_spec = None
@@ -284,7 +285,7 @@ def paper_checkpoint(tmp_path_factory):
     model = clipiqa.load_model("tiny", device="cpu")
     adapt(model, labelled, AdaptConfig(trainable="text", epochs=2, batch_size=8, n_views=1, augment="paper",
                                        lr=0.1))
-    assert model.transform_spec == paper_spec(model)
+    assert model.transform_spec == grmp_spec(model)
     ckpt = root / "ckpt"
     clipiqa.save_checkpoint(model, ckpt, trainable="text")
     return model, ckpt, paths
@@ -298,11 +299,11 @@ def test_paper_checkpoint_scores_identically_everywhere(paper_checkpoint, tmp_pa
     from clipiqa.session import Session
     trained, ckpt, paths = paper_checkpoint
     card = json.loads((ckpt / "card.json").read_text())
-    assert card["eval_transform"] == paper_spec(trained).to_dict()
+    assert card["eval_transform"] == grmp_spec(trained).to_dict()
 
     reference = score_files(trained, paths)
     loaded = clipiqa.load_model("tiny", device="cpu", prompts=ckpt)
-    assert loaded.transform_spec == paper_spec(loaded)
+    assert loaded.transform_spec == grmp_spec(loaded)
     via_load = score_files(loaded, paths)
 
     out = tmp_path / "cli.csv"
@@ -376,7 +377,7 @@ ALLOWED = {
     ("clipiqa/model.py", "heads(", "self.heads(self.encode_image(images), scenes=False)[0]"):
         "IQAModel.logits: the quality logits, fp32 head",
     ("clipiqa/model.py", "heads(", "self.heads(self.encode_image(images))[1]"): "IQAModel.scene_logits",
-    ("clipiqa/finetune.py", "heads(", "return model.heads(features)"):
+    ("clipiqa/finetune/step.py", "heads(", "return model.heads(features)"):
         "forward_cached: the training loss needs the logits (same fp32 head)",
     ("clipiqa/losses.py", "softmax", "teacher = F.softmax("): "the semantic loss's teacher scene distribution",
     ("clipiqa/losses.py", "softmax", "``p_high = softmax(logits)[:, 0]`` in [0, 1]"): "docstring",

@@ -157,7 +157,7 @@ def test_scene_branch_has_nine_scenes_and_botanical_label(tiny, images):
 
 
 def test_device_resolution_errors_are_actionable():
-    from clipiqa.model import resolve_device
+    from clipiqa.factory import resolve_device
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):

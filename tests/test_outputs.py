@@ -32,11 +32,11 @@ def odd_folder(tmp_path):
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if any command loads a model: the checks must come first."""
-    import clipiqa.model
+    import clipiqa.factory
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the output check")
-    monkeypatch.setattr(clipiqa.model, "load_model", refuse)
+    monkeypatch.setattr(clipiqa.factory, "load_model", refuse)
 
 
 def test_score_out_round_trips_odd_file_names(odd_folder, tmp_path, capsys):

@@ -34,3 +34,12 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make lab" in readme
     assert "make test" in ci
+
+
+def test_every_subpackage_is_installed():
+    """A non-editable install ships only the listed packages: a package folder missing from the list would be absent
+    from a wheel while every editable-install test passes."""
+    setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(("clipiqa", *p.parent.relative_to(ROOT / "clipiqa").parts))
+             for p in (ROOT / "clipiqa").rglob("__init__.py")} | {"clipiqa.widgets"}
+    assert sorted(found - set(setuptools_cfg["packages"])) == []

@@ -113,7 +113,7 @@ def test_cli_score_adapt_explain_on_the_rehearsal_model(cache, photos, tmp_path,
                  "--out", str(tmp_path / "adapted")]) == 0
     card = clipiqa.read_checkpoint(tmp_path / "adapted").card
     assert card["backbone"]["random_init"] and card["backbone"]["preset"] == "vitb16-openai"
-    assert card["tuned_blocks"] == 4 and card["trainable"] == "paper"
+    assert card["tuned_blocks"] == 4 and card["trainable"] == "last-blocks"
     t_adapt = time.perf_counter() - t0
 
     t0 = time.perf_counter()

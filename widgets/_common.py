@@ -10,11 +10,16 @@ from __future__ import annotations
 import html
 import io
 import os
+import threading
 from typing import Callable
 
 import ipywidgets as w
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
+from clipiqa.imageio import ImageLoadError, load_image
 from clipiqa.notebook import RANDOM_INIT_CAVEAT as RANDOM_INIT_TEXT, TOY_CAVEAT as TOY_TEXT, caveat
 
 
@@ -63,9 +68,6 @@ def note(text: str, kind: str = "info") -> str:
 def thumbnail_bytes(path: str | os.PathLike, max_side: int = 480) -> tuple[bytes, str]:
     """JPEG bytes of a downscaled copy of an image file (EXIF-rotated, RGB); a file that cannot be read gives
     a grey placeholder. Returns ``(bytes, error_message)``."""
-    from PIL import Image
-
-    from clipiqa.imageio import ImageLoadError, load_image
     try:
         im = load_image(path, max_side=max_side)
         err = ""
@@ -78,7 +80,6 @@ def thumbnail_bytes(path: str | os.PathLike, max_side: int = 480) -> tuple[bytes
 
 
 def array_png(image: np.ndarray) -> bytes:
-    from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
@@ -86,7 +87,6 @@ def array_png(image: np.ndarray) -> bytes:
 
 def figure_png(draw: Callable, figsize=(8, 3), dpi: int = 80) -> bytes:
     """Render ``draw(fig)`` on a fresh Agg figure and return PNG bytes (thread-safe: no pyplot)."""
-    from matplotlib.figure import Figure
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     draw(fig)
     buf = io.BytesIO()
@@ -96,7 +96,6 @@ def figure_png(draw: Callable, figsize=(8, 3), dpi: int = 80) -> bytes:
 
 def integer_ticks(*axes, axis: str = "x") -> None:
     """Ticks at whole numbers only on an axis that counts something (steps, epochs, splits, levels)."""
-    from matplotlib.ticker import MaxNLocator
     for ax in axes:
         getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
@@ -127,6 +126,18 @@ class BackgroundRun:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def _launch(self, work: Callable, name: str, block: bool, *args):
+        """Run ``work(*args)`` on a daemon thread; with ``block``, wait for it and raise the error it recorded
+        (``self.error``) or return ``self.wait()``'s result."""
+        self._thread = threading.Thread(target=work, args=args, daemon=True, name=name)
+        self._thread.start()
+        if not block:
+            return None
+        result = self.wait()
+        if self.error is not None:
+            raise self.error
+        return result
 
     def _join(self, timeout: float | None) -> None:
         if self._thread is not None:

@@ -11,7 +11,12 @@ import threading
 import time
 
 import ipywidgets as w
+import torch
 
+from clipiqa.adapters import LAST_BLOCKS, trainable_set
+from clipiqa.finetune import AdaptationDivergedError, AdaptConfig
+from clipiqa.metrics import chance_band
+from clipiqa.qgr import QGRConfig
 from clipiqa.session import Session
 
 from ._common import BackgroundRun, banner, caveat_text, figure_png, integer_ticks, note
@@ -28,13 +33,12 @@ class AdaptPanel(BackgroundRun, w.VBox):
 
     Keyword arguments set the initial values of the controls (epochs, shots, lr, trainable, device, qgr, lam,
     selection); ``redraw_every`` throttles the curve redraws (seconds); any other keyword is an
-    ``AdaptConfig`` field without a control (e.g. ``n_views=1``, ``batch_size=32``, ``augment="paper"``).
+    ``AdaptConfig`` field without a control (e.g. ``n_views=1``, ``batch_size=32``, ``augment="grmp"``).
     """
 
     def __init__(self, session: Session, *, epochs: int = 50, shots: int = 0, lr: float = 1e-3,
                  trainable: str | None = None, device: str = "auto", qgr: bool = True, lam: float = 5.0,
                  selection: str = "fixed", redraw_every: float = 1.0, **adapt_options):
-        import torch
         self.session = session
         self.redraw_every = redraw_every
         self.adapt_options = adapt_options
@@ -47,13 +51,13 @@ class AdaptPanel(BackgroundRun, w.VBox):
         self._last_draw = 0.0
         self._n_test = 0
         if trainable is None:
-            trainable = "paper" if torch.cuda.is_available() else "prompts"
+            trainable = LAST_BLOCKS if torch.cuda.is_available() else "prompts"
         style = {"description_width": "initial"}
         self.banner = banner(session.random_init, toy=session.toy)
         self.device = w.Dropdown(options=list(DEVICES), value=device, description="Device", style=style)
-        self.trainable = w.Dropdown(options=[("paper: ctx + last blocks (GPU)", "paper"),
+        self.trainable = w.Dropdown(options=[("last blocks + ctx (GPU)", LAST_BLOCKS),
                                              ("prompts only (CPU-friendly)", "prompts"), ("text ctx only", "text")],
-                                    value=trainable, description="Trains", style=style)
+                                    value=trainable_set(trainable), description="Trains", style=style)
         self.selection = w.Dropdown(options=[("fixed budget", "fixed"), ("best on held-out 20 %", "val")],
                                     value=selection, description="Model selection", style=style)
         self.shots = w.BoundedIntText(value=shots, min=0, max=100000, description="Shots (0 = all labels)",
@@ -92,8 +96,6 @@ class AdaptPanel(BackgroundRun, w.VBox):
     # ------------------------------------------------------------------ settings
     def config(self):
         """The ``AdaptConfig`` the controls describe (raises ValueError on bad settings)."""
-        from clipiqa.finetune import AdaptConfig
-        from clipiqa.qgr import QGRConfig
         return AdaptConfig(trainable=self.trainable.value, epochs=int(self.epochs.value), lr=float(self.lr.value),
                            selection=self.selection.value,
                            qgr=QGRConfig(lam=float(self.lam.value), enabled=bool(self.qgr.value)),
@@ -121,15 +123,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
         self._say(f"running: {config.epochs} epochs on {min(shots or n, n)} labels{held_out} "
                   f"({config.trainable}, QGR {'lam ' + str(config.qgr.lam) if config.qgr.active else 'off'})")
         self._draw(force=True)  # clear the previous run's curves
-        self._thread = threading.Thread(target=self._work, args=(config, shots, device), daemon=True,
-                                        name="clipiqa-adapt")
-        self._thread.start()
-        if not block:
-            return None
-        history = self.wait()
-        if self.error is not None:
-            raise self.error
-        return history
+        return self._launch(self._work, "clipiqa-adapt", block, config, shots, device)
 
     def stop(self) -> None:
         """Ask the training to stop after the current step (the checkpoint is still saved, marked stopped, but
@@ -167,7 +161,6 @@ class AdaptPanel(BackgroundRun, w.VBox):
             self._say(f"{type(e).__name__}: {e}", "error")
 
     def _work(self, config, shots, device) -> None:
-        from clipiqa.finetune import AdaptationDivergedError
         status = "error"
         try:
             self.history = self.session.adapt(config, on_step=self._on_step, stop=self._stop_event.is_set,
@@ -244,7 +237,6 @@ class AdaptPanel(BackgroundRun, w.VBox):
                 ax2.plot([r["epoch"] for r in evals], [r[k] for r in evals], marker="o", ms=3,
                          label=k.replace("srcc_", "SRCC "))
             if keys and n_test >= 3 and "srcc_test" in keys:
-                from clipiqa.metrics import chance_band
                 h = chance_band(n_test)
                 ax2.axhspan(-h, h, color="grey", alpha=0.15, label=f"chance band (n={n_test})")
             if keys:

@@ -20,6 +20,16 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 import pandas as pd
+import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+
+from clipiqa.explain import METHODS, attribute, zero_shot
+from clipiqa.explain.diagnostics import distortion_focus, scene_drift_table, score_tensors, to_model_input
+from clipiqa.explain.plots import plot_attribution
+from clipiqa.imageio import load_rgb_array
+from clipiqa.inference import p_high_target
+from clipiqa.session import Session
 
 from ._common import banner, figure_png, model_caveat, note, table_html
 
@@ -47,8 +57,6 @@ class AttributionViewer(w.VBox):
     def __init__(self, model_or_session: Any, images: Any = None, before_model: Any = None, *,
                  methods: list[str] | None = None, method: str | None = None, method_options: dict | None = None,
                  max_images: int = 50, auto: bool = True):
-        from clipiqa.explain import METHODS, zero_shot
-        from clipiqa.session import Session
         self.session = model_or_session if isinstance(model_or_session, Session) else None
         self.model = self.session.model if self.session is not None else model_or_session
         if self.session is not None and not self.session.adapted:
@@ -106,21 +114,15 @@ class AttributionViewer(w.VBox):
         """The uint8 RGB array of an image (files are read on first use)."""
         value = self.images[name]
         if isinstance(value, (str, os.PathLike)):
-            from clipiqa.imageio import load_rgb_array
             value = self.images[name] = load_rgb_array(value)
         return value
 
     def _crop(self, name: str):
-        from clipiqa.explain.diagnostics import to_model_input
         return to_model_input(self.model, self.image(name))
 
     def maps(self, name: str | None = None, method: str | None = None) -> dict:
         """Attribution maps and scores of the before and after models for one image and method (cached)."""
-        import torch
 
-        from clipiqa.explain import attribute
-        from clipiqa.explain.diagnostics import score_tensors
-        from clipiqa.inference import p_high_target
         name = name or self.image_picker.value
         method = method or self.method_picker.value
         key = (name, method)
@@ -140,7 +142,6 @@ class AttributionViewer(w.VBox):
 
     def render(self) -> bytes:
         """Compute (or reuse) the maps for the selected image and method and draw them; returns the PNG."""
-        from clipiqa.explain.plots import plot_attribution
         name, method = self.image_picker.value, self.method_picker.value
         m = self.maps(name, method)
         alpha, signed = float(self.alpha.value), bool(self.signed.value) and method != "gradcam"
@@ -179,7 +180,6 @@ class AttributionViewer(w.VBox):
     def diagnostics(self, distortion: str | None = None, level: int | None = None) -> pd.DataFrame:
         """Distortion focus, score drop and scene drift of the before and after models on the selected image.
         ``distortion``/``level``: the focus test's (default: :meth:`focus_setting`, the image's own)."""
-        from clipiqa.explain.diagnostics import distortion_focus, scene_drift_table
         name, method = self.image_picker.value, self.method_picker.value
         own, own_level, why = self.focus_setting(name)
         if distortion is None:
@@ -234,8 +234,6 @@ class AttributionViewer(w.VBox):
 def colour_bar(fig, axes, signed: bool) -> None:
     """The colour bar of the overlays (:func:`clipiqa.explain.plots.plot_attribution` scales each map to its
     99th percentile of |attribution|: 1 = that percentile, so colours compare within a map, not across maps)."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
     norm = Normalize(-1, 1) if signed else Normalize(0, 1)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap="RdBu_r" if signed else "inferno"), ax=list(axes),
                        shrink=0.8, pad=0.02)

@@ -1,9 +1,14 @@
-"""CLI subcommands that live beside their subsystems. Each module registers itself with ``cli.command``."""
-import importlib
+"""The ``clipiqa`` subcommands, one module each; importing this package registers them all, in this order, with
+:func:`clipiqa.commands.common.command`. Why their imports of torch, pandas and the model code sit inside functions:
+see :mod:`clipiqa.commands.common`.
+"""
+# The order here is the order of `clipiqa --help`.
+from . import score  # noqa: F401, I001
+from . import models  # noqa: F401
+from . import adapt  # noqa: F401
+from . import pretrain  # noqa: F401
+from . import bench  # noqa: F401
+from . import explain  # noqa: F401
+from . import export  # noqa: F401
 
-for _name in ("adapt", "pretrain", "bench", "explain"):
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as e:  # a subsystem not installed in this checkout yet
-        if e.name != f"{__name__}.{_name}":
-            raise
+__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export"]

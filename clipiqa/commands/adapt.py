@@ -9,7 +9,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from ..cli import EXIT_OK, UsageError, command
+from .common import EXIT_OK, UsageError, augment_arg, command, trainable_arg
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -42,9 +42,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None,
                    help="start from a named recipe (grmp, coop, grmp-released; see `clipiqa bench --list-methods`); "
                         "the flags below override it. grmp-released selects on --test-labels: optimistic")
-    p.add_argument("--trainable", choices=("paper", "prompts", "text"), default=None,
-                   help="paper: text context + last 4 blocks of both encoders (default); prompts: text + visual "
-                        "prompts (light, CPU-friendly); text: context only (CoOp)")
+    p.add_argument("--trainable", type=trainable_arg, choices=("last-blocks", "prompts", "text"), default=None,
+                   help="last-blocks: text context + last 4 blocks of both encoders (default; GRMP-IQA's set, "
+                        "formerly 'paper'); prompts: text + visual prompts (light, CPU-friendly); text: context "
+                        "only (CoOp)")
     p.add_argument("--epochs", type=int, default=None, help="default 50 (or the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (or the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="default 192 (or the recipe's)")
@@ -58,9 +59,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-labels", default=None,
                    help="label CSV of the test split, read like --labels; only for --selection test-oracle / "
                         "--recipe grmp-released")
-    p.add_argument("--augment", choices=("none", "model", "paper"), default=None,
-                   help="training crops: model (default: backbone preprocessing + random crop/flip), paper "
-                        "(244 squash, 224 crop, ImageNet mean/std), none (one centre crop)")
+    p.add_argument("--augment", type=augment_arg, choices=("none", "model", "grmp"), default=None,
+                   help="training crops: model (default: backbone preprocessing + random crop/flip), grmp "
+                        "(the released GRMP-IQA crops, formerly 'paper': 244 squash, 224 crop, ImageNet mean/std), "
+                        "none (one centre crop)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -111,7 +113,7 @@ def _read(args: argparse.Namespace):
     return labels
 
 
-CLI_DEFAULTS = {"trainable": "paper", "epochs": 50, "lr": 1e-3, "batch_size": 192, "augment": "model",
+CLI_DEFAULTS = {"trainable": "last-blocks", "epochs": 50, "lr": 1e-3, "batch_size": 192, "augment": "model",
                 "selection": "fixed"}
 """What ``clipiqa adapt`` trains with when neither a flag nor ``--recipe`` says otherwise."""
 
@@ -151,7 +153,7 @@ def _test_labels(args: argparse.Namespace, config):
 
 
 def _load(args: argparse.Namespace):
-    from ..model import load_model
+    from ..factory import load_model
     from ..weights import WeightsUnavailableError
     try:
         return load_model(args.model, weights=args.weights, device=args.device, prompts=args.init, seed=args.seed)
@@ -188,7 +190,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from ..finetune import AdaptationDivergedError, adapt
     from ..recipes import OPTIMISTIC_RECIPE_NOTE
     from ..checkpoint import save_checkpoint
-    from ..cli import check_out_checkpoint, random_init_warning, write_table
+    from .common import check_out_checkpoint, random_init_warning, write_table
     from ..data.splits import split_hash
 
     check_out_checkpoint(args.out, args.force)  # before any work: a missing folder or an old checkpoint

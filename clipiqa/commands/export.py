@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clipiqa.cli import EXIT_OK, UsageError, add_model_args, check_out_file, command, load_model_from_args, \
+from .common import EXIT_OK, UsageError, add_model_args, check_out_file, command, load_model_from_args, \
     random_init_warning
 
 

@@ -8,12 +8,12 @@ Two specs have names:
 
 - ``"model"`` (:func:`backbone_spec`): the backbone's preprocessing (resize the shorter side, centre crop, CLIP
   mean/std), identical to open_clip's evaluation transform.
-- ``"paper"`` (:func:`paper_spec`, the released GRMP-IQA recipe, ``grmp`` internally): squash to 244x244,
-  centre crop 224, ImageNet mean/std.
+- ``"grmp"`` (:func:`grmp_spec`, the evaluation transform of the released GRMP-IQA code; called ``"paper"``
+  earlier, a name still accepted): squash to 244x244, centre crop 224, ImageNet mean/std.
 
 Training transforms (:func:`train_transform`): the same normalisation as the matching eval spec with a random
-crop from a slightly larger resize (ratio 244/224) and a horizontal flip; ``"paper"`` squashes, ``"model"`` keeps
-the aspect ratio.
+crop from a slightly larger resize (ratio 244/224) and a horizontal flip; ``"grmp"`` squashes, ``"model"`` keeps
+the aspect ratio. The same two names are the ``augment`` choices of the training configs (plus ``"none"``).
 """
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from typing import Any, Mapping
 
 from torchvision import transforms as T
 
-from ..configs import from_dict, invalid
+from ..configs import from_dict, invalid, renamed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VARIANTS = ("model", "paper")
-PAPER_RESIZE = 244
+VARIANTS = ("model", "grmp")
+VARIANT_ALIASES = {"paper": "grmp"}  # the earlier name, still read from old cards and scripts
+GRMP_RESIZE = 244
 RESIZE_MODES = ("shortest", "squash")
 INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
                   "nearest": T.InterpolationMode.NEAREST, "lanczos": T.InterpolationMode.LANCZOS}
@@ -43,7 +44,7 @@ class TransformSpec:
         ``resize``, aspect not kept).
     interpolation: ``bicubic``, ``bilinear``, ``nearest`` or ``lanczos``.
     mean, std: per-channel normalisation of the [0, 1] RGB tensor.
-    name: a label for cards and messages (``model``, ``paper`` or ``custom``); not used by the transform.
+    name: a label for cards and messages (``model``, ``grmp`` or ``custom``); not used by the transform.
     """
 
     size: int = 224
@@ -86,7 +87,10 @@ class TransformSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TransformSpec":
-        return from_dict(cls, dict(data))
+        data = dict(data)
+        if "name" in data:  # a card written before the rename says "paper" for the same spec
+            data["name"] = renamed(data["name"], VARIANT_ALIASES)
+        return from_dict(cls, data)
 
 
 def _side(size: Any) -> int:
@@ -111,18 +115,17 @@ def backbone_spec(model_or_cfg: Any) -> TransformSpec:
     return spec
 
 
-def paper_spec(model_or_cfg: Any) -> TransformSpec:
+def grmp_spec(model_or_cfg: Any) -> TransformSpec:
     """The released GRMP-IQA evaluation transform for this backbone: squash to 244/224 of the input side, centre
     crop, ImageNet statistics."""
     size = backbone_spec(model_or_cfg).size
-    return TransformSpec(size=size, resize=PAPER_RESIZE * size // 224, resize_mode="squash",
-                         interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD, name="paper")
+    return TransformSpec(size=size, resize=GRMP_RESIZE * size // 224, resize_mode="squash",
+                         interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD, name="grmp")
 
 
 def spec_for(model: Any, variant: str) -> TransformSpec:
-    """The named spec ``variant`` (``model`` or ``paper``) for ``model``'s backbone."""
-    _check(variant)
-    return paper_spec(model) if variant == "paper" else backbone_spec(model)
+    """The named spec ``variant`` (``model`` or ``grmp``) for ``model``'s backbone."""
+    return grmp_spec(model) if variant_name(variant) == "grmp" else backbone_spec(model)
 
 
 def as_spec(value: Any) -> TransformSpec:
@@ -149,16 +152,20 @@ def _resize(mode: str, side: int, interpolation: str):
     return T.Resize(side if mode == "shortest" else (side, side), interpolation=interp)
 
 
-def _check(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"transform variant {variant!r} is not allowed; use one of {', '.join(VARIANTS)}")
+def variant_name(variant: str, field: str = "transform variant", allowed: tuple[str, ...] = VARIANTS) -> str:
+    """The canonical name of a transform variant or augmentation (``paper`` -> ``grmp``); a ``ValueError`` that
+    names ``field``, the value and the allowed names otherwise."""
+    canonical = renamed(variant, VARIANT_ALIASES)
+    if canonical not in allowed:
+        raise ValueError(f"{field} {variant!r} is not allowed; use one of {', '.join(allowed)}")
+    return canonical
 
 
 def eval_transform(spec: Any, variant: str | None = None):
     """PIL image -> normalised tensor for scoring and evaluation, built from a :class:`TransformSpec`.
 
     ``spec``: a spec, its dict, or a model (then the spec in effect for it, ``model.eval_spec``); with
-    ``variant`` (``model``/``paper``) the named spec of that model's backbone instead.
+    ``variant`` (``model``/``grmp``) the named spec of that model's backbone instead.
     """
     if variant is not None:
         spec = spec_for(spec, variant)
@@ -172,6 +179,6 @@ def eval_transform(spec: Any, variant: str | None = None):
 def train_transform(model, variant: str = "model"):
     """PIL image -> randomly cropped and flipped normalised tensor (uses torch's global RNG)."""
     spec = spec_for(model, variant)
-    big = PAPER_RESIZE * spec.size // 224
+    big = GRMP_RESIZE * spec.size // 224
     return T.Compose([_resize(spec.resize_mode, big, spec.interpolation), T.RandomCrop(spec.size),
                       T.RandomHorizontalFlip(), ConvertRGB(), T.ToTensor(), T.Normalize(spec.mean, spec.std)])

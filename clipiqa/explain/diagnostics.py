@@ -29,14 +29,18 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from scipy.stats import spearmanr
 from torch import Tensor, nn
-from torchvision import transforms as T
 
-from .attribution import (CLIP_MEAN, CLIP_STD, TargetFn, ZeroShot, attribute, frozen_eval, is_random_init,
+from ..data.demo import DEFAULT_TYPES
+from ..data.distortions import apply_distortion
+from ..losses import scene_drift
+from ..prompts import SCENE_LABELS, SCENES
+from .attribution import (TargetFn, ZeroShot, attribute, frozen_eval, is_random_init,
                           model_device, unwrap, zero_shot)
+from .inputs import ImageLike, model_preprocess, pixels_to_input, score_tensors, split_transform, to_model_input
 
 RANDOM_INIT_NOTE = "random-init weights: meaningless"
-ImageLike = np.ndarray | Image.Image
 References = Mapping[str, ImageLike] | Sequence[ImageLike]
 
 
@@ -63,57 +67,6 @@ class CVDResult:
 def note_for(random_init: bool) -> str:
     """The note every table and figure carries for random-init models ("" otherwise)."""
     return RANDOM_INIT_NOTE if random_init else ""
-
-
-# ---------------------------------------------------------------------------------------------- geometry
-def eval_transform(model: nn.Module) -> Callable:
-    """The model's preprocessing (``model.preprocess``); OpenAI CLIP's 224 px transform for other modules."""
-    core = model.inner if isinstance(model, ZeroShot) else model
-    if hasattr(type(core), "preprocess") or "preprocess" in vars(core):
-        return core.preprocess
-    return T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
-                      T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
-
-
-def split_transform(transform: Callable) -> tuple[Callable, Callable]:
-    """Split a ``Compose`` at its ``ToTensor`` step: (PIL -> PIL geometry, pixels -> normalised tensor)."""
-    steps = list(getattr(transform, "transforms", [transform]))
-    for i, step in enumerate(steps):
-        if "ToTensor" in type(step).__name__:
-            return T.Compose(steps[:i]), T.Compose(steps[i:])
-    raise ValueError(f"cannot find the ToTensor step in {transform!r}; pass a torchvision Compose that resizes, "
-                     "crops, converts to a tensor and normalises")
-
-
-def as_uint8(image: ImageLike) -> np.ndarray:
-    """An RGB ``uint8`` H x W x 3 array from a PIL image or an array (greyscale is replicated)."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 H x W x 3 image; got {image.dtype} {image.shape}")
-    return image
-
-
-def to_model_input(model: nn.Module, image: ImageLike, transform: Callable | None = None
-                   ) -> tuple[Tensor, np.ndarray]:
-    """Resize/crop ``image`` exactly like the model's preprocessing.
-
-    Returns ``(tensor [3, H, W], crop uint8 H x W x 3)``: the crop is what the model sees, in input pixel
-    coordinates, so a mask drawn on it lines up with attribution maps. ``pixels_to_input(model, crop)``
-    equals the tensor.
-    """
-    geometry, _ = split_transform(transform or eval_transform(model))
-    crop = as_uint8(geometry(Image.fromarray(as_uint8(image))))
-    return pixels_to_input(model, crop, transform), crop
-
-
-def pixels_to_input(model: nn.Module, crop: np.ndarray, transform: Callable | None = None) -> Tensor:
-    """Normalise an already resized/cropped ``uint8`` image (no geometry change): ``[3, H, W]``."""
-    _, to_tensor = split_transform(transform or eval_transform(model))
-    return to_tensor(Image.fromarray(as_uint8(crop)))
 
 
 def _as_named(references: References | ImageLike, prefix: str = "image") -> dict[str, ImageLike]:
@@ -179,7 +132,6 @@ def distortion_focus(model: nn.Module, references: References, distortion: str =
     With ``control`` the clean image is attributed too, with the same mask: its focus (``focus_clean``) is what
     the content alone draws to that region, and ``focus - focus_clean`` what the distortion adds.
     """
-    from clipiqa.data.distortions import apply_distortion
     if placement not in ("random", "quadrants"):
         raise ValueError(f"placement={placement!r} is not allowed; use 'random' or 'quadrants'")
     rng = np.random.default_rng(seed)
@@ -226,23 +178,6 @@ def _focus_summary(table: pd.DataFrame, distortion: str, level: int, method: str
     return summary
 
 
-# ---------------------------------------------------------------------------------------------- scoring
-@torch.no_grad()
-def score_tensors(model: nn.Module, images: Tensor, batch_size: int = 32, target_fn: TargetFn | None = None
-                  ) -> np.ndarray:
-    """Scores ``[N]`` (float64 numpy) of preprocessed images, in batches, in eval mode (restored after), float32
-    without autocast. The score is ``model(x)`` (an ``IQAModel``: its logit margin, through
-    :mod:`clipiqa.inference`) or ``target_fn(model, x)`` (``p_high_target`` for p_high)."""
-    out = []
-    with unwrap(model) as core, frozen_eval(core):
-        device = model_device(core)
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(device, torch.float32)
-            s = core(x) if target_fn is None else target_fn(core, x)
-            out.append(s.float().cpu().numpy())
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-
 # ---------------------------------------------------------------------------------------------- content vs distortion
 def eta_squared(values: Sequence[float] | np.ndarray, groups: Sequence[Any] | np.ndarray) -> float:
     """Share of the variance of ``values`` explained by ``groups``: SS_between / SS_total.
@@ -282,7 +217,6 @@ def content_vs_distortion(model: nn.Module, references: References, types: Itera
     * ``srcc_level``: Spearman correlation of score and level over the grid (negative = worse with level);
       ``srcc_level_within``: its mean over (reference, type) cells.
     """
-    from clipiqa.data.demo import DEFAULT_TYPES
     types = list(DEFAULT_TYPES if types is None else types)
     levels = sorted(set(int(v) for v in levels))
 
@@ -301,7 +235,6 @@ def content_vs_distortion(model: nn.Module, references: References, types: Itera
 def _distorted_grid(model: nn.Module, references: References, types: list[str], levels: list[int], seed: int,
                     include_reference: bool, transform: Callable | None) -> Iterator[tuple[dict, Tensor]]:
     """Yield ``(row, input tensor)`` for every reference (level 0) and reference x type x level."""
-    from clipiqa.data.distortions import apply_distortion
     for r, (name, reference) in enumerate(_as_named(references, "reference").items()):
         x_clean, crop = to_model_input(model, reference, transform)
         if include_reference:
@@ -342,7 +275,6 @@ def cvd_summary(table: pd.DataFrame, random_init: bool = False) -> dict[str, Any
 
 
 def _spearman(x: Iterable[float], y: Iterable[float]) -> float:
-    from scipy.stats import spearmanr
     x, y = np.asarray(list(x), dtype=np.float64), np.asarray(list(y), dtype=np.float64)
     if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")
@@ -377,7 +309,6 @@ def scene_drift_table(models: Mapping[str, nn.Module], images: Tensor | Referenc
     CLIP by definition). Columns: ``model, image, scene_drift, top_scene, top_scene_label, top_prob,
     teacher_top_scene, same_top_scene, random_init, note``; :func:`summarize_scene_drift` gives the means.
     """
-    from clipiqa.losses import scene_drift
     if not models:
         raise ValueError("give at least one model")
     teacher = zero_shot(teacher if teacher is not None else next(iter(models.values())))
@@ -430,12 +361,10 @@ def _scene_logits(model: nn.Module, images: Tensor | References, batch_size: int
 
 
 def _scenes_of(model: nn.Module) -> tuple[str, ...]:
-    from clipiqa.prompts import SCENES
     return tuple(getattr(model, "scenes", SCENES))
 
 
 def _scene_label(scene: str) -> str:
-    from clipiqa.prompts import SCENE_LABELS
     return SCENE_LABELS.get(scene, scene.replace("_", " "))
 
 
@@ -491,5 +420,5 @@ def _move_model_first(table: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = ["FocusResult", "CVDResult", "RANDOM_INIT_NOTE", "focus_ratio", "rectangle_mask", "distortion_focus",
            "eta_squared", "content_vs_distortion", "cvd_summary", "scene_drift_table", "summarize_scene_drift",
-           "compare_models", "to_model_input", "pixels_to_input", "eval_transform", "split_transform",
+           "compare_models", "to_model_input", "pixels_to_input", "model_preprocess", "split_transform",
            "score_tensors", "note_for", "ZeroShot", "zero_shot"]
