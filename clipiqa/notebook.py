@@ -17,6 +17,10 @@ classes in :data:`USER_ERRORS` answer with two lines: the message and how to see
 Outside IPython nothing changes: Python's own traceback printing never calls ``_render_traceback_``.
 
 Lesson figures: :func:`plot_meta_history` and :func:`meta_selection_text` (notebook 06).
+
+What every notebook shares instead of pasting it: :func:`settings`, what the ``SMOKE`` switch of a parameters
+cell implies (model, weights, device, sizes, work folder), and :func:`say_if_random_init`, the caveat line under
+numbers from random-init weights or the lesson toy.
 """
 from __future__ import annotations
 
@@ -24,10 +28,11 @@ import importlib
 import os
 import sys
 import traceback
-from typing import Iterable
+from typing import Iterable, Mapping, NamedTuple
 
 __all__ = ["UserError", "USER_ERRORS", "install", "short_traceback", "full_traceback", "set_short_errors",
-           "plot_meta_history", "meta_selection_text"]
+           "plot_meta_history", "meta_selection_text", "caveat", "say_if_random_init", "Settings", "settings",
+           "DEMO_TYPES"]
 
 USER_ERRORS = (
     "clipiqa.weights:WeightsUnavailableError",
@@ -113,6 +118,58 @@ def caveat(obj) -> str:
     return TOY_CAVEAT if toy else ""
 
 
+def say_if_random_init(model) -> None:
+    """Print the caveat of ``model`` (an ``IQAModel`` or a ``Session``) under a notebook cell's numbers: random-init
+    weights or the lesson toy, and how to get real numbers; nothing for real weights."""
+    if caveat(model):
+        print(f"⚠ {caveat(model)}. Set SMOKE = False for real numbers.")
+
+
+# --------------------------------------------------------------------------------------------- parameters cell
+DEMO_TYPES = ["gaussian_blur", "white_noise", "jpeg"]
+"""The distortions of the embedded demo set the notebooks use."""
+
+
+class Settings(NamedTuple):
+    """What a notebook's ``SMOKE`` switch implies, in the order its parameters cell unpacks them."""
+
+    rehearsal: bool
+    """CI's dress rehearsal of the real path (``CLIPIQA_REHEARSAL=1``, real mode only): small sizes."""
+    model: str
+    """``lesson`` in smoke mode, else ``$CLIPIQA_MODEL`` or ``vitb16-openai`` (any model: ``clipiqa models``)."""
+    weights: str | None
+    """Real runs without model-hub access: a local weights file/folder (or set ``CLIPIQA_WEIGHTS``); None here."""
+    device: str
+    """``$CLIPIQA_DEVICE``, else ``cpu`` in smoke mode and ``auto`` (CUDA when present, else CPU) in real mode."""
+    demo_limit: int | None
+    """CI rehearsal: at most this many demo images per table; None otherwise."""
+    work: str
+    """Sessions and results, next to the notebook: ``clipiqa-work/smoke`` in smoke mode, else ``clipiqa-work``."""
+    demo_types: list[str]
+    """Distortions of the embedded demo set."""
+    size: int
+    """Side of the demo images in pixels: 64 in smoke mode (the lesson model sees 64 px), else 224."""
+
+
+def settings(smoke: bool, environ: Mapping[str, str] | None = None) -> Settings:
+    """What follows from a notebook's ``SMOKE`` switch (``True``: the lesson toy model and the embedded demo photos
+    at 64 px on the CPU; ``False``: real weights on a GPU when there is one), reading ``CLIPIQA_REHEARSAL``,
+    ``CLIPIQA_MODEL`` and ``CLIPIQA_DEVICE`` from ``environ`` (default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    smoke = bool(smoke)
+    rehearsal = not smoke and env.get("CLIPIQA_REHEARSAL") == "1"
+    return Settings(
+        rehearsal=rehearsal,
+        model="lesson" if smoke else env.get("CLIPIQA_MODEL", "vitb16-openai"),
+        weights=None,
+        device=env.get("CLIPIQA_DEVICE") or ("cpu" if smoke else "auto"),
+        demo_limit=16 if rehearsal else None,
+        work="clipiqa-work/smoke" if smoke else "clipiqa-work",
+        demo_types=list(DEMO_TYPES),
+        size=64 if smoke else 224,
+    )
+
+
 # --------------------------------------------------------------------------------------------- lesson figures
 def meta_selection_text(history) -> str:
     """What the selection of a meta pre-training run means, in words (epoch 0 is the starting point)."""
@@ -134,6 +191,8 @@ def plot_meta_history(history, random_init: bool = False, fig=None):
     tasks, epoch 0 = before any meta step, the selected epoch marked) and, when the records have it, how far the
     meta parameters moved (``rel_move``, per meta step). Draws on ``fig`` (e.g. ``plt.figure()`` in a notebook,
     so that it shows inline), else on a new bare ``matplotlib.figure.Figure``; returns the figure."""
+    # imported here: clipiqa.session imports this module for the error rendering, and matplotlib alone took
+    # 1.3 s to import on the 2-core CI machine; only notebook 06 draws this figure
     import pandas as pd
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator

@@ -113,3 +113,77 @@ def test_panels_on_the_lesson_model_say_it_is_a_toy(tmp_path, demo_table):
     plain = Session(tmp_path / "t", images=demo_table.head(4), model_name="tiny", device="cpu")
     assert "random-init" in LabelPanel(plain).banner.value and "toy" not in LabelPanel(plain).banner.value
     plain.close()
+
+
+# The parameters cell every notebook carried before issue 15 (pasted from notebooks/_build.py); settings() must
+# compute the same values from the same switch and environment.
+OLD_SMOKE_SWITCH = '''\
+import os
+
+SMOKE = True
+SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"
+REHEARSAL = not SMOKE and os.environ.get("CLIPIQA_REHEARSAL") == "1"
+MODEL = "lesson" if SMOKE else os.environ.get("CLIPIQA_MODEL", "vitb16-openai")
+WEIGHTS = None
+DEVICE = os.environ.get("CLIPIQA_DEVICE") or ("cpu" if SMOKE else "auto")
+DEMO_LIMIT = 16 if REHEARSAL else None
+WORK = "clipiqa-work/smoke" if SMOKE else "clipiqa-work"
+DEMO_TYPES = ["gaussian_blur", "white_noise", "jpeg"]
+SIZE = 64 if SMOKE else 224
+'''
+NAMES = ["REHEARSAL", "MODEL", "WEIGHTS", "DEVICE", "DEMO_LIMIT", "WORK", "DEMO_TYPES", "SIZE"]
+ENVIRONMENTS = [{}, {"CLIPIQA_SMOKE": "1"}, {"CLIPIQA_REHEARSAL": "1"}, {"CLIPIQA_REHEARSAL": "1", "CLIPIQA_SMOKE": "1"},
+                {"CLIPIQA_MODEL": "vitb32-openai", "CLIPIQA_DEVICE": "cuda"}, {"CLIPIQA_DEVICE": ""},
+                {"CLIPIQA_REHEARSAL": "0", "CLIPIQA_MODEL": "tiny"}]
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+@pytest.mark.parametrize("environ", ENVIRONMENTS)
+def test_settings_compute_what_the_pasted_parameters_cell_did(smoke, environ, monkeypatch):
+    """Issue 15 item 4: the smoke switch moved from text pasted into every notebook into clipiqa.notebook.settings."""
+    for key in ("CLIPIQA_SMOKE", "CLIPIQA_REHEARSAL", "CLIPIQA_MODEL", "CLIPIQA_DEVICE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    namespace = {}
+    exec(OLD_SMOKE_SWITCH.replace("SMOKE = True", f"SMOKE = {smoke}", 1), namespace)
+    assert tuple(notebook.settings(namespace["SMOKE"])) == tuple(namespace[n] for n in NAMES)
+    assert notebook.settings(namespace["SMOKE"], environ=environ) == notebook.settings(namespace["SMOKE"])
+
+
+def test_settings_by_hand():
+    smoke = notebook.settings(True, environ={"CLIPIQA_REHEARSAL": "1", "CLIPIQA_MODEL": "tiny"})
+    assert (smoke.rehearsal, smoke.model, smoke.device, smoke.size, smoke.work, smoke.demo_limit) == \
+        (False, "lesson", "cpu", 64, "clipiqa-work/smoke", None)
+    real = notebook.settings(False, environ={})
+    assert (real.rehearsal, real.model, real.device, real.size, real.work, real.weights) == \
+        (False, "vitb16-openai", "auto", 224, "clipiqa-work", None)
+    rehearsal = notebook.settings(False, environ={"CLIPIQA_REHEARSAL": "1", "CLIPIQA_DEVICE": "cuda"})
+    assert (rehearsal.rehearsal, rehearsal.demo_limit, rehearsal.device) == (True, 16, "cuda")
+    rehearsal.demo_types.append("jpeg")  # a notebook editing its list must not change the next notebook's
+    assert notebook.settings(False, environ={}).demo_types == ["gaussian_blur", "white_noise", "jpeg"]
+    assert list(notebook.Settings._fields) == [n.lower() for n in NAMES]
+
+
+def test_say_if_random_init_prints_the_caveat_only(capsys):
+    from types import SimpleNamespace
+    notebook.say_if_random_init(SimpleNamespace(random_init=True, source=SimpleNamespace(toy=False)))
+    notebook.say_if_random_init(SimpleNamespace(random_init=False, toy=True))
+    notebook.say_if_random_init(SimpleNamespace(random_init=False, source=SimpleNamespace(toy=False)))
+    assert capsys.readouterr().out.splitlines() == [
+        f"⚠ {notebook.RANDOM_INIT_CAVEAT}. Set SMOKE = False for real numbers.",
+        f"⚠ {notebook.TOY_CAVEAT}. Set SMOKE = False for real numbers."]
+
+
+def test_notebooks_import_the_shared_helpers_instead_of_pasting_them():
+    from pathlib import Path
+
+    import nbformat
+    folder = Path(__file__).resolve().parents[1] / "notebooks"
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert "def say_if_random_init" not in code, path.name
+        assert "say_if_random_init(" not in code or "from clipiqa.notebook import say_if_random_init" in code
+        params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert f"{', '.join(NAMES)} = settings(SMOKE)" in params.source, path.name

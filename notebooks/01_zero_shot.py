@@ -1,0 +1,100 @@
+# %% [markdown]
+# # 01 Zero-shot quality scores
+#
+# CLIP was trained to match images with captions. CLIP-IQA turns that into a quality score without any
+# training: encode the image, encode two **antonym prompts** ("Good photo." / "Bad photo."), and take the
+# softmax of the two cosine similarities. The score is *p(good)*, in [0, 1], higher = better.
+#
+# You will: load a model, score the embedded demo set (photos with synthetic distortions of known severity),
+# and measure how well the score ranks severity (Spearman correlation, SRCC) with its uncertainty.
+
+# %% tags=["parameters"]
+import os
+
+from clipiqa.notebook import settings
+
+SMOKE = True  # True: the lesson toy model (trained here on synthetic blur and noise) + embedded demo photos
+              #   at its 64 px (any CPU, seconds; a toy: the machinery learns, it says nothing of real CLIP)
+              # False: real weights (MODEL), on a GPU when there is one (the sizes below are a GPU's)
+SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode without editing this cell
+# what follows from SMOKE, computed by clipiqa.notebook.settings (which also reads CLIPIQA_MODEL, CLIPIQA_DEVICE
+# and CLIPIQA_REHEARSAL); to change one, set it on a line below, e.g. MODEL = "vitl14-openai" (any model:
+# `clipiqa models`) or WEIGHTS = "path/to/weights" (real runs without model-hub access)
+REHEARSAL, MODEL, WEIGHTS, DEVICE, DEMO_LIMIT, WORK, DEMO_TYPES, SIZE = settings(SMOKE)
+
+N_IMAGES = 80 if SMOKE else 16 if REHEARSAL else None  # how many demo images to score (None: all)
+
+# %%
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+import clipiqa
+from clipiqa.data import build_demo_set
+from clipiqa.metrics import bootstrap_ci, chance_band, srcc
+from clipiqa.notebook import say_if_random_init
+
+model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
+say_if_random_init(model)
+print("antonym prompts:", model.prompt_config.antonyms)
+
+# %% [markdown]
+# The demo set: every photo clean plus each distortion type at levels 1 (mild) to 5 (severe). Its labels are
+# **synthetic severities** (`q = 1 - level/5`), not human opinion scores: they tell us which image is more
+# distorted, not how people would rate it.
+
+# %%
+demo = build_demo_set(types=DEMO_TYPES, size=SIZE)
+table = demo if N_IMAGES is None else demo.sample(n=min(N_IMAGES, len(demo)), random_state=0)
+with model.adapters_off():  # zero-shot: the learnable prompts are switched off
+    scored = clipiqa.score_files(model, table["path"])
+table = table.assign(score=scored["score"].to_numpy())
+table[["content_id", "distortion", "level", "q", "score"]].head()
+
+# %%
+rho = srcc(table["score"], table["q"])
+lo, hi = bootstrap_ci(table["score"], table["q"], "srcc", n_boot=1000)
+band = chance_band(len(table))
+print(f"SRCC(score, severity) = {rho:.3f}, 95% bootstrap CI [{lo:.3f}, {hi:.3f}], n = {len(table)}")
+print(f"a random scorer lands within +-{band:.3f} of 0 (95% chance band)")
+say_if_random_init(model)
+
+# %% [markdown]
+# **Reading it.** An SRCC inside the chance band is indistinguishable from guessing. The bootstrap CI says
+# how much the number would move with another sample of images of the same kind.
+#
+# Per distortion type, the score should fall as the level rises:
+
+# %%
+from clipiqa.notebook import caveat
+distorted = table[table["level"] > 0]
+fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
+sns.lineplot(data=distorted, x="level", y="score", hue="distortion", marker="o", ax=ax, errorbar=None)
+ax.set_xticks(sorted(distorted["level"].unique()))  # levels are whole numbers
+ax.set_ylim(0, 1)  # the score's whole range: a small difference looks small
+ax.set_ylabel("zero-shot score p(good)")
+ax.legend(title="distortion", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not over them
+ax.set_title("zero-shot score vs distortion level" + (f"\n({caveat(model)})" if caveat(model) else ""),
+             fontsize=9)
+plt.show()
+
+# %% [markdown]
+# ## The scene branch
+#
+# The same model also has **scene prompts** ("a photo of a landscape", ...). Adaptation uses them to keep
+# CLIP's understanding of content while learning quality. Note: the scene *plant* means a plant that grows
+# (botanical), never a factory.
+
+# %%
+import torch
+
+from clipiqa import SCENE_LABELS
+from clipiqa.imageio import load_image
+
+refs = table[table["level"] == 0].head(4) if (table["level"] == 0).any() else table.head(4)
+batch = torch.stack([model.preprocess(load_image(p)) for p in refs["path"]]).to(model.device)
+with torch.no_grad(), model.adapters_off():
+    probs = model.scene_logits(batch).softmax(-1).cpu()
+for name, p in zip(refs["content_id"], probs):
+    top = p.argmax().item()
+    print(f"{name:>22}: {SCENE_LABELS[model.scenes[top]]} ({p[top]:.2f})")
+say_if_random_init(model)

@@ -1,0 +1,106 @@
+# %% [markdown]
+# # 03 Adapt on a GPU
+#
+# Few-shot adaptation fine-tunes a small part of CLIP on your labels:
+#
+# * **last-blocks** trainable set (GPU; the paper's): the learnable text context plus copies of the last 4
+#   blocks of both encoders (~41 M parameters for ViT-B/16); **prompts only** (CPU-friendly): text context +
+#   visual prompts.
+# * Two losses: the **quality loss** (your labels) and a **semantic loss** that keeps the scene predictions
+#   close to frozen CLIP's. **QGR** (quality-aware gradient regularization) combines their gradients
+#   (notebook 04 compares with and without it).
+# * A fixed training budget by default (no peeking at test data).
+#
+# The panel trains in a **background thread**: the notebook stays usable and *Stop* works at any time. A
+# stopped run's checkpoint is saved and its card says it was stopped, but it is under-trained, so the session
+# keeps scoring with what it had until you ask for it (the panel's *Use this stopped checkpoint* button, or
+# `session.use_checkpoint(name)`). Curves update live: training losses and,
+# when `shots` is below the number of labels, the SRCC on the held-out labels after each epoch with the
+# chance band for their number.
+
+# %% tags=["parameters"]
+import os
+
+from clipiqa.notebook import settings
+
+SMOKE = True  # True: the lesson toy model (trained here on synthetic blur and noise) + embedded demo photos
+              #   at its 64 px (any CPU, seconds; a toy: the machinery learns, it says nothing of real CLIP)
+              # False: real weights (MODEL), on a GPU when there is one (the sizes below are a GPU's)
+SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode without editing this cell
+# what follows from SMOKE, computed by clipiqa.notebook.settings (which also reads CLIPIQA_MODEL, CLIPIQA_DEVICE
+# and CLIPIQA_REHEARSAL); to change one, set it on a line below, e.g. MODEL = "vitl14-openai" (any model:
+# `clipiqa models`) or WEIGHTS = "path/to/weights" (real runs without model-hub access)
+REHEARSAL, MODEL, WEIGHTS, DEVICE, DEMO_LIMIT, WORK, DEMO_TYPES, SIZE = settings(SMOKE)
+
+SESSION = f"{WORK}/label-session"  # the session of notebook 02
+EPOCHS = 40 if SMOKE else 1 if REHEARSAL else 50
+SHOTS = 30 if SMOKE else 0  # train on this many labels, test on the rest (0 = train on all labels)
+TRAINABLE = "last-blocks"  # text context + last blocks of both towers (the paper's set); "prompts" is lighter
+LR = 3e-2 if SMOKE else 1e-3  # the lesson model at 64 px learns in seconds with SGD + momentum
+OPTIONS = {"momentum": 0.9} if SMOKE else {}  # more AdaptConfig settings
+N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
+
+# %%
+import os
+
+import clipiqa
+from clipiqa.data import build_demo_set
+from clipiqa.metrics import chance_band
+from clipiqa.session import Session
+from clipiqa.widgets import AdaptPanel
+
+if os.path.exists(os.path.join(SESSION, "settings.json")):
+    session = Session.open(SESSION, model_name=MODEL, weights=WEIGHTS, device=DEVICE)
+else:  # notebook 02 not run yet: the same demo photos, with stand-in ratings from synthetic severity
+    demo = build_demo_set(types=DEMO_TYPES, size=SIZE)
+    session = Session(SESSION, images=demo.sample(n=DEMO_LIMIT or 40, random_state=0), model_name=MODEL,
+                      weights=WEIGHTS, device=DEVICE)
+    severity = demo.set_index("path")["q"]
+    for path in session.images:
+        session.label(path, 1 + round(4 * severity[path]))
+print(session)
+
+# %%
+panel = AdaptPanel(session, epochs=EPOCHS, shots=SHOTS, trainable=TRAINABLE, device=DEVICE, n_views=N_VIEWS,
+                   lr=LR, **OPTIONS)
+panel
+
+# %% [markdown]
+# Press **Run** above for a background run you can **Stop**. The next cell does the same from code and waits
+# for the end (the panel shows the progress live meanwhile).
+
+# %%
+history = panel.run(block=True)
+print(panel.status, f"- {len(history.steps)} steps in {history.seconds:.1f} s")
+history.steps_frame()[["step", "epoch", "loss", "loss_semantic", "cosine", "frac_projected", "drift"]].tail()
+
+# %%
+from clipiqa.notebook import caveat
+if history.evals:
+    last = history.evals[-1]
+    n_test = len(session.labels) - SHOTS
+    print(f"held-out SRCC after epoch {last['epoch']}: {last['srcc_test']:.3f} "
+          f"(n = {n_test}; chance band +-{chance_band(n_test):.2f})")
+if caveat(session):
+    print(f"⚠ {caveat(session)}")
+session.checkpoints()
+
+# %% [markdown]
+# ## Using the checkpoint
+#
+# The checkpoint (safetensors with only the learned tensors + a JSON card with the backbone, settings, data
+# hashes and metrics) became the session's model when the run finished its budget. Anywhere else:
+#
+# ```python
+# model = clipiqa.load_model(prompts="clipiqa-work/label-session/checkpoints/<name>")  # the card names the model
+# ```
+#
+# or from a shell: `clipiqa score --prompts <checkpoint> photos/ --out scores.csv`. To see what it looks at,
+# give its folder to notebook 05 (`CHECKPOINT = "..."` in 05's parameters cell, printed below) or run
+# `clipiqa explain --prompts <checkpoint> --out explained/ photos/`.
+
+# %%
+ckpt = session.checkpoints().iloc[-1]["path"]
+print("for notebook 05: CHECKPOINT =", repr(os.path.relpath(ckpt)))
+model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE, prompts=ckpt)
+clipiqa.score_files(model, session.images[:5])[["path", "score", "status"]]
