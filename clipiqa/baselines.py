@@ -76,6 +76,7 @@ def ridge_probe(train_feats: np.ndarray, train_q: Sequence[float], test_feats: n
     cross-validation (``sklearn.linear_model.RidgeCV``).
     standardize: z-score each feature with the training mean and std first (for features on unlike scales).
     """
+    # scikit-learn is imported here: about a second to import, paid only by the ridge arms
     from sklearn.linear_model import Ridge, RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -87,7 +87,7 @@ class OnnxScorer:
     """An exported scorer: ``predict(batch) -> (margins, scores)`` for float32 ``[B, 3, S, S]`` batches."""
 
     def __init__(self, onnx_path: str | os.PathLike, providers: list[str] | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional (the `deploy` extra): imported only when an ONNX scorer is used
         self.path = str(onnx_path)
         self.meta = read_metadata(onnx_path)
         self.spec = self.meta["preprocess"]

@@ -76,5 +76,5 @@ def get_preset(name: str) -> Preset:
     folder: :func:`clipiqa.zoo.resolve_model`); an unknown name raises ValueError listing the presets."""
     if str(name).lower() in PRESETS:
         return PRESETS[str(name).lower()]
-    from .zoo import resolve_model
+    from .zoo import resolve_model  # here, not at the top: zoo imports this module (PRESETS)
     return resolve_model(name)

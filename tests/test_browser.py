@@ -34,8 +34,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
+
+from clipiqa.notebook_sources import SOURCE_OPTIONS
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[1]
@@ -71,11 +74,14 @@ def _write_settings(config_dir: Path) -> None:
 
 
 def _set_parameters(path: Path, **values) -> None:
-    """Append assignments to the notebook's parameters cell (what papermill-style injection does)."""
+    """Append assignments to the notebook's parameters cell (what papermill-style injection does), in the
+    ``.ipynb`` and its paired Jupytext source alike (as JupyterLab saves them): Jupytext refuses to open a pair
+    whose ``.ipynb`` is newer than its ``.py`` and differs from it."""
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
     nbformat.write(nb, path)
+    path.with_suffix(".py").write_text(jupytext.writes(nb, fmt=SOURCE_OPTIONS), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

@@ -485,7 +485,7 @@ def test_a_full_disk_fails_loudly_and_keeps_the_old_data_patched_writer(session,
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr("clipiqa.csvio.write_csv", full)
+    monkeypatch.setattr("clipiqa.labelstore.write_csv", full)  # the store's export writer
     with pytest.raises(LabelNotSaved, match="NOT saved.*disk .* is full") as caught:
         session.label(b, 5)
     assert caught.value.errno == errno.ENOSPC

@@ -64,6 +64,8 @@ LABEL_KIND = "synthetic severity (distortion level), not human MOS"
 _FORMAT_VERSION = 1  # bump when file naming or the table layout changes
 
 
+# The three sample-image sources are imported inside their loaders: scikit-learn's datasets alone take about a
+# second to import, and a demo set already on disk needs none of them.
 def _skimage(name: str) -> Callable[[], np.ndarray]:
     """Loader for one ``skimage.data`` image (first image of pairs)."""
     def load() -> np.ndarray:

@@ -24,6 +24,8 @@ from torchvision import transforms as T
 
 from ..configs import from_dict, invalid, renamed
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VARIANTS = ("model", "grmp")
@@ -51,8 +53,8 @@ class TransformSpec:
     resize: int = 224
     resize_mode: str = "shortest"
     interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
     name: str = "custom"
 
     def __post_init__(self) -> None:

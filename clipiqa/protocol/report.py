@@ -6,6 +6,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -126,11 +127,9 @@ def dataset_info(dataset: pd.DataFrame, splits) -> dict:
 
 def _versions() -> dict:
     versions = library_versions()
-    for name in ("numpy", "pandas", "scipy", "sklearn"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
+    for name, distribution in (("numpy", "numpy"), ("pandas", "pandas"), ("scipy", "scipy"),
+                               ("sklearn", "scikit-learn")):
+        versions[name] = package_version(distribution)  # installed metadata: no import of the package needed
     return versions
 
 
