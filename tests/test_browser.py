@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -213,16 +214,18 @@ def _labels(notebooks: Path) -> list[tuple[str, float]]:
         return [(os.path.basename(r["path"]), float(r["mos"])) for r in csv.DictReader(f)]
 
 
-def _last_rated(notebooks: Path) -> tuple[str, float]:
-    """The latest rating in notebook 02's session database (the export is in image order, not rating order)."""
-    import sqlite3
+def _last_rated(notebooks: Path) -> tuple[str, float] | None:
+    """The latest committed rating in notebook 02's session database (the export is in image order, not rating
+    order). The store rewrites labels.csv inside the rating's transaction, before its COMMIT (so that a failed
+    export rolls the rating back): a new row in labels.csv can be seen a moment before the database shows the
+    rating, so callers wait for it. None before the first rating is committed."""
     con = sqlite3.connect(notebooks / "clipiqa-work" / "smoke" / "label-session" / "labels.sqlite")
     try:
-        path, score = con.execute("SELECT CAST(i.path AS TEXT), r.score FROM ratings r JOIN images i ON "
-                                  "i.id = r.image WHERE r.undone IS NULL ORDER BY r.seq DESC LIMIT 1").fetchone()
+        row = con.execute("SELECT CAST(i.path AS TEXT), r.score FROM ratings r JOIN images i ON "
+                          "i.id = r.image WHERE r.undone IS NULL ORDER BY r.seq DESC LIMIT 1").fetchone()
     finally:
         con.close()
-    return os.path.basename(path), score
+    return None if row is None else (os.path.basename(row[0]), row[1])
 
 
 def _wait_for(predicate, timeout: float = 60, what: str = "condition"):
@@ -277,7 +280,7 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     _wait_for(lambda: readout.inner_text() == "3 fair", what="slider at 3 fair")
     panel.get_by_role("button", name="Save + next").click()
     _wait_for(lambda: len(_labels(notebooks)) == 1, what="a first row in labels.csv")
-    assert _last_rated(notebooks) == (name, 3.0)
+    _wait_for(lambda: _last_rated(notebooks) == (name, 3.0), 30, "the rating committed")
     _wait_for(lambda: shown() != name, what="the panel to move on to the next image")
     # ... the next, unrated image does not inherit 3 fair: 4 x ArrowRight from "not rated" is 4 good
     name = shown()
@@ -288,7 +291,7 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     _wait_for(lambda: readout.inner_text() == "4 good", what="slider at 4 good")
     panel.get_by_role("button", name="Save + next").click()
     _wait_for(lambda: len(_labels(notebooks)) == 2, what="a 2nd row")
-    assert _last_rated(notebooks) == (name, 4.0)
+    _wait_for(lambda: _last_rated(notebooks) == (name, 4.0), 30, "the rating committed")
     _wait_for(lambda: shown() != name, what="the next image")
     # 3. the keys box: type 5 + Enter
     name = shown()
@@ -297,7 +300,7 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     page.keyboard.type("5")
     page.keyboard.press("Enter")
     _wait_for(lambda: len(_labels(notebooks)) == 3, what="a 3rd row")
-    assert _last_rated(notebooks) == (name, 5.0)
+    _wait_for(lambda: _last_rated(notebooks) == (name, 5.0), 30, "the rating committed")
     _wait_for(lambda: keys.input_value() == "", what="the keys box to clear")
     count = panel.locator(".widget-label").filter(has_text="labelled,")
     _wait_for(lambda: count.inner_text().startswith("3 labelled"), what="the count to say 3 labelled")
