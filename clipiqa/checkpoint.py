@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ._version import __version__
-from .adapters import trainable_set
+from .adapters import TRAINABLE_ALIASES
+from .configs import renamed
 from .csvio import atomic_path, atomic_write
 from .data.transforms import as_spec
 
@@ -67,7 +68,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
         "prompt_config": model.prompt_config.to_dict(),
         "tuned_blocks": model.n_tuned_blocks,
         "eval_transform": model.transform_spec.to_dict(),  # applied wherever this checkpoint scores
-        "trainable": trainable if trainable is None else trainable_set(trainable),
+        "trainable": renamed(trainable, TRAINABLE_ALIASES),  # a label: the set's current name
         "training": training or {},
         "data": data or {},
         "metrics": metrics or {},

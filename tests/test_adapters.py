@@ -2,6 +2,8 @@
 values (``paper`` -> ``last-blocks`` / ``grmp``) read from old configs, cards and command lines."""
 import pytest
 
+import clipiqa
+
 from clipiqa.adapters import TRAINABLE_SETS, trainable_set, trains, tuned_block_count
 from clipiqa.commands.common import augment_arg, trainable_arg
 from clipiqa.data.transforms import TransformSpec, variant_name
@@ -47,3 +49,11 @@ def test_old_names_in_configs_cards_and_the_command_line_read_as_the_new_ones():
     assert TransformSpec.from_dict({"name": "paper", "resize": 244, "resize_mode": "squash"}).name == "grmp"
     with pytest.raises(ValueError, match="AdaptConfig.trainable='all'.*'last-blocks', 'prompts' or 'text'"):
         AdaptConfig(trainable="all")
+
+
+def test_a_checkpoint_card_names_the_set_by_its_current_name(tmp_path):
+    model = clipiqa.load_model("tiny", device="cpu")
+    clipiqa.save_checkpoint(model, tmp_path / "old", trainable="paper")
+    clipiqa.save_checkpoint(model, tmp_path / "label", trainable="my own set")  # a label: kept as given
+    assert clipiqa.read_checkpoint(tmp_path / "old").card["trainable"] == "last-blocks"
+    assert clipiqa.read_checkpoint(tmp_path / "label").card["trainable"] == "my own set"

@@ -272,27 +272,25 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     _wait_for(lambda: "choose a rating first" in panel.inner_text(), 30, "the refusal message")
     assert len(_labels(notebooks)) == 0 and shown() == name  # nothing written, still the same image
     _shot(panel, "02_label_panel_save_refused.png")
-    # 2. the slider handle with the keyboard: ArrowRight x3 moves not rated -> 1 bad -> 2 poor -> 3 fair; save
     handle = panel.locator(".noUi-handle")
-    handle.focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    _wait_for(lambda: readout.inner_text() == "3 fair", what="slider at 3 fair")
-    panel.get_by_role("button", name="Save + next").click()
-    _wait_for(lambda: len(_labels(notebooks)) == 1, what="a first row in labels.csv")
-    _wait_for(lambda: _last_rated(notebooks) == (name, 3.0), 30, "the rating committed")
-    _wait_for(lambda: shown() != name, what="the panel to move on to the next image")
+
+    def rate_with_slider(presses: int, level: str, rows: int) -> None:
+        """ArrowRight ``presses`` times from "not rated" on the shown image, Save + next, and check what was stored."""
+        name = shown()
+        _wait_for(lambda: "not rated" in readout.inner_text(), what="the slider at 'not rated'")
+        handle.focus()
+        for _ in range(presses):
+            page.keyboard.press("ArrowRight")
+        _wait_for(lambda: readout.inner_text() == level, what=f"slider at {level}")
+        panel.get_by_role("button", name="Save + next").click()
+        _wait_for(lambda: len(_labels(notebooks)) == rows, what=f"row {rows} in labels.csv")
+        _wait_for(lambda: _last_rated(notebooks) == (name, float(presses)), 30, "the rating committed")
+        _wait_for(lambda: shown() != name, what="the panel to move on to the next image")
+
+    # 2. the slider handle with the keyboard: ArrowRight x3 moves not rated -> 1 bad -> 2 poor -> 3 fair; save
+    rate_with_slider(3, "3 fair", 1)
     # ... the next, unrated image does not inherit 3 fair: 4 x ArrowRight from "not rated" is 4 good
-    name = shown()
-    _wait_for(lambda: "not rated" in readout.inner_text(), what="the slider back at 'not rated'")
-    handle.focus()
-    for _ in range(4):
-        page.keyboard.press("ArrowRight")
-    _wait_for(lambda: readout.inner_text() == "4 good", what="slider at 4 good")
-    panel.get_by_role("button", name="Save + next").click()
-    _wait_for(lambda: len(_labels(notebooks)) == 2, what="a 2nd row")
-    _wait_for(lambda: _last_rated(notebooks) == (name, 4.0), 30, "the rating committed")
-    _wait_for(lambda: shown() != name, what="the next image")
+    rate_with_slider(4, "4 good", 2)
     # 3. the keys box: type 5 + Enter
     name = shown()
     keys = panel.locator(".widget-text").filter(has_text="Keys").locator("input")

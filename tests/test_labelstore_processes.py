@@ -7,7 +7,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -17,8 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import labelstore_workers  # noqa: E402
+from store_reads import stored_ratings, temporaries  # noqa: E402
 
-from clipiqa.csvio import TMP_SUFFIX  # noqa: E402
 from clipiqa.session import Session  # noqa: E402
 
 
@@ -32,17 +31,7 @@ def _images(tmp_path, n: int) -> pd.DataFrame:
 
 
 def _stored(folder) -> list[tuple[str, str, float]]:
-    con = sqlite3.connect(Path(folder) / "labels.sqlite")
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return con.execute("SELECT CAST(i.path AS TEXT), r.rater, r.score FROM ratings r JOIN images i "
-                           "ON i.id = r.image WHERE r.undone IS NULL").fetchall()
-    finally:
-        con.close()
-
-
-def _temporaries(folder) -> list[str]:
-    return [p for p in os.listdir(folder) if p.endswith((TMP_SUFFIX, ".tmp", "-journal"))]
+    return [(path, rater, score) for path, rater, score, _ in stored_ratings(folder)]
 
 
 @pytest.mark.parametrize("layout", ["4 raters x 100 images", "4 kernels of one rater, disjoint quarters"])
@@ -78,7 +67,7 @@ def test_four_processes_rating_at_once_lose_nothing(tmp_path, layout):
     assert len(export) == len(images) and export["n_ratings"].sum() == total
     assert export.set_index("path")["mos"].sort_index().tolist() == pytest.approx(expected.mean().sort_index()
                                                                                    .tolist())
-    assert session.counts()["rated_images"] == len(images) and not _temporaries(folder)
+    assert session.counts()["rated_images"] == len(images) and not temporaries(folder)
     print(f"\n{layout}: {total} ratings from 4 spawned processes in {time.monotonic() - t0:.1f} s")
 
 
@@ -121,7 +110,7 @@ def test_killed_writers_lose_no_confirmed_rating_and_leave_no_temporary_file(tmp
             if path not in ("ready", "finished"):
                 confirmed[path] = score
         recv.close()
-        orphans += len(_temporaries(folder))  # a kill inside an export write leaves one until the next write
+        orphans += len(temporaries(folder))  # a kill inside an export write leaves one until the next write
         assert proc.exitcode == -signal.SIGKILL or finished, f"a child ended on its own: exit {proc.exitcode}"
         if finished:
             break  # every image is rated
@@ -130,7 +119,7 @@ def test_killed_writers_lose_no_confirmed_rating_and_leave_no_temporary_file(tmp
     lost = {p: s for p, s in confirmed.items() if stored.get(p) != s}
     assert not lost, f"{len(lost)} confirmed rating(s) lost"
     session = Session.open(folder)  # the next user of the folder
-    assert not _temporaries(folder)
+    assert not temporaries(folder)
     assert {p: v["score"] for p, v in session.labels.items()} == stored
     export = pd.read_csv(session.labels_path)
     assert dict(zip(export["path"], export["mos"])) == stored  # the export matches the database

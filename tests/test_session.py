@@ -18,30 +18,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipiqa.csvio import TMP_SUFFIX
 from clipiqa.data import read_labels
 from clipiqa.labelstore import LabelNotSaved
 from clipiqa.session import ACR, DEFAULT_RATER, REPEAT_GAP, Scale, Session, pick_repeat
+from store_reads import stored_ratings, temporaries
 
 
 def _rows(session: Session) -> dict[str, float]:
     """The labels.csv export as {path: mos}."""
     with open(session.labels_path, newline="") as f:
         return {r["path"]: float(r["mos"]) for r in csv.DictReader(f)}
-
-
-def _db_ratings(folder) -> list[tuple]:
-    """The stored ratings, read with plain sqlite3 (not through the Session)."""
-    con = sqlite3.connect(os.path.join(folder, "labels.sqlite"))
-    try:
-        return con.execute("SELECT CAST(i.path AS TEXT), r.rater, r.score, r.is_repeat FROM ratings r JOIN images i "
-                           "ON i.id = r.image WHERE r.undone IS NULL ORDER BY r.seq").fetchall()
-    finally:
-        con.close()
-
-
-def _temporaries(folder) -> list[str]:
-    return [p for p in os.listdir(folder) if p.endswith((TMP_SUFFIX, ".tmp", "-journal"))]
 
 
 
@@ -104,8 +90,8 @@ def test_crash_in_replace_keeps_previous_file(session, monkeypatch):
     monkeypatch.undo()
     assert session.labels_path.read_bytes() == before
     assert read_labels(session.labels_path, score_range=ACR.range)["path"].tolist() == [a]
-    assert session.my_labels == {a: 2.0} and _db_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
-    assert not _temporaries(session.folder)
+    assert session.my_labels == {a: 2.0} and stored_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
+    assert not temporaries(session.folder)
 
 
 def test_crash_midway_through_the_write_keeps_previous_file(session, monkeypatch):
@@ -140,8 +126,8 @@ def test_crash_midway_through_the_write_keeps_previous_file(session, monkeypatch
         session.label(b, 5)
     monkeypatch.undo()
     assert session.labels_path.read_bytes() == before
-    assert _db_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]  # the rating was rolled back too
-    assert not _temporaries(session.folder)
+    assert stored_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]  # the rating was rolled back too
+    assert not temporaries(session.folder)
     session.label(b, 5)  # works again afterwards
     assert _rows(session) == {a: 2.0, b: 5.0}
 
@@ -276,7 +262,7 @@ def test_two_session_objects_on_one_folder_lose_nothing(tmp_path):
         (first if i % 2 else second).label(p, 1 + i % 5)
     expected = {p: float(1 + i % 5) for i, p in enumerate(first.images)}
     assert _rows(first) == expected  # the export holds both objects' labels
-    assert len(_db_ratings(folder)) == 10
+    assert len(stored_ratings(folder)) == 10
     for s in (first, second):  # each object reads the database, not its memory
         assert s.counts()["labelled"] == 10 and s.next_unlabelled() is None
         assert {p: v["score"] for p, v in s.labels.items()} == expected
@@ -339,8 +325,8 @@ def test_undo_takes_back_only_the_raters_own_last_rating(tmp_path):
     ann.label(x, 5)
     ben.label(y, 1)  # ben's is the latest rating in the folder ...
     assert ann.undo() == x  # ... but ann's undo takes back ann's
-    assert _db_ratings(folder) == [(y, "ben", 1.0, 0)]
-    assert ann.undo() is None and ben.undo() == y and _db_ratings(folder) == []
+    assert stored_ratings(folder) == [(y, "ben", 1.0, 0)]
+    assert ann.undo() is None and ben.undo() == y and stored_ratings(folder) == []
     assert ann.current == x
     con = sqlite3.connect(folder / "labels.sqlite")  # undo is a tombstone: the rows stay, marked undone
     assert con.execute("SELECT count(*) FROM ratings WHERE undone IS NOT NULL").fetchone() == (2,)
@@ -398,7 +384,7 @@ def test_blind_repeats_are_flagged_and_stay_out_of_the_mos(tmp_path):
             break
     assert len(first) == 40 and len(repeats) >= 3
     assert _rows(s) == first  # the export holds first ratings only
-    flagged = [(p, r) for p, _, _, r in _db_ratings(s.folder) if r]
+    flagged = [(p, r) for p, _, _, r in stored_ratings(s.folder) if r]
     assert [p for p, _ in flagged] == repeats
     assert s.counts()["repeats"] == len(repeats) and s.counts()["labelled"] == 40
     ceiling = s.agreement(n_boot=50)
@@ -413,7 +399,7 @@ def test_undoing_a_repeat_shows_it_blind_again(tmp_path):
     assert s.my_labels == {a: 4.0}
     assert s.undo() == a and s.repeat_pending == a  # the next rating of a is a repeat again
     s.label(None, 3)
-    assert [r for *_, r in _db_ratings(s.folder)] == [0, 1] and s.my_labels == {a: 4.0}
+    assert [r for *_, r in stored_ratings(s.folder)] == [0, 1] and s.my_labels == {a: 4.0}
     with pytest.raises(ValueError, match="no earlier rating"):
         s.label(s.images[1], 3, repeat=True)
 
@@ -452,9 +438,9 @@ def test_a_format1_session_migrates_without_losing_a_label(tmp_path, photo_dir):
     assert (tmp_path / "old" / "labels-format1.csv").read_bytes() == old["labels_bytes"]  # kept as it was
     assert list(pd.read_csv(s.labels_path).columns) == ["path", "mos", "mos_std", "n_ratings", "content_id"]
     assert json.loads((tmp_path / "old" / "settings.json").read_text())["version"] == 2
-    assert len(_db_ratings(tmp_path / "old")) == 3
+    assert len(stored_ratings(tmp_path / "old")) == 3
     again = Session.open(tmp_path / "old")  # migrated once only
-    assert len(_db_ratings(tmp_path / "old")) == 3 and again.skipped == [c]
+    assert len(stored_ratings(tmp_path / "old")) == 3 and again.skipped == [c]
     again.label(c, 5)
     assert {p: v["score"] for p, v in Session.open(tmp_path / "old").labels.items()} == {
         a: 4.0, b: 1.0, old["extra"]: 2.5, c: 5.0}
@@ -490,7 +476,7 @@ def test_a_full_disk_fails_loudly_and_keeps_the_old_data_patched_writer(session,
         session.label(b, 5)
     assert caught.value.errno == errno.ENOSPC
     monkeypatch.undo()
-    assert session.labels_path.read_bytes() == before and _db_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
+    assert session.labels_path.read_bytes() == before and stored_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
 
 
 def test_a_full_disk_fails_loudly_and_keeps_the_old_data_patched_sqlite(session, monkeypatch):
@@ -506,7 +492,7 @@ def test_a_full_disk_fails_loudly_and_keeps_the_old_data_patched_sqlite(session,
         session.label(b, 5)
     assert caught.value.errno == errno.ENOSPC
     monkeypatch.undo()
-    assert session.labels_path.read_bytes() == before and _db_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
+    assert session.labels_path.read_bytes() == before and stored_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
     session.label(b, 5)
     assert _rows(session) == {a: 2.0, b: 5.0}
 
@@ -534,7 +520,7 @@ def test_a_full_disk_fails_loudly_and_keeps_the_old_data_tmpfs(tmp_path):
         s = Session(disk / "s", images=_fake_images(100, tmp_path / "img"), model_name="tiny")
         for p in s.images[:5]:
             s.label(p, 3)
-        before_db = _db_ratings(disk / "s")
+        before_db = stored_ratings(disk / "s")
         try:  # fill the disk to the last block
             with open(disk / "filler", "wb") as f:
                 while True:
@@ -559,10 +545,10 @@ def test_a_full_disk_fails_loudly_and_keeps_the_old_data_tmpfs(tmp_path):
                 break
         else:
             raise AssertionError("SQLite stored five repeats on a full disk")
-        stored = _db_ratings(disk / "s")
+        stored = stored_ratings(disk / "s")
         assert stored[:5] == before_db  # the old ratings are intact
         assert _rows(s) == {p: v for p, _, v, rep in stored if not rep}  # the export matches what is stored
-        assert not _temporaries(disk / "s")
+        assert not temporaries(disk / "s")
         con = sqlite3.connect(disk / "s" / "labels.sqlite")
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         con.close()
