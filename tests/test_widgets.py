@@ -509,3 +509,76 @@ def test_attribution_viewer_draws_a_colour_bar(session, demo_table, monkeypatch)
     axes = fig.subplots(1, 2)
     real(fig, axes, signed=True)
     assert len(fig.axes) == 3 and "red raises" in fig.axes[-1].get_ylabel()
+
+
+# ----------------------------------------------------------------------------------------------- Stop during Run All
+_KERNEL_SETUP = """
+import json
+from clipiqa.session import Session
+from clipiqa.widgets import AdaptPanel
+session = Session({folder!r}, images={paths!r}, model_name="tiny", device="cpu")
+for path, score in {scores!r}:
+    session.label(path, score)
+panel = AdaptPanel(session, epochs=10000, trainable="prompts", device="cpu")
+print(json.dumps({{"stop": panel.stop_button.model_id, "status": panel.status_label.model_id}}))
+"""
+
+
+@pytest.mark.slow
+def test_adapt_panel_stop_click_ends_a_blocking_run_like_run_all_does(tmp_path, demo_table):
+    """Issue 20 item 4: during Run All the cell ``panel.run(block=True)`` keeps the kernel busy, so the Stop click
+    waited for the end of training (147 s) and the checkpoint became active. In a real kernel: queue the
+    blocking cell and the cell after it (what Run All sends), click Stop over the widget protocol (what the
+    browser sends) while it trains; training ends within one step, the checkpoint is kept but not activated,
+    and the next cell runs after the blocking one."""
+    import json
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+    table = demo_table.head(12)
+    setup = _KERNEL_SETUP.format(folder=str(tmp_path / "sess"), paths=table["path"].tolist(),
+                                 scores=[(p, 1 + round(4 * q)) for p, q in zip(table["path"], table["q"])])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("MPLBACKEND", None)
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)
+    try:
+        out = []
+        reply = kc.execute_interactive(setup, timeout=180, output_hook=out.append)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        ids = json.loads(next(m["content"]["text"] for m in out if m["msg_type"] == "stream"))
+        run_id = kc.execute("history = panel.run(block=True)")  # Run All sends every cell at once
+        after_id = kc.execute("print(json.dumps([panel.status, history.stopped, len(history.steps), "
+                              "session.active_checkpoint, session.checkpoints()['stopped'].tolist()]))")
+        statuses, printed, clicked, idle = [], None, False, set()
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and after_id not in idle:
+            try:
+                msg = kc.get_iopub_msg(timeout=5)
+            except Exception:  # queue.Empty
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "comm_msg" and content["comm_id"] == ids["status"]:
+                value = content["data"].get("state", {}).get("value")
+                if value:
+                    statuses.append(value)
+                    if not clicked and value.startswith("step 3/"):  # training for a few steps: click Stop
+                        kc.shell_channel.send(kc.session.msg("comm_msg", {
+                            "comm_id": ids["stop"], "data": {"method": "custom", "content": {"event": "click"}}}))
+                        clicked = True
+                        deadline = min(deadline, time.monotonic() + 90)  # a served click ends it in a second
+            elif kind == "stream" and msg["parent_header"].get("msg_id") == after_id:
+                printed = json.loads(content["text"])
+            elif kind == "error":
+                raise AssertionError(f"a cell failed: {content['ename']}: {content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                idle.add(msg["parent_header"].get("msg_id"))
+        assert clicked, f"training never reached step 3; statuses: {statuses[-5:]}"
+        assert run_id in idle and printed is not None, f"the run did not stop on the click; last: {statuses[-3:]}"
+        status, stopped, steps, active, cards = printed
+        assert status == "stopped" and stopped and cards == [True] and active is None  # kept, not activated
+        assert steps < 100  # of 10000 epochs
+        assert "stopping" in statuses and statuses[-1] == "stopped"
+        assert len({s for s in statuses if s.endswith("(stopping)")}) <= 1  # within one step of the click
+    finally:
+        km.shutdown_kernel(now=True)
+        kc.stop_channels()

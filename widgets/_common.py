@@ -22,6 +22,8 @@ from PIL import Image
 from clipiqa.imageio import ImageLoadError, load_image
 from clipiqa.notebook import RANDOM_INIT_CAVEAT as RANDOM_INIT_TEXT, TOY_CAVEAT as TOY_TEXT, caveat
 
+from ._events import wait_serving_events
+
 
 
 def caveat_text(random_init: bool, toy: bool = False) -> str:
@@ -129,11 +131,13 @@ class BackgroundRun:
 
     def _launch(self, work: Callable, name: str, block: bool, *args):
         """Run ``work(*args)`` on a daemon thread; with ``block``, wait for it and raise the error it recorded
-        (``self.error``) or return ``self.wait()``'s result."""
+        (``self.error``) or return ``self.wait()``'s result. A blocking wait inside a notebook keeps serving the
+        panel's buttons (Stop works during Run All; see ``_events``)."""
         self._thread = threading.Thread(target=work, args=args, daemon=True, name=name)
         self._thread.start()
         if not block:
             return None
+        wait_serving_events(lambda: not self.running, self._join)
         result = self.wait()
         if self.error is not None:
             raise self.error
