@@ -1,10 +1,12 @@
 """Baselines for the evaluation protocol (DESIGN 2.6) that need no prompt learning.
 
 - ``clip_features`` + ``ridge_probe``: a ridge regression on frozen CLIP image features (the linear probe);
-- ``classical_features`` / ``classical_table`` + ``classical_ridge``: a CLIP-free check that the task is
-  learnable at all, from a handful of classical image statistics (sharpness, noise, contrast, colourfulness,
-  blockiness, exposure). If this ridge beats a CLIP method on the same split, the CLIP method has not learned
-  what a few hand-made statistics already capture.
+- ``classical_table`` + ``classical_ridge``: a CLIP-free check that the task is learnable at all, a ridge on
+  BRISQUE's 36 natural-scene statistics (:mod:`clipiqa.brisque`). If this ridge beats a CLIP method on the same
+  split, the CLIP method has not learned what hand-made statistics already capture. The table also holds a
+  handful of simpler statistics (``classical_features``: sharpness, noise, contrast, colourfulness, blockiness,
+  exposure) for inspection; the ridge leaves them out because on the demo set's blur/noise/JPEG severities they
+  ranked clearly worse than BRISQUE and adding them lowered BRISQUE's correlation (README, benchmark section).
 
 All statistics are computed on the 8-bit image as given (no resizing), on a 0-255 scale.
 """
@@ -19,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .brisque import BRISQUE_FEATURES, brisque_features
 from .imageio import load_image
 from .inference import autocast_for, evaluating
 
 __all__ = [
-    "CLASSICAL_FEATURES", "RIDGE_ALPHAS", "classical_features", "classical_table", "classical_ridge",
+    "CLASSICAL_FEATURES", "DESIGN_FEATURES", "RIDGE_ALPHAS", "classical_features", "classical_table", "classical_ridge",
     "clip_features", "ridge_probe",
 ]
 
@@ -35,6 +38,9 @@ CLASSICAL_FEATURES: tuple[str, ...] = (
     "clipped_bright",
 )
 """Names (and order) of the statistics returned by :func:`classical_features`."""
+
+DESIGN_FEATURES: tuple[str, ...] = BRISQUE_FEATURES
+"""The columns of :func:`classical_table` that :func:`classical_ridge` regresses on, in order."""
 
 _LOG_FEATURES = ("sharpness", "noise", "blockiness")  # heavy-tailed: log1p before the ridge
 _BLOCK = 8
@@ -183,28 +189,36 @@ def classical_features(image: np.ndarray) -> dict[str, float]:
 
 
 def classical_table(paths: Iterable[str | os.PathLike], images: Sequence | None = None) -> pd.DataFrame:
-    """One row of :func:`classical_features` per image file (column ``path`` first), in input order.
+    """One row per image file, in input order: ``path``, then :func:`classical_features`, then the 36
+    :func:`clipiqa.brisque.brisque_features` (columns :data:`CLASSICAL_FEATURES` + ``BRISQUE_FEATURES``).
 
     ``images``: already loaded PIL images or arrays in ``paths`` order (skips reading the files).
     """
     paths = [os.fspath(p) for p in paths]
     rows = []
     for i, path in enumerate(paths):
-        image = images[i] if images is not None else load_image(path)
-        rows.append({"path": path, **classical_features(np.asarray(image, dtype=np.uint8))})
-    return pd.DataFrame(rows, columns=["path", *CLASSICAL_FEATURES])
+        image = np.asarray(images[i] if images is not None else load_image(path), dtype=np.uint8)
+        rows.append({"path": path, **classical_features(image),
+                     **dict(zip(BRISQUE_FEATURES, brisque_features(image).tolist()))})
+    return pd.DataFrame(rows, columns=["path", *CLASSICAL_FEATURES, *BRISQUE_FEATURES])
 
 
 def classical_design(table: pd.DataFrame) -> np.ndarray:
-    """Feature matrix for the ridge: the statistics, heavy-tailed ones through ``log1p``."""
+    """Feature matrix for the ridge: the :data:`DESIGN_FEATURES` columns, heavy-tailed statistics through
+    ``log1p``. A BRISQUE fit that is undefined (a flat image: no texture to fit) enters as 0, so one flat image
+    cannot stop the fit; a table without some column is a ``KeyError`` naming it."""
+    missing = [c for c in DESIGN_FEATURES if c not in table.columns]
+    if missing:
+        raise KeyError(f"classical table lacks column(s) {missing}; build it with clipiqa.baselines.classical_table")
     cols = [np.log1p(np.maximum(table[c].to_numpy(np.float64), 0.0)) if c in _LOG_FEATURES
-            else table[c].to_numpy(np.float64) for c in CLASSICAL_FEATURES]
-    return np.column_stack(cols)
+            else table[c].to_numpy(np.float64) for c in DESIGN_FEATURES]
+    return np.nan_to_num(np.column_stack(cols), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def classical_ridge(train_table: pd.DataFrame, train_q: Sequence[float], test_table: pd.DataFrame,
                     alpha: float | None = None) -> np.ndarray:
-    """The CLIP-free "is the task learnable at all" check: standardised classical statistics -> ridge -> q.
+    """The CLIP-free "is the task learnable at all" check: standardised BRISQUE statistics -> ridge
+    (leave-one-out alpha unless ``alpha`` is given) -> q.
 
     ``train_table`` / ``test_table`` come from :func:`classical_table`.
     """

@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 import clipiqa
 from clipiqa.baselines import (CLASSICAL_FEATURES, classical_features, classical_ridge, classical_table,
                                clip_features, ridge_probe)
+from clipiqa.brisque import BRISQUE_FEATURES
 from clipiqa.data import apply_distortion, demo_references
 from clipiqa.metrics import srcc
 
@@ -97,7 +98,7 @@ def test_classical_table_reads_files_in_order(tmp_path, photo):
         paths.append(tmp_path / f"{name}.png")
         Image.fromarray(img).save(paths[-1])
     table = classical_table(paths)
-    assert list(table.columns) == ["path", *CLASSICAL_FEATURES]
+    assert list(table.columns) == ["path", *CLASSICAL_FEATURES, *BRISQUE_FEATURES]
     assert list(table["path"]) == [str(p) for p in paths]
     assert table.loc[1, "sharpness"] < table.loc[0, "sharpness"]
     assert table.loc[2, "blockiness"] > table.loc[0, "blockiness"]
@@ -129,16 +130,33 @@ def test_ridge_probe_rejects_bad_shapes():
         ridge_probe(np.zeros((1, 3)), np.zeros(1), np.zeros((2, 3)))
 
 
+def _severity_rows(types, size=96, names=("astronaut", "chelsea", "coffee", "rocket", "china", "flower")):
+    """(content, type, level, image) for demo photos x ``types`` x levels 0-5; q = 1 - level / 5."""
+    refs = demo_references(size=size, names=list(names) if names else None)
+    return [(name, kind, level, apply_distortion(ref, kind, level, rng=0) if level else ref)
+            for name, ref in refs.items() for kind in types for level in range(6)]
+
+
+def _ridge_srcc(rows, train_names=("astronaut", "chelsea", "coffee", "rocket")) -> float:
+    """Train the classical ridge on ``train_names``' rows, return its SRCC on the photos it never saw."""
+    feats = classical_table([f"{i}.png" for i in range(len(rows))], images=[img for *_, img in rows])
+    q = np.array([1 - level / 5 for _, _, level, _ in rows])
+    train = np.array([name in train_names for name, *_ in rows])
+    pred = classical_ridge(feats[train].reset_index(drop=True), q[train], feats[~train].reset_index(drop=True))
+    return srcc(pred, q[~train])
+
+
 def test_classical_ridge_learns_blur_severity_on_unseen_contents():
     """The CLIP-free check: blur severity is learnable from classical statistics across contents."""
-    refs = demo_references(size=96, names=["astronaut", "chelsea", "coffee", "rocket", "china", "flower"])
-    rows = [(name, level, apply_distortion(ref, "gaussian_blur", level, rng=0) if level else ref)
-            for name, ref in refs.items() for level in range(6)]
-    feats = pd.DataFrame([classical_features(img) for _, _, img in rows])
-    q = np.array([1 - level / 5 for _, level, _ in rows])
-    train = np.array([name in ("astronaut", "chelsea", "coffee", "rocket") for name, _, _ in rows])
-    pred = classical_ridge(feats[train], q[train], feats[~train])
-    assert srcc(pred, q[~train]) > 0.8
+    assert _ridge_srcc(_severity_rows(["gaussian_blur"])) > 0.8
+
+
+def test_classical_ridge_ranks_mixed_distortions_across_unseen_contents():
+    """The strong classical answer: blur, noise and JPEG severities of the demo set's 256-px photos ranked on one
+    scale, trained on 6 photos and tested on the 5 others. The handful of simple statistics reached SRCC 0.62
+    here; BRISQUE's natural-scene statistics reach 0.87."""
+    rows = _severity_rows(["gaussian_blur", "white_noise", "jpeg"], size=256, names=None)
+    assert _ridge_srcc(rows, ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "grace_hopper")) > 0.8
 
 
 def test_clip_features_are_frozen_and_normalised(photo, tmp_path):

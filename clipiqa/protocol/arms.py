@@ -46,9 +46,9 @@ def ridge_probe(model_factory: ModelFactory, train: pd.DataFrame, test: pd.DataF
     return baselines.ridge_probe(x_train, train["q"].to_numpy(float), x_test, alpha=config.ridge_alpha)
 
 
-@register_method("classical-ridge", "CLIP-free check: ridge on classical statistics (sharpness, noise, contrast, "
-                                    "colourfulness, blockiness, exposure)",
-                 trains="ridge on classical image statistics", recipe="closed form, leave-one-out alpha")
+@register_method("classical-ridge", "CLIP-free check: ridge on BRISQUE's 36 natural-scene statistics (Mittal et "
+                                    "al. 2012: MSCN and neighbour-product fits at two scales)",
+                 trains="ridge on BRISQUE's 36 natural-scene statistics", recipe="closed form, leave-one-out alpha")
 def classical_ridge(model_factory: ModelFactory, train: pd.DataFrame, test: pd.DataFrame, config: MethodConfig,
                     seed: int) -> np.ndarray:
     cache = config.cache
