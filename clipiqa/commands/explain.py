@@ -18,12 +18,18 @@ from .common import (EXIT_OK, EXIT_PARTIAL, UsageError, add_model_args, check_ou
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("paths", nargs="*", help="image files and/or folders (searched recursively); not needed "
+                                           "with --prompt-words alone")
     add_model_args(p)
     p.add_argument("--method", action="append", default=None,
                    help="attribution method, repeatable or comma-separated (default ig); one of "
                         "ig, occlusion, smoothgrad, gradcam, gradcam-conv1")
-    p.add_argument("--out", required=True, help="output folder for the overlays and diagnostics.csv")
+    p.add_argument("--out", default=None, help="output folder for the overlays and diagnostics.csv (needed with "
+                                                "image paths; with --prompt-words also gets prompt_words.json)")
+    p.add_argument("--prompt-words", action="store_true",
+                   help="show what the learned text context of --prompts CKPT has become: the nearest vocabulary "
+                        "tokens of each context vector, and the learned prompts' similarity to hand-written "
+                        "quality phrases, before (as recorded in the card) and after adaptation")
     p.add_argument("--diagnostics", action="store_true",
                    help="also run the distortion-focus and content-vs-distortion diagnostics on the embedded demo set")
     p.add_argument("--demo-images", type=int, default=None,
@@ -69,6 +75,13 @@ def method_options(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 @command("explain", "attribution overlays and distortion-vs-content diagnostics for a quality model")(_configure)
 def cmd_explain(args: argparse.Namespace) -> int:
+    if args.prompt_words:
+        show_prompt_words(args)
+        if not args.paths:
+            return EXIT_OK
+    if not args.paths or args.out is None:
+        raise UsageError("give image files or folders and --out FOLDER to explain scores (or --prompts CKPT "
+                         "--prompt-words to read a checkpoint's learned prompts)")
     methods = parse_methods(args.method)
     options = {m: method_options(m, args) for m in methods}
     demo_types = parse_demo_types(args.demo_types)
@@ -100,3 +113,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for error in dict.fromkeys(failed["error"]):
         print(f"  {error}", file=sys.stderr)
     return EXIT_PARTIAL if n_failed else EXIT_OK
+
+
+def show_prompt_words(args: argparse.Namespace) -> None:
+    """Print (and with --out write ``prompt_words.json``) what the checkpoint's learned text context became."""
+    import json
+    from clipiqa.checkpoint import read_checkpoint
+    from clipiqa.explain.prompt_words import PromptWords, format_prompt_words, prompt_words
+    if not args.prompts:
+        raise UsageError("--prompt-words describes a checkpoint's learned text context: give --prompts CKPT")
+    model = load_model_from_args(args)
+    random_init_warning(model)
+    after = prompt_words(model)
+    recorded = read_checkpoint(args.prompts).card.get("prompt_words") or {}
+    before = PromptWords.from_dict(recorded["before"]) if "before" in recorded else None
+    print(format_prompt_words(after, before))
+    if before is None:
+        print("(the card records no 'before': it was made by a clipiqa that did not record one, or by pretrain)",
+              file=sys.stderr)
+    if args.out is not None:
+        out = check_out_folder(args.out)
+        out.mkdir(exist_ok=True)
+        (out / "prompt_words.json").write_text(json.dumps(
+            {"after": after.to_dict(), "before": before.to_dict() if before else None}, indent=2))
