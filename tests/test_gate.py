@@ -85,3 +85,40 @@ def test_fit_errors_name_what_to_change(kw, message):
     with pytest.raises(ValueError, match=message):
         fit_gate(*tables([1, 2, 4, 5], [-2.0, -1.0, 1.0, 2.0]), n_boot=5, **kw)
     assert math.isnan(roc_curve(np.array([1.0]), np.array([True]))[1])
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_fits_shows_and_refuses(tmp_path, capsys):
+    import json
+
+    import clipiqa
+    from clipiqa.cli import main
+    from clipiqa.pilot import model_identity
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    mos = [1, 2, 2, 3, 4, 5, 5, 1]
+    margins = [-2.0, -1.5, -0.5, 0.2, 1.0, 2.0, 2.5, 0.1]
+    pd.DataFrame({"path": [f"i{k}.png" for k in range(8)], "mos": mos}).to_csv(folder / "labels.csv", index=False)
+    scores = tmp_path / "scores.csv"  # absolute paths, as clipiqa score writes for an absolute folder
+    pd.DataFrame({"path": [str(folder / f"i{k}.png") for k in range(8)], "logit_margin": margins,
+                  "score": 0.5, "status": "ok", "error": ""}).to_csv(scores, index=False)
+    out = tmp_path / "gate.json"
+    rc = main(["gate", "fit", "--labels", str(folder / "labels.csv"), "--scores", str(scores), "--model", "tiny",
+               "--device", "cpu", "--pass-at", "3", "--cost-false-accept", "5", "--bootstrap", "50",
+               "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "threshold" in captured.out and "WARNING" in captured.out  # 4 + 4 labels: too few, and said
+    assert "random init" in captured.err
+    saved = json.loads(out.read_text())
+    assert saved["n_labelled"] == 8 and saved["cost_false_accept"] == 5
+    assert saved["model"] == model_identity(clipiqa.load_model("tiny", device="cpu"))
+    assert main(["gate", "show", str(out)]) == 0 and "false accepts" in capsys.readouterr().out
+    assert main(["gate", "fit", "--labels", str(folder / "labels.csv"), "--scores", str(scores),
+                 "--out", str(out)]) == 1
+    assert "--prompts" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"path": ["elsewhere.png"], "logit_margin": [0.0], "status": ["ok"]}).to_csv(other, index=False)
+    assert main(["gate", "fit", "--labels", str(folder / "labels.csv"), "--scores", str(other), "--model", "tiny",
+                 "--out", str(tmp_path / "g2.json")]) == 1
+    assert "no image of" in capsys.readouterr().err and not (tmp_path / "g2.json").exists()

@@ -10,5 +10,6 @@ from . import pretrain  # noqa: F401
 from . import bench  # noqa: F401
 from . import explain  # noqa: F401
 from . import export  # noqa: F401
+from . import gate  # noqa: F401
 
-__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export"]
+__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate"]
