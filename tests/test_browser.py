@@ -12,6 +12,8 @@ or update checks, read-only extension manager) on a temporary copy of ``notebook
 * 03: run all cells and watch the progress bar advance while the kernel is busy in the blocking run; then start
   a background run with the *Run* button (kernel idle: the notebook stays usable), see it advance, press *Stop*
   and see it stop, with a checkpoint marked stopped on disk and not made active.
+* 03 Stop during Run All: a copy with a long budget; Stop clicked while the blocking cell trains ends the run
+  (the busy kernel serves the click), the checkpoint is marked stopped and not made active, the rest runs.
 * 04 and 07: run all cells; the compare panel summarises "k splits per arm", 07 shows the learning curve and the
   verdict (screenshots for a person to look at).
 
@@ -382,6 +384,50 @@ def test_adapt_in_the_browser_progresses_and_stops(lab, page):
     settings = json.loads((notebooks / "clipiqa-work" / "smoke" / "adapt-session" / "settings.json").read_text())
     assert settings["checkpoint"] == cards[0].parent.name  # the stopped run is kept, not activated
     assert "not active" in panel.inner_text()
+
+
+def test_adapt_stop_during_run_all_stops_and_keeps_the_model(lab, page):
+    """Issue 20 item 4: during Run All the cell ``panel.run(block=True)`` keeps the kernel busy; the Stop click
+    used to wait for the cell's end (training ran on for 147 s and its checkpoint became the session's model).
+    Run All a copy of 03 with a long budget, click Stop while it trains: the run stops, the panel says the
+    checkpoint is kept but not active, the card says stopped, the session's model is unchanged, and the rest of
+    the notebook runs after it."""
+    url, notebooks = lab
+    name = "03_stop_during_run_all"
+    for suffix in (".py", ".ipynb"):  # the pair, the source first (Jupytext opens a pair by its newest file)
+        shutil.copy(notebooks / f"03_adapt_on_gpu{suffix}", notebooks / f"{name}{suffix}")
+    epochs, folder = 5000, notebooks / "clipiqa-work" / "smoke" / "stop-session"
+    _set_parameters(notebooks / f"{name}.ipynb", EPOCHS=epochs, SESSION=str(folder.relative_to(notebooks)))
+    _open(page, url, f"{name}.ipynb")
+    _run_all(page)
+    panel = page.locator(".clipiqa-adapt-panel")
+    panel.wait_for()
+    run_cell = page.locator(".jp-CodeCell").filter(has_text="panel.run(block=True)")
+    labels = panel.locator(".widget-label")
+
+    def status() -> str:  # the status label's text now (no waiting: it reads "idle" until the run starts)
+        texts = [t for t in labels.all_inner_texts() if re.match(r"(idle|done|step|running|stopp)", t)]
+        return texts[0] if texts else ""
+
+    def step() -> int:
+        m = re.match(r"step (\d+)/", status())
+        return int(m.group(1)) if m else 0
+
+    _wait_for(lambda: step() >= 3, 300, "training to run a few steps")
+    assert run_cell.locator(".jp-InputPrompt").inner_text().strip() == "[*]:"  # inside the blocking cell
+    assert page.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status") == "busy"
+    panel.get_by_role("button", name="Stop").click()
+    _wait_for(lambda: status() == "stopped", 60, "the run to stop (the click served by the busy kernel)")
+    _wait_all_executed(page, rerun=False)  # the cells after it run, once, in order
+    panel.scroll_into_view_if_needed()
+    _shot(panel, "03_stopped_during_run_all.png")
+    assert "not active" in panel.inner_text()
+    assert panel.get_by_role("button", name="Use this stopped checkpoint").is_visible()
+    printed = re.search(r"stopped - (\d+) steps", run_cell.locator(".jp-OutputArea").inner_text())
+    assert printed and int(printed.group(1)) < epochs  # one full batch per epoch: far from the budget
+    cards = [json.loads(p.read_text()) for p in (folder / "checkpoints").glob("*/card.json")]
+    assert [c["stopped"] for c in cards] == [True]
+    assert json.loads((folder / "settings.json").read_text()).get("checkpoint") is None  # still zero-shot
 
 
 def test_compare_in_the_browser_summarises_splits_every_arm_finished(lab, page):
