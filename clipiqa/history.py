@@ -18,7 +18,9 @@ class History:
     ``seconds``); each loop leaves the other's fields at their defaults.
 
     ``adapt``: ``selected_epoch`` is the epoch whose state was kept; ``diverged`` (step, epoch, reason, and which
-    parameters were restored: ``restored_epoch``, ``restored_after_step``) is set when training diverged.
+    parameters were restored: ``restored_epoch``, ``restored_after_step``) is set when training diverged;
+    ``qgr_lam`` is the QGR strength the run trained with (0.0 when QGR was off) and, for ``lam="auto"``,
+    ``qgr_lam_cv`` how it was chosen (mean inner-CV SRCC per grid value, folds, the descent guard).
 
     ``meta_pretrain``: ``task_starts`` holds a hash of the parameters at the start of every task visit; every step
     and evaluation row has ``rel_move = |theta - theta0| / |theta0|`` (theta0: the parameters at the start of the
@@ -39,6 +41,8 @@ class History:
     # adapt
     selected_epoch: int | None = None
     diverged: dict | None = None  # step, epoch, reason, and which parameters were restored (restored_after_step)
+    qgr_lam: float | None = None  # the QGR strength the run trained with (0.0 = QGR off), chosen or given
+    qgr_lam_cv: dict = field(default_factory=dict)  # lam="auto": inner-CV score per grid value, folds, guard
     # meta_pretrain
     task_starts: list[dict] = field(default_factory=list)
     train_tasks: list[str] = field(default_factory=list)
@@ -51,6 +55,10 @@ class History:
     best_epoch: int | None = None
     best_meta_step: int | None = None
     resumed_from: int | None = None
+
+    def qgr_record(self) -> dict:
+        """What a checkpoint card records about QGR: the strength used and, when it was chosen, how."""
+        return {"lam": self.qgr_lam, **({"auto": self.qgr_lam_cv} if self.qgr_lam_cv else {})}
 
     def steps_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.steps)

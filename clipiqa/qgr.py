@@ -26,6 +26,21 @@ Reading the rule:
 * ``lam = 0`` or ``enabled=False`` is plain fine-tuning (the comparison arm); :func:`qgr_step` then runs one
   backward pass unless statistics are asked for (``compute_stats``).
 
+Two additions, both off by default so that the default configuration is the released rule exactly:
+
+* **Descent guard** (``min_descent = kappa > 0``). Per tensor, the projected gradient satisfies
+  :math:`\langle g, g_q\rangle = \lVert g_q\rVert^2 (1 - \lambda c^2)` with :math:`c = \cos(g_q, g_s)`, so for
+  :math:`c > 1/\sqrt{\lambda}` (0.447 at the released :math:`\lambda = 5`) the released step *climbs* the quality
+  loss. The guard caps the size of each projection coefficient so that
+  :math:`\langle g, g_q\rangle \ge \kappa \lVert g_q\rVert^2` (per tensor, or for the global coefficient over the
+  tensors it combines, which also bounds the concatenation of all tensors); it acts only where
+  :math:`\lambda c^2 > 1 - \kappa` and never changes the direction of the correction. ``min_descent = 0`` turns
+  it off (the released rule, which may climb); any :math:`\kappa > 0` guarantees the bound.
+* **Automatic strength** (``lam = "auto"``): the strength is chosen per run from the labelled images alone, by
+  content-grouped inner cross-validation over ``auto_grid`` (0 included) with the guard on; see
+  :func:`clipiqa.finetune.auto_lam.choose_lam`. The gradient functions here take a number: ``"auto"`` is resolved
+  before training starts.
+
 Edge cases, as the released rule decides them: the projection is skipped only when :math:`\lVert g_s\rVert^2` is
 exactly 0 (the correction :math:`\lambda \langle g_q, \hat g_s\rangle \hat g_s` does not depend on the size of
 ``g_s``, so no threshold; values too small for float32 are recomputed in float64, which holds the square of any
@@ -44,7 +59,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["QGRConfig", "QGRStats", "NonFiniteGradientError", "project_gradients", "qgr_step"]
+__all__ = ["AUTO", "AUTO_GRID", "AUTO_MIN_DESCENT", "QGRConfig", "QGRStats", "NonFiniteGradientError",
+           "project_gradients", "qgr_step"]
 
 _GRANULARITIES = ("per-tensor", "global")
 _CONDITIONS = ("agree", "conflict")
@@ -54,33 +70,55 @@ def _allowed(values: Sequence[str]) -> str:
     return ", ".join(repr(v) for v in values)
 
 
+AUTO = "auto"
+AUTO_GRID = (0.0, 1.0, 2.0, 5.0)
+"""The strengths ``lam = "auto"`` chooses from by default: off, removal of the agreeing component, and up to the
+released value."""
+AUTO_MIN_DESCENT = 0.1
+"""The descent guard ``lam = "auto"`` runs with when ``min_descent`` is left at 0 (the automatic rule is always
+guarded: a strength chosen on a few images must never be allowed to climb the quality loss)."""
+
+
 @dataclass(frozen=True)
 class QGRConfig:
     """Settings of the regularizer.
 
     Attributes:
-        lam: projection strength :math:`\\lambda` (finite, >= 0). 5.0 in the released code; 0 = off.
+        lam: projection strength :math:`\\lambda` (finite, >= 0), or ``"auto"`` (chosen per run from the labelled
+            images by content-grouped inner cross-validation over ``auto_grid``; see
+            :func:`clipiqa.finetune.auto_lam.choose_lam`). 5.0 in the released code; 0 = off.
         granularity: ``"per-tensor"`` (inner products per trainable tensor, released code) or ``"global"``
             (one inner product over all tensors that have both gradients).
         condition: ``"agree"`` (project when ``<g_q, g_s> > 0``, released code) or ``"conflict"`` (project when
             ``<g_q, g_s> < 0``, ProGrad-like).
         enabled: False turns the regularizer off (same as ``lam = 0``).
+        min_descent: the descent guard :math:`\\kappa` in [0, 1]: projection coefficients are capped so that the
+            regularized gradient keeps :math:`\\langle g, g_q\\rangle \\ge \\kappa \\lVert g_q\\rVert^2`. 0 (default)
+            = no guard, the released rule exactly; with ``lam = "auto"`` a 0 here means :data:`AUTO_MIN_DESCENT`.
+        auto_grid: the strengths ``lam = "auto"`` compares (finite, >= 0, 0 among them).
+        auto_folds: content-grouped inner cross-validation folds (>= 2) for ``lam = "auto"`` (each costs one
+            training run at the run's own budget).
 
     There is no threshold on :math:`\\lVert g_s\\rVert^2`: only an exactly zero ``g_s`` skips the projection.
     """
 
-    lam: float = 5.0
+    lam: float | str = 5.0
     granularity: str = "per-tensor"
     condition: str = "agree"
     enabled: bool = True
+    min_descent: float = 0.0
+    auto_grid: tuple = AUTO_GRID
+    auto_folds: int = 3
 
     def __post_init__(self) -> None:
-        try:
-            lam = float(self.lam)
-        except (TypeError, ValueError):
-            raise ValueError(f"QGRConfig.lam={self.lam!r} is not allowed; use a finite number >= 0") from None
-        if not math.isfinite(lam) or lam < 0.0:
-            raise ValueError(f"QGRConfig.lam={self.lam!r} is not allowed; use a finite number >= 0")
+        if not (isinstance(self.lam, str) and self.lam == AUTO):
+            try:
+                lam = float(self.lam)
+            except (TypeError, ValueError):
+                raise ValueError(f"QGRConfig.lam={self.lam!r} is not allowed; use a finite number >= 0 or "
+                                 "'auto'") from None
+            if not math.isfinite(lam) or lam < 0.0:
+                raise ValueError(f"QGRConfig.lam={self.lam!r} is not allowed; use a finite number >= 0 or 'auto'")
         if self.granularity not in _GRANULARITIES:
             raise ValueError(
                 f"QGRConfig.granularity={self.granularity!r} is not allowed; use one of {_allowed(_GRANULARITIES)}"
@@ -91,11 +129,33 @@ class QGRConfig:
             )
         if not isinstance(self.enabled, bool):
             raise ValueError(f"QGRConfig.enabled={self.enabled!r} is not allowed; use True or False")
+        kappa = self.min_descent
+        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0.0 <= float(kappa) <= 1.0:
+            raise ValueError(f"QGRConfig.min_descent={kappa!r} is not allowed; use a number in [0, 1] (0 = no "
+                             "guard, the released rule; e.g. 0.1 keeps <g, g_q> >= 0.1 |g_q|^2)")
+        if self.lam == AUTO and float(kappa) == 0.0:  # the automatic rule always runs guarded
+            object.__setattr__(self, "min_descent", AUTO_MIN_DESCENT)
+        try:
+            grid = tuple(float(v) for v in self.auto_grid)
+        except (TypeError, ValueError):
+            grid = ()
+        if not grid or any(not math.isfinite(v) or v < 0 for v in grid) or 0.0 not in grid:
+            raise ValueError(f"QGRConfig.auto_grid={self.auto_grid!r} is not allowed; use finite strengths >= 0 "
+                             "with 0 among them, e.g. (0, 1, 2, 5)")
+        object.__setattr__(self, "auto_grid", grid)
+        if isinstance(self.auto_folds, bool) or not isinstance(self.auto_folds, int) or self.auto_folds < 2:
+            raise ValueError(f"QGRConfig.auto_folds={self.auto_folds!r} is not allowed; use an integer >= 2 "
+                             "(e.g. 3)")
+
+    @property
+    def is_auto(self) -> bool:
+        """True when the strength is still to be chosen per run (``lam = "auto"`` and enabled)."""
+        return self.enabled and isinstance(self.lam, str)
 
     @property
     def active(self) -> bool:
-        """True when the projection can change gradients (enabled and ``lam > 0``)."""
-        return self.enabled and float(self.lam) > 0.0
+        """True when the projection can change gradients (enabled and ``lam > 0``, or ``lam = "auto"``)."""
+        return self.is_auto or (self.enabled and float(self.lam) > 0.0)
 
 
 @dataclass
@@ -115,6 +175,9 @@ class QGRStats:
             all tensors that have both gradients and a nonzero ``g_s`` if the global condition holds, else 0).
             Equals ``n_projected`` when the regularizer is active; with ``lam = 0`` / disabled it says how often
             the regularizer *would* have acted.
+        n_guarded: number of tensors whose projection coefficient the descent guard capped (``min_descent > 0``;
+            0 when the guard is off or the regularizer inactive): how often the released rule would have climbed
+            (or come closer than ``min_descent`` to climbing) the quality loss.
     """
 
     cosine: float
@@ -123,6 +186,7 @@ class QGRStats:
     frac_projected: float
     per_tensor_cosine: list = field(default_factory=list)
     n_condition: int = 0
+    n_guarded: int = 0
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -178,6 +242,16 @@ def _project(gq: Tensor, gs: Tensor, coef: float, wide: bool) -> Tensor:
     return out.to(gq.dtype)
 
 
+def _guarded_coef(coef: float, dot: float, qq: float, kappa: float) -> tuple[float, bool]:
+    """The coefficient of ``g_q - coef * g_s`` capped so that ``<g, g_q> = |g_q|^2 - coef * dot`` stays at least
+    ``kappa |g_q|^2`` (``coef * dot`` is never negative under either condition, so only its size is capped, never
+    its sign); ``(coef, capped)``. ``kappa = 0`` is no guard (the released rule)."""
+    if kappa <= 0.0 or coef * dot <= (1.0 - kappa) * qq:
+        return coef, False
+    bound = (1.0 - kappa) * qq / abs(dot)
+    return math.copysign(bound, coef), True
+
+
 def _check_finite(rows: list[tuple[float, float, float]], pairs: list[int]) -> None:
     """Raise on a non-finite ``g_s`` (or paired ``g_q``); ``rows`` hold float64 values where float32 was not finite."""
     for i, (dot, ss, qq) in zip(pairs, rows):
@@ -209,6 +283,10 @@ def project_gradients(
     that have both gradients (equal to the inner product of the concatenations), and applied to every such
     position; positions with only ``g_q`` keep it.
 
+    With ``min_descent = kappa > 0`` every coefficient (per tensor, or the global one) is capped in size so that
+    :math:`\langle g, g_q\rangle \ge \kappa \lVert g_q\rVert^2` over the tensors it applies to; ``stats.n_guarded``
+    counts the tensors where the cap bound.
+
     Inner products and the projection are computed in at least float32 (bf16/fp16 safe), in float64 where a
     value is tiny or non-finite (any nonzero |g_s| is projected); results have the dtype and device of
     ``g_q[i]``. Inputs are never modified; unchanged positions return the very same tensor object
@@ -225,7 +303,8 @@ def project_gradients(
         ``(gradients, stats)``: the list of regularized gradients and a :class:`QGRStats`.
 
     Raises:
-        ValueError: the two lists differ in length, or a pair of gradients differs in shape.
+        ValueError: the two lists differ in length, a pair of gradients differs in shape, or ``lam`` is still
+            ``"auto"``.
         NonFiniteGradientError: a ``g_s[i]`` (or a ``g_q[i]`` paired with one) holds inf or NaN.
     """
     if not isinstance(config, QGRConfig):
@@ -253,6 +332,9 @@ def project_gradients(
     wide = {pairs[k] for k in redo}
     _check_finite(rows, pairs)
 
+    if config.is_auto:
+        raise ValueError("QGRConfig.lam='auto' must be resolved to a number before gradients are combined "
+                         "(clipiqa.finetune.adapt does this from the labelled images); pass a number here")
     lam = float(config.lam)
     per_tensor_cosine = [float("nan")] * len(g_q)
     for i, (dot, ss, qq) in zip(pairs, rows):
@@ -262,18 +344,24 @@ def project_gradients(
     tot_qq = sum(r[2] for r in rows)
     cosine = _cos(tot_dot, tot_qq, tot_ss) if rows else float("nan")
 
-    # Coefficient per position (None = keep g_q).
+    # Coefficient per position (None = keep g_q), capped by the descent guard where it binds.
+    kappa = float(config.min_descent)
     coefs: dict[int, float] = {}
+    guarded: set[int] = set()
     if config.granularity == "per-tensor":
-        for i, (dot, ss, _qq) in zip(pairs, rows):
+        for i, (dot, ss, qq) in zip(pairs, rows):
             if ss > 0.0 and _condition_holds(dot, config.condition):
-                coefs[i] = lam * dot / ss
+                coefs[i], capped = _guarded_coef(lam * dot / ss, dot, qq, kappa)
+                if capped:
+                    guarded.add(i)
     else:
         if rows and tot_ss > 0.0 and _condition_holds(tot_dot, config.condition):
-            c = lam * tot_dot / tot_ss
+            c, capped = _guarded_coef(lam * tot_dot / tot_ss, tot_dot, tot_qq, kappa)
             for i, (_dot, ss, _qq) in zip(pairs, rows):
                 if ss > 0.0:  # a zero g_s[i] would leave g_q[i] unchanged anyway
                     coefs[i] = c
+                    if capped:
+                        guarded.add(i)
 
     out: list[Optional[Tensor]] = list(g_q)
     n_projected = 0
@@ -290,6 +378,7 @@ def project_gradients(
         frac_projected=(n_projected / n_tensors) if n_tensors else float("nan"),
         per_tensor_cosine=per_tensor_cosine,
         n_condition=len(coefs),
+        n_guarded=len(guarded) if config.active else 0,
     )
     return out, stats
 
@@ -329,8 +418,9 @@ def qgr_step(
         the :class:`QGRStats` of this step.
 
     Raises:
-        NonFiniteGradientError: a semantic gradient (or a quality gradient paired with one) is not finite; no
-            ``p.grad`` has been written.
+        NonFiniteGradientError: with the regularizer active, a semantic gradient (or a quality gradient paired with
+            one) is not finite; no ``p.grad`` has been written. With it off, a non-finite semantic gradient only
+            leaves the diagnostics NaN (the gradient is unused).
     """
     params = list(params)
     trainable = [i for i, p in enumerate(params) if p.requires_grad]
@@ -353,8 +443,13 @@ def qgr_step(
     else:
         g_s = [None] * len(params)
 
-    if config.active or compute_stats:
+    if config.active:
         grads, stats = project_gradients(g_q, g_s, config)
+    elif compute_stats:  # diagnostics only: an unusable g_s must not stop plain fine-tuning
+        try:
+            grads, stats = project_gradients(g_q, g_s, config)
+        except NonFiniteGradientError:
+            grads, stats = project_gradients(g_q, [None] * len(params), config)
     else:
         grads = g_q
         n = sum(1 for g in g_q if g is not None)

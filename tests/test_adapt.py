@@ -212,6 +212,43 @@ def test_nan_semantic_gradient_is_a_divergence(labelled, monkeypatch):
         adapt(model, labelled, _fast(epochs=1, batch_size=18))
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+@pytest.mark.parametrize("stats", [False, True])
+def test_plain_fine_tuning_never_aborts_on_the_unused_semantic_loss(labelled, monkeypatch, bad, stats):
+    real = finetune_step.semantic_loss
+    monkeypatch.setattr(finetune_step, "semantic_loss", lambda s_logits, teacher: real(s_logits, teacher) * float(bad))
+    model = clipiqa.load_model("tiny")
+    before = {n: p.detach().clone() for n, p in model.adapter_parameters()}
+    history = adapt(model, labelled, _fast(epochs=2, qgr=QGRConfig(lam=0.0), qgr_stats=stats))
+    assert len(history.steps) == 6 and history.diverged is None and history.qgr_lam == 0.0
+    assert all(math.isfinite(r["loss"]) for r in history.steps)
+    assert any(not torch.equal(p, before[n]) for n, p in model.adapter_parameters())
+    with pytest.raises(AdaptationDivergedError, match="non-finite loss"):  # QGR uses it: still a divergence
+        adapt(clipiqa.load_model("tiny"), labelled, _fast(epochs=1, qgr=QGRConfig(lam=5.0)))
+
+
+def test_plain_fine_tuning_with_statistics_survives_a_non_finite_semantic_gradient(labelled, monkeypatch):
+    real = finetune_step.semantic_loss
+
+    def nan_gradient(s_logits, teacher):  # finite value, NaN gradient
+        loss = real(s_logits, teacher)
+        return torch.where(torch.tensor(True), loss, loss * float("nan"))
+
+    monkeypatch.setattr(finetune_step, "semantic_loss", nan_gradient)
+    history = adapt(clipiqa.load_model("tiny"), labelled, _fast(epochs=1, qgr=QGRConfig(lam=0.0), qgr_stats=True))
+    assert len(history.steps) == 3 and history.diverged is None
+    assert all(math.isnan(r["cosine"]) for r in history.steps)
+
+
+def test_steps_log_how_often_the_descent_guard_acted(labelled):
+    plain = adapt(clipiqa.load_model("tiny"), labelled, _fast(epochs=1, qgr=QGRConfig(lam=5.0)))
+    assert all(r["frac_guarded"] == 0.0 for r in plain.steps) and plain.qgr_lam == 5.0
+    # kappa = 1 allows no correction along g_s at all: the guard caps every projection it sees
+    full = adapt(clipiqa.load_model("tiny"), labelled, _fast(epochs=1, qgr=QGRConfig(lam=5.0, min_descent=1.0)))
+    assert any(r["frac_projected"] > 0 for r in full.steps)
+    assert all(r["frac_guarded"] == r["frac_projected"] for r in full.steps)
+
+
 # --------------------------------------------------------------------------------------------- divergence
 def _finite_scores(model, labelled) -> bool:
     x = torch.stack([model.preprocess(Image.open(p).convert("RGB")) for p in labelled["path"]])

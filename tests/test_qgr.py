@@ -378,3 +378,104 @@ def test_qgr_off_without_stats_runs_one_backward(monkeypatch):
         lq, ls = _losses(model, torch.randn(4, 4), torch.rand(4), torch.randn(4, 5))
         qgr_step(list(model.parameters()), lq, ls, cfg, compute_stats=stats)
         assert len(calls) == expected, (cfg, stats)
+
+
+# ---------------------------------------------------------------------------------------------- descent guard
+def _pair_at_cosine(c: float):
+    """Unit g_q at cosine c with g_s = e1 (float64, so the bound is checked to rounding)."""
+    gq = torch.tensor([c, math.sqrt(1.0 - c * c), 0.0], dtype=torch.float64)
+    gs = torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64)
+    return gq, gs
+
+
+@pytest.mark.parametrize("c", [0.3, 0.447, 0.9])
+@pytest.mark.parametrize("granularity", ["per-tensor", "global"])
+def test_released_rule_descends_by_one_minus_lam_c_squared(c, granularity):
+    gq, gs = _pair_at_cosine(c)
+    out, st = project_gradients([gq], [gs], QGRConfig(lam=5.0, granularity=granularity))
+    assert float(out[0] @ gq) == pytest.approx(1.0 - 5.0 * c * c, abs=1e-12)
+    assert st.n_guarded == 0
+    if c == 0.9:
+        assert float(out[0] @ gq) < 0  # the released step climbs the quality loss
+
+
+@pytest.mark.parametrize("granularity", ["per-tensor", "global"])
+@pytest.mark.parametrize("condition", ["agree", "conflict"])
+def test_guard_keeps_the_descent_bound_exactly_where_it_acts(granularity, condition):
+    kappa = 0.1
+    for c, acts in ((0.3, False), (0.447, True), (0.9, True)):
+        gq, gs = _pair_at_cosine(c)
+        if condition == "conflict":
+            gs = -gs
+        released, _ = project_gradients([gq], [gs], QGRConfig(lam=5.0, granularity=granularity, condition=condition))
+        out, st = project_gradients([gq], [gs], QGRConfig(lam=5.0, granularity=granularity, condition=condition,
+                                                          min_descent=kappa))
+        descent = float(out[0] @ gq)
+        assert st.n_projected == 1 and st.n_guarded == int(acts), c
+        if acts:
+            assert descent == pytest.approx(kappa * float(gq @ gq), rel=1e-12), c
+            # only the size of the correction is capped: still along -g_s, with the released sign
+            delta, delta_released = out[0] - gq, released[0] - gq
+            assert float(delta @ delta_released) > 0 and torch.linalg.norm(delta) < torch.linalg.norm(delta_released)
+        else:
+            assert torch.equal(out[0], released[0]), c  # at c = 0.3 the guard does not act
+            assert descent >= kappa * float(gq @ gq)
+
+
+def test_guarded_step_descends_a_quadratic_loss_the_released_step_climbs():
+    target = torch.zeros(3, dtype=torch.float64)
+    w = torch.tensor([0.9, math.sqrt(1 - 0.81), 0.0], dtype=torch.float64)  # g_q = w - target, at c = 0.9 to g_s
+    gs = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    loss = lambda v: 0.5 * float((v - target) @ (v - target))  # noqa: E731
+    gq = w - target
+    lr = 0.05
+    released, _ = project_gradients([gq], [gs], QGRConfig(lam=5.0))
+    guarded, _ = project_gradients([gq], [gs], QGRConfig(lam=5.0, min_descent=0.1))
+    assert loss(w - lr * released[0]) > loss(w)
+    assert loss(w - lr * guarded[0]) < loss(w)
+
+
+def test_global_guard_bounds_the_concatenation_and_counts_every_tensor_it_caps():
+    a = torch.tensor([0.9, math.sqrt(1 - 0.81)], dtype=torch.float64)
+    b = torch.tensor([0.5, -0.2, 0.3], dtype=torch.float64)
+    sa = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    sb = torch.tensor([0.4, 0.0, 0.3], dtype=torch.float64)
+    unpaired = torch.tensor([0.2], dtype=torch.float64)
+    cfg = QGRConfig(lam=5.0, granularity="global", min_descent=0.25)
+    out, st = project_gradients([a, b, unpaired], [sa, sb, None], cfg)
+    paired_qq = float(a @ a + b @ b)
+    descent = float(out[0] @ a + out[1] @ b)
+    assert descent == pytest.approx(0.25 * paired_qq, rel=1e-12)
+    whole = descent + float(out[2] @ unpaired)
+    assert whole >= 0.25 * (paired_qq + float(unpaired @ unpaired))
+    assert st.n_guarded == 2 and out[2] is unpaired
+
+
+def test_zero_min_descent_is_the_released_rule_bit_for_bit():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        g_q = [torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen)]
+        g_s = [torch.randn(4, 3, generator=gen) + 2 * g_q[0], torch.randn(5, generator=gen)]
+        for gran in ("per-tensor", "global"):
+            base, _ = project_gradients(g_q, g_s, QGRConfig(lam=5.0, granularity=gran))
+            same, st = project_gradients(g_q, g_s, QGRConfig(lam=5.0, granularity=gran, min_descent=0.0))
+            assert all(torch.equal(x, y) for x, y in zip(base, same)) and st.n_guarded == 0
+
+
+def test_guard_and_auto_settings_are_validated():
+    for bad in (-0.1, 1.5, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError, match="min_descent"):
+            QGRConfig(min_descent=bad)
+    for bad in ((1.0, 5.0), (), (0.0, -1.0), "abc"):
+        with pytest.raises(ValueError, match="auto_grid"):
+            QGRConfig(lam="auto", auto_grid=bad)
+    with pytest.raises(ValueError, match="auto_folds"):
+        QGRConfig(lam="auto", auto_folds=1)
+    with pytest.raises(ValueError, match="lam"):
+        QGRConfig(lam="automatic")
+    auto = QGRConfig(lam="auto")
+    assert auto.active and auto.min_descent > 0  # the automatic rule always runs guarded
+    assert QGRConfig(lam="auto", min_descent=0.3).min_descent == 0.3
+    assert QGRConfig().min_descent == 0.0  # the released rule by default
+    with pytest.raises(ValueError, match="auto"):
+        project_gradients([t(1.0, 0.0)], [t(1.0, 0.0)], auto)

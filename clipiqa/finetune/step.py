@@ -55,8 +55,10 @@ def compute_gradients(model, encoded: EncodedSet, index, view, q, params, config
 
     With QGR off, the semantic gradient (a second backward pass) is computed only when ``config.qgr_stats`` asks
     for the diagnostics; otherwise ``cosine`` is NaN. Raises DivergedError (with an empty History; the
-    caller restores parameters) on a non-finite loss, quality gradient or semantic gradient; no parameter is
-    changed here. Returns the step's record (losses, gradient cosine, fraction projected, scene drift).
+    caller restores parameters) on a non-finite quality loss or gradient, or on a non-finite semantic loss or
+    gradient when QGR uses it (with QGR off the semantic loss is unused and never aborts the step); no parameter is
+    changed here. Returns the step's record (losses, gradient cosine, fraction projected, fraction where the descent
+    guard capped the projection, scene drift).
     """
     x, teacher = encoded.batch(index, view)
     device_type = model.device.type
@@ -67,12 +69,17 @@ def compute_gradients(model, encoded: EncodedSet, index, view, q, params, config
     q_logits, s_logits = q_logits.float(), s_logits.float()
     loss_q = quality_loss(q_logits, q[index.to(q.device)])
     loss_s = semantic_loss(s_logits, teacher)
-    if not torch.isfinite(loss_q) or not torch.isfinite(loss_s):
+    # The semantic loss only matters when QGR combines it: plain fine-tuning never aborts on it (its diagnostics,
+    # if asked for, are then NaN for the step).
+    semantic_used = config.qgr.active
+    semantic_finite = bool(torch.isfinite(loss_s))
+    if not torch.isfinite(loss_q) or (semantic_used and not semantic_finite):
         raise DivergedError(
             f"non-finite loss{where} (quality {loss_q.item()}, semantic {loss_s.item()}). Lower the learning rate "
             f"(now {config.lr}) or check the labels.", History())
     try:
-        stats = qgr_step(params, loss_q, loss_s, config.qgr, compute_stats=config.qgr_stats)
+        stats = qgr_step(params, loss_q, loss_s if semantic_used or semantic_finite else None, config.qgr,
+                         compute_stats=config.qgr_stats)
     except NonFiniteGradientError as e:
         raise DivergedError(f"non-finite gradient{where}: {e}. Lower the learning rate (now {config.lr})"
                             " or QGR lam.", History()) from e
@@ -81,8 +88,10 @@ def compute_gradients(model, encoded: EncodedSet, index, view, q, params, config
             p.grad = None
         raise DivergedError(f"non-finite gradient{where}. Lower the learning rate (now {config.lr}) or "
                             "QGR lam.", History())
+    guarded = stats.n_guarded / stats.n_tensors if stats.n_tensors else float("nan")
     return {"loss": loss_q.item(), "loss_semantic": loss_s.item(), "cosine": stats.cosine,
-            "frac_projected": stats.frac_projected, "drift": scene_drift(s_logits.detach(), teacher).item()}
+            "frac_projected": stats.frac_projected, "frac_guarded": guarded,
+            "drift": scene_drift(s_logits.detach(), teacher).item()}
 
 
 def train_step(model, encoded: EncodedSet, index, view, q, optimizer, params, config: AdaptConfig,

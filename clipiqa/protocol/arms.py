@@ -75,9 +75,9 @@ def arm_recipe(method: Method, config: MethodConfig) -> str:
     return config.recipe if config.recipe and method.trainable == LAST_BLOCKS else method.recipe
 
 
-def arm_config(method: Method, config: MethodConfig, seed: int = 0, qgr: bool = False) -> AdaptConfig:
+def arm_config(method: Method, config: MethodConfig, seed: int = 0, qgr: bool | str = False) -> AdaptConfig:
     """The ``AdaptConfig`` an adapted arm trains with: its recipe, then the run's overrides (e.g. a smoke budget),
-    the run's selection mode, the arm's trainable set, QGR on/off and the split's seed."""
+    the run's selection mode, the arm's trainable set, QGR on/off/``"auto"`` and the split's seed."""
     settings = {**RECIPES[arm_recipe(method, config)].settings, **config.overrides,
                 "trainable": method.trainable, "seed": int(seed)}
     if config.selection is not None:
@@ -86,7 +86,7 @@ def arm_config(method: Method, config: MethodConfig, seed: int = 0, qgr: bool = 
 
 
 def adapt_and_predict(model_factory: ModelFactory, train: pd.DataFrame, test: pd.DataFrame,
-                      config: MethodConfig, seed: int, *, method: str, qgr: bool,
+                      config: MethodConfig, seed: int, *, method: str, qgr: bool | str,
                       prompts: PromptConfig | str | os.PathLike | None = None) -> tuple[np.ndarray, dict]:
     """Fresh model (with ``prompts``), few-shot adaptation on ``train`` with the arm's recipe, predictions for
     ``test``. The extras say what was trained, for how many steps, and whether a selection actually ran."""
@@ -101,10 +101,18 @@ def adapt_and_predict(model_factory: ModelFactory, train: pd.DataFrame, test: pd
     extras = {"recipe": arm_recipe(arm, config) + _override_text(config.overrides),
               "selected_epoch": history.selected_epoch, "train_steps": len(steps),
               "final_loss": float(steps["loss"].iloc[-1]) if len(steps) else float("nan"),
-              "qgr_lam": float(cfg.qgr.lam) if cfg.qgr.active else 0.0, "trainable": arm.trainable,
+              "qgr_lam": history.qgr_lam, "qgr_lam_cv": _cv_text(history.qgr_lam_cv), "trainable": arm.trainable,
               "n_trainable_params": history_param_count(model), "selection_note": history.note, "scores": scores,
               "history": history}
     return preds, extras
+
+
+def _cv_text(record: Mapping[str, Any]) -> str:
+    """The inner-CV scores of an automatic QGR strength in one CSV cell (``lam:SRCC`` per grid value), or ''."""
+    scores = record.get("scores") if record else None
+    if not scores:
+        return record.get("note", "") if record else ""
+    return " ".join(f"{float(lam):g}:{'nan' if v is None else f'{v:.3f}'}" for lam, v in scores.items())
 
 
 def _override_text(overrides: Mapping[str, Any]) -> str:
@@ -123,7 +131,7 @@ META = "meta checkpoint"
 LAST_BLOCKS_TRAINS = "text context + last 4 blocks of both towers + final norms"
 
 
-def adapted_arm(name: str, qgr: bool, prompts: PromptConfig | str) -> MethodFn:
+def adapted_arm(name: str, qgr: bool | str, prompts: PromptConfig | str) -> MethodFn:
     """The function of an adapted arm: a fresh model with ``prompts`` (or the meta checkpoint when ``prompts`` is
     :data:`META`), adapted with the arm's recipe, predicting the test split."""
     def run(model_factory, train, test, config, seed):
@@ -153,6 +161,13 @@ ADAPTED_ARMS = (
     ("meta+ft+qgr", "the full GRMP-IQA method: meta-learned prompts, last-blocks trainable set, QGR (lam 5)",
      LAST_BLOCKS_TRAINS,
      "meta checkpoint (context + frozen visual prompts)", "grmp", LAST_BLOCKS, True, META),
+    # beyond the paper: the QGR strength chosen per run from the labelled images (inner CV, descent guard on)
+    ("ft+qgr-auto", "ft+qgr with the strength chosen per run from the labelled images (content-grouped inner CV "
+     "over lam 0, 1, 2, 5, descent guard on; 12 extra training runs)", LAST_BLOCKS_TRAINS,
+     "random context, no visual tokens", "grmp", LAST_BLOCKS, "auto", TEXT_ONLY),
+    ("meta+ft+qgr-auto", "meta+ft+qgr with the strength chosen per run from the labelled images (content-grouped "
+     "inner CV over lam 0, 1, 2, 5, descent guard on; 12 extra training runs)", LAST_BLOCKS_TRAINS,
+     "meta checkpoint (context + frozen visual prompts)", "grmp", LAST_BLOCKS, "auto", META),
 )
 for _name, _description, _trains, _init, _recipe, _trainable, _qgr, _prompts in ADAPTED_ARMS:
     register_method(_name, _description, adapts=True, trains=_trains, init=_init, recipe=_recipe,
