@@ -25,7 +25,7 @@ from ._version import __version__
 from .adapters import TRAINABLE_ALIASES
 from .configs import renamed
 from .csvio import atomic_path, atomic_write
-from .data.transforms import as_spec
+from .data.transforms import as_spec, backbone_spec
 
 CARD_VERSION = 1
 
@@ -48,6 +48,13 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return path / "adapter.safetensors", path / "card.json"
 
 
+def _card_beside(tensor_path: Path) -> Path:
+    """The card that goes with a checkpoint's tensor file (``card.json`` in a folder, else ``NAME.json``)."""
+    tensor_path = Path(tensor_path)
+    return tensor_path.with_name("card.json") if tensor_path.name == "adapter.safetensors" \
+        else tensor_path.with_suffix(".json")
+
+
 def library_versions() -> dict[str, str]:
 
     return {"clipiqa": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
@@ -56,11 +63,8 @@ def library_versions() -> dict[str, str]:
 
 def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = None,
                     training: dict | None = None, data: dict | None = None, metrics: dict | None = None,
-                    extra: dict | None = None, qgr: dict | None = None) -> Path:
-    """Save the adapter tensors of ``model`` and a card. ``path`` is a folder or ``NAME.safetensors``.
-
-    ``qgr``: what the card says about the QGR strength the tensors were trained with (``History.qgr_record()``:
-    the strength used and, when it was chosen automatically, the inner-CV score per grid value)."""
+                    extra: dict | None = None) -> Path:
+    """Save the adapter tensors of ``model`` and a card. ``path`` is a folder or ``NAME.safetensors``."""
     tensor_path, card_path = _paths(path)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.adapter_parameters()}
@@ -76,16 +80,16 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
         "data": data or {},
         "metrics": metrics or {},
         "libraries": library_versions(),
-        **({"qgr": qgr} if qgr is not None else {}),
         **(extra or {}),
     }
     if model.random_init:
         card["warning"] = "random-init backbone: every score from this checkpoint is meaningless"
+    card = json.loads(json.dumps(card, default=str))  # exactly what the file will hold (the hashes cover that)
     with atomic_path(tensor_path) as tmp:  # tensors first, then the card that vouches for them (both atomic)
         save_file(tensors, tmp, metadata={"format": "clipiqa-checkpoint"})
-        card["integrity"] = integrity_record(tmp, tensors)
+        card["integrity"] = {**integrity_record(tmp, tensors), "card_fields_sha256": card_field_hashes(card)}
     with atomic_write(card_path) as f:
-        f.write(json.dumps(card, indent=2, default=str))
+        f.write(json.dumps(card, indent=2))
     return tensor_path
 
 
@@ -94,8 +98,11 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
     Checked in order: the card is JSON, is a clipiqa card and has the :data:`REQUIRED_CARD_KEYS`; the
     safetensors file is whole (its header length, header JSON and data extent agree with the file size); its
-    SHA-256 matches the card's ``integrity`` record (a mismatch names the tensors that changed); every tensor
-    is finite. A card without an ``integrity`` record (made before clipiqa recorded one) loads with a warning.
+    SHA-256 matches the card's ``integrity`` record (a mismatch names the tensors that changed); the card's own
+    entries match ``integrity.card_fields_sha256`` (an edited card is refused, naming the entries: the
+    preprocessing, prompt settings and backbone in it all change scores); every tensor is finite. Older cards
+    load with a warning: one without an ``integrity`` record (no hash at all), one whose record has no
+    ``card_fields_sha256`` (made before clipiqa hashed the card's entries; edits to it cannot be detected).
     """
     tensor_path, card_path = _paths(path)
     for p in (tensor_path, card_path):
@@ -110,6 +117,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
                       "recorded one), so corruption of the tensors cannot be detected; save it again to add one",
                       UserWarning, stacklevel=2)
     else:
+        _check_card_fields(card_path, card, record)
         _check_file_hash(tensor_path, card_path, record)
     try:
         tensors = load_file(str(tensor_path))
@@ -131,6 +139,33 @@ def integrity_record(tensor_file: str | os.PathLike, tensors: dict[str, torch.Te
     """The card's ``integrity`` entry: SHA-256 and size of the tensor file, and SHA-256 of every tensor's bytes."""
     return {"algorithm": "sha256", "sha256": _file_sha256(tensor_file), "size": os.path.getsize(tensor_file),
             "tensors_sha256": {name: tensor_sha256(t) for name, t in sorted(tensors.items())}}
+
+
+def card_field_hashes(card: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of each card entry but ``integrity``, of its JSON written canonically (sorted keys, no spaces), so
+    reformatting the file keeps the hashes and any changed value does not."""
+    return {key: hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                           ensure_ascii=True).encode("ascii")).hexdigest()
+            for key, value in card.items() if key != "integrity"}
+
+
+def _check_card_fields(card_path: Path, card: dict[str, Any], record: Any) -> None:
+    expected = record.get("card_fields_sha256") if isinstance(record, dict) else None
+    if expected is None:
+        warnings.warn(f"checkpoint card {card_path} has no hash of its own entries (made before clipiqa recorded "
+                      "one), so an edit to its preprocessing or prompt settings cannot be detected; save the "
+                      "checkpoint again to add one", UserWarning, stacklevel=3)
+        return
+    if not isinstance(expected, dict):
+        raise CheckpointCorruptError(f"checkpoint card {card_path}: its integrity entry card_fields_sha256 is "
+                                     "damaged; restore the card or save the checkpoint again")
+    actual = card_field_hashes(card)
+    changed = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+    if changed:
+        raise CheckpointCorruptError(
+            f"checkpoint card {card_path} was edited after it was saved (changed: {', '.join(changed)}); the "
+            "card decides how images are scored (preprocessing, prompts, backbone), so it is refused. Restore the "
+            "original card or save the checkpoint again (from the model, or by training again)")
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
@@ -309,6 +344,12 @@ def apply_checkpoint(model, checkpoint: Checkpoint | str | os.PathLike) -> dict[
         except (TypeError, ValueError) as e:
             raise CheckpointMismatchError(f"checkpoint {checkpoint.path}: its card's eval_transform is unusable: "
                                           f"{e}") from e
+        side = backbone_spec(model).size
+        if spec.size != side and not getattr(model, "native_resolution", False):
+            raise CheckpointMismatchError(
+                f"checkpoint card {_card_beside(checkpoint.path)}: eval_transform size {spec.size} does not fit this "
+                f"backbone, which takes {side} x {side} images (the card was edited or belongs to another "
+                "backbone); restore the card or save the checkpoint again")
     build_declared_adapter(model, checkpoint.card)  # exactly the card's parts: nothing more, nothing less
     params = dict(model.adapter_parameters())
     missing = sorted(set(params) - set(checkpoint.tensors))

@@ -10,7 +10,12 @@ torch (DESIGN 5).
 - ``scorer.json``: the preprocessing (the model's evaluation ``transform_spec``, exactly as its checkpoint card
   records it), the backbone card (name, weights, fingerprint, random-init / toy label), the checkpoint's SHA-256
   when one was applied, the adapter fingerprint, the ONNX file's SHA-256 and the versions that made it;
-- ``score_onnx.py``: :mod:`clipiqa.onnx_runner`, a scorer that needs only onnxruntime, numpy and Pillow.
+- ``score_onnx.py``: :mod:`clipiqa.onnx_runner`, a scorer that needs only onnxruntime, numpy and Pillow, and
+  ``clipiqa_imageio/``: a copy of :mod:`clipiqa.imageio` (Pillow and numpy only), so the standalone scorer reads
+  and scans images with clipiqa's own rules and gives the rows ``clipiqa score`` gives.
+
+``scorer.json`` is sealed (:func:`clipiqa.onnx_runner.seal_metadata`): ``integrity.fields_sha256`` holds the hash
+of each of its entries (``onnx_sha256`` among them), and every scorer verifies both before it loads the graph.
 
 Exporter: torch's TorchScript-based ONNX exporter (``torch.onnx.export(..., dynamo=False)``, opset 17); it still
 works in torch 2.14 (with a deprecation warning) and needs no ``onnxscript``. PyTorch's fused attention fast path
@@ -33,11 +38,13 @@ from torch import Tensor, nn
 
 from ._version import __version__
 from .inference import from_logits, head_logits
-from .onnx_runner import OnnxScorer
+from .csvio import atomic_write
+from .onnx_runner import OnnxScorer, file_sha256, seal_metadata
 
 OPSET = 17
 INPUT, OUTPUTS = "image", ("logit_margin", "score")
 RUNNER_NAME = "score_onnx.py"
+IMAGEIO_COPY = "clipiqa_imageio"
 VERIFY_ATOL = 1e-3
 
 
@@ -88,14 +95,6 @@ def adapter_fingerprint(model: nn.Module) -> str | None:
     return h.hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, card: dict[str, Any] | None = None,
                 checkpoint: str | os.PathLike | None = None, opset: int = OPSET, verify: bool = True) -> Path:
     """Write ``model`` (as it scores now) as ``path`` (.onnx) with its ``.json`` and ``score_onnx.py`` beside it;
@@ -121,10 +120,32 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, card: dict[str, An
     finally:
         model.train(was_training)
     _write_metadata(model, path, spec.to_dict(), card, checkpoint, opset)
-    shutil.copyfile(Path(__file__).with_name("onnx_runner.py"), path.with_name(RUNNER_NAME))
+    copy_runner(path.parent)
     if verify:
         _verify(path, example.cpu().numpy(), expected)
     return path
+
+
+def copy_runner(folder: Path) -> Path:
+    """Write ``score_onnx.py`` and ``clipiqa_imageio/`` (the image loader it imports) into ``folder``."""
+    here = Path(__file__).parent
+    runner = folder / RUNNER_NAME
+    shutil.copyfile(here / "onnx_runner.py", runner)
+    loader = folder / IMAGEIO_COPY
+    loader.mkdir(exist_ok=True)
+    for source in sorted((here / "imageio").glob("*.py")):
+        shutil.copyfile(source, loader / source.name)
+    return runner
+
+
+def write_scorer_metadata(meta: dict, onnx_path: Path) -> Path:
+    """Seal ``meta`` (the SHA-256 of ``onnx_path`` and of every entry) and write it atomically beside the graph as
+    ``NAME.json``. Call it again after rewriting the graph (e.g. quantizing it in place)."""
+    meta = seal_metadata({**meta, "onnx_sha256": file_sha256(onnx_path)})
+    meta_path = onnx_path.with_suffix(".json")
+    with atomic_write(meta_path) as f:
+        f.write(json.dumps(meta, indent=2))
+    return meta_path
 
 
 def _write_metadata(model, path: Path, spec: dict, card: dict | None, checkpoint, opset: int) -> Path:
@@ -142,16 +163,13 @@ def _write_metadata(model, path: Path, spec: dict, card: dict | None, checkpoint
         "input": {"name": INPUT, "shape": ["batch", 3, spec["size"], spec["size"]], "dtype": "float32",
                   "layout": "RGB, normalised as 'preprocess' says"},
         "outputs": {OUTPUTS[0]: "z_high - z_low, float32: rank by it", OUTPUTS[1]: "p_high in [0, 1]: display"},
-        "onnx_sha256": _file_sha256(path),
         "exported_with": {"clipiqa": __version__, "torch": torch.__version__, "opset": opset,
                           "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)"},
     }
     if source.label:
         meta["warning"] = f"{source.label}: every score from this scorer is meaningless" if source.random_init \
             else f"{source.label}: its scores say nothing about real CLIP"
-    meta_path = path.with_suffix(".json")
-    meta_path.write_text(json.dumps(meta, indent=2, default=str))
-    return meta_path
+    return write_scorer_metadata(meta, path)
 
 
 def _verify(path: Path, example, expected: Tensor) -> None:
@@ -162,4 +180,5 @@ def _verify(path: Path, example, expected: Tensor) -> None:
                                   f"example batch (allowed {VERIFY_ATOL}); the export is not faithful")
 
 
-__all__ = ["export_onnx", "FrozenHeadScorer", "adapter_fingerprint", "ExportMismatchError"]
+__all__ = ["export_onnx", "FrozenHeadScorer", "adapter_fingerprint", "ExportMismatchError", "copy_runner",
+           "write_scorer_metadata"]

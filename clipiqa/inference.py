@@ -247,15 +247,19 @@ def evaluating(model) -> Iterator[None]:
 
 
 def predict_batches(model, batches: Iterable[Tensor], *, start: int = 0, amp: bool | None = None,
-                    progress: Callable[[int], None] | None = None) -> Prediction:
+                    progress: Callable[[int], None] | None = None, features_out: list | None = None) -> Prediction:
     """Predictions (on the CPU) for an iterable of input batches: preprocessed images (``start == 0``) or cached
     hidden states entering block ``start``. Eval mode, no gradients, encoder under :func:`autocast_for`.
-    ``progress(n_done)`` is called after each batch."""
+    ``progress(n_done)`` is called after each batch. ``features_out``: a list that receives each batch's image
+    features (fp32, L2-normalised, on the CPU), e.g. for drift tests on embeddings."""
     parts, done = [], 0
     with evaluating(model):
         for x in batches:
             x = x.to(model.device, non_blocking=True)
-            parts.append(predict_features(model, encode_images(model, x, start, amp)).cpu())
+            features = encode_images(model, x, start, amp)
+            if features_out is not None:
+                features_out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
+            parts.append(predict_features(model, features).cpu())
             done += x.shape[0]
             if progress is not None:
                 progress(done)

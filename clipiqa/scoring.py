@@ -59,7 +59,7 @@ def non_finite_error(path: str, margin: float, score: float) -> str:
 
 def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 32, num_workers: int = 0,
                 amp: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                progress: ProgressFn | None = None) -> pd.DataFrame:
+                progress: ProgressFn | None = None, with_features: bool = False) -> pd.DataFrame:
     """Score files with ``model`` (on its device). Returns ``path, score, logit_margin, status, error`` in input
     order.
 
@@ -73,21 +73,27 @@ def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 
         quality head always runs in fp32.
     max_pixels: passed to :func:`clipiqa.imageio.load_image` (None: no own limit).
     ``progress(done, total)`` is called per batch.
+    with_features: add a ``features`` column (the L2-normalised fp32 image embedding as a NumPy array; None for
+        errors), what the line monitor's drift test on embeddings needs.
     """
     paths = list_images([os.fspath(p) for p in paths])
     scores = [float("nan")] * len(paths)
     margins = [float("nan")] * len(paths)
     errors = [""] * len(paths)
+    features: list = [None] * len(paths)
     loader = DataLoader(ImageFiles(paths, model.preprocess, max_pixels), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
                         persistent_workers=False)
     done = 0
     for index, batch, failed in loader:
         if batch is not None:
-            pred = predict_batches(model, [batch], amp=amp)
-            for i, m, s in zip(index.tolist(), pred.margin.tolist(), pred.score.tolist()):
+            batch_features: list = []
+            pred = predict_batches(model, [batch], amp=amp, features_out=batch_features if with_features else None)
+            for k, (i, m, s) in enumerate(zip(index.tolist(), pred.margin.tolist(), pred.score.tolist())):
                 if math.isfinite(m) and math.isfinite(s):
                     margins[i], scores[i] = m, s
+                    if with_features:
+                        features[i] = batch_features[0][k].numpy()
                 else:
                     errors[i] = non_finite_error(paths[i], m, s)
         for i, err in failed:
@@ -95,8 +101,11 @@ def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 
         done += len(index) + len(failed)
         if progress is not None:
             progress(done, len(paths))
-    return pd.DataFrame({"path": paths, "score": scores, "logit_margin": margins,
-                         "status": ["error" if e else "ok" for e in errors], "error": errors})
+    table = pd.DataFrame({"path": paths, "score": scores, "logit_margin": margins,
+                          "status": ["error" if e else "ok" for e in errors], "error": errors})
+    if with_features:
+        table["features"] = features
+    return table
 
 
 def score_files_sharded(model, paths: Sequence[str | os.PathLike], **kwargs) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -267,7 +268,17 @@ def _load_local(preset: Preset, weights: str | os.PathLike):
                 raise FileNotFoundError(f"Folder {path} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
             model_cfg = _arch_cfg(preset)
             _check_config(preset, model_cfg)
-            clip = _create(preset.arch, str(file), preset, model_cfg if preset.model_cfg else None)
+            try:
+                clip = _create(preset.arch, str(file), preset, model_cfg if preset.model_cfg else None)
+            except Exception as e:  # noqa: BLE001 - torch/open_clip raise many types, none naming the file
+                first = ("a pickle holding more than tensors, which is never unpickled"
+                         if isinstance(e, pickle.UnpicklingError)
+                         else "its tensor names or shapes are not this architecture's" if "state_dict" in str(e)
+                         else (str(e).strip() or type(e).__name__).splitlines()[0][:200])
+                raise ValueError(f"weights file {file} cannot be loaded as {preset.arch} weights ({first}); give "
+                                 f"this architecture's open_clip weights (.safetensors, or a .pt/.bin state dict "
+                                 f"of tensors; other pickles are never loaded) or a folder with "
+                                 f"{CONFIG_FILE}") from e
     return clip, str(path.resolve()), file, config, model_cfg
 
 

@@ -67,7 +67,9 @@ panel
 
 # %% [markdown]
 # Press **Run** above for a background run you can **Stop**. The next cell does the same from code and waits
-# for the end (the panel shows the progress live meanwhile).
+# for the end (the panel shows the progress live meanwhile). **Stop** works while it waits too, also under
+# *Run All*: the waiting cell keeps serving the panel's buttons, so the run ends after the current step, its
+# checkpoint is kept as stopped (not made the session's model) and the cells below run after it.
 
 # %%
 history = panel.run(block=True)

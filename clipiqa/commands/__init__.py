@@ -11,5 +11,6 @@ from . import bench  # noqa: F401
 from . import explain  # noqa: F401
 from . import export  # noqa: F401
 from . import gate  # noqa: F401
+from . import watch  # noqa: F401
 
-__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate"]
+__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate", "watch"]

@@ -13,8 +13,9 @@ from .common import EXIT_OK, UsageError, add_model_args, check_out_file, command
 def _configure(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--out", required=True, metavar="SCORER.ONNX",
-                   help="ONNX file to write; SCORER.json (preprocessing, fingerprints) and score_onnx.py (a scorer "
-                        "that needs only onnxruntime, numpy and Pillow) are written beside it")
+                   help="ONNX file to write; SCORER.json (preprocessing, fingerprints, the SHA-256s every scorer "
+                        "verifies) and score_onnx.py with clipiqa_imageio/ (a scorer that needs only onnxruntime, "
+                        "numpy and Pillow) are written beside it")
     p.add_argument("--force", action="store_true", help="overwrite an existing SCORER.onnx")
     p.add_argument("--int8", action="store_true",
                    help="quantize the matrix products to int8 (onnxruntime dynamic quantization: faster on a CPU); "
@@ -55,6 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"(largest margin difference {check['max_abs_margin_diff']:.3g})", file=sys.stderr)
     kind = f"the adapted model of {args.prompts}" if args.prompts else "the zero-shot model"
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), {Path(path).with_suffix('.json').name} and "
-          f"score_onnx.py: {kind}; run `clipiqa score --onnx {path} PHOTOS` or, without clipiqa, "
+          f"score_onnx.py (with clipiqa_imageio/): {kind}; run `clipiqa score --onnx {path} PHOTOS` or, without "
+          f"clipiqa, "
           f"`python {Path(path).with_name('score_onnx.py')} {path} PHOTOS`", file=sys.stderr)
     return EXIT_OK

@@ -40,10 +40,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size {args.batch_size} is not allowed; use a positive integer")
     if args.out:
         check_out_file(args.out)
+    if args.onnx:
+        return _score_onnx(args)
     scan = scan_inputs(args.paths)
     paths = scan.images
-    if args.onnx:
-        return _score_onnx(args, scan)
     amp = AMP_FLAGS[args.amp]
     from .. import distributed
     distributed.init_distributed(device=args.device)  # under torchrun: shard the inputs by rank
@@ -79,12 +79,12 @@ def _report_table(table, out: str | None) -> int:
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
-def _score_onnx(args: argparse.Namespace, scan) -> int:
-    """``clipiqa score --onnx``: clipiqa's image loader, the runner's preprocessing, onnxruntime."""
+def _score_onnx(args: argparse.Namespace) -> int:
+    """``clipiqa score --onnx``: the scorer verified against its JSON before anything else, then clipiqa's image
+    loader, the runner's preprocessing and onnxruntime."""
     import pandas as pd
 
-    from ..imageio import load_image
-    from ..onnx_runner import OnnxScorer
+    from ..onnx_runner import OnnxScorer, ScorerError
     given = [flag for flag, value in (("--model", args.model), ("--weights", args.weights),
                                       ("--prompts", args.prompts)) if value]
     if given:
@@ -92,15 +92,19 @@ def _score_onnx(args: argparse.Namespace, scan) -> int:
                          "weights and checkpoint are inside the .onnx file)")
     try:
         scorer = OnnxScorer(args.onnx)
-    except (ValueError, OSError, ImportError) as e:
+    except ScorerError as e:
         raise UsageError(f"--onnx {args.onnx}: {e}") from e
-    except Exception as e:  # onnxruntime's own errors (a damaged or foreign file)
-        raise UsageError(f"--onnx {args.onnx} cannot be loaded by onnxruntime: {e}") from e
+    except ImportError as e:
+        raise UsageError(f"--onnx {args.onnx}: onnxruntime is not installed ({e}); pip install onnxruntime") from e
+    scan = scan_inputs(args.paths)
     for line in describe_skipped(scan):
         print(line, file=sys.stderr)
     print(scorer.describe(), file=sys.stderr)
     if scorer.label:
         print(f"WARNING: this scorer was exported from a model with {scorer.label} weights.", file=sys.stderr)
-    rows = scorer.score_paths(scan.images, args.batch_size, load=lambda p: load_image(p, max_pixels=args.max_pixels),
-                              progress=tqdm_progress("scoring"))
-    return _report_table(pd.DataFrame(rows), args.out)
+    try:
+        rows = scorer.score_paths(scan.images, args.batch_size, max_pixels=args.max_pixels,
+                                  progress=tqdm_progress("scoring"))
+    except ScorerError as e:
+        raise UsageError(str(e)) from e
+    return _report_table(pd.DataFrame(rows, columns=list(rows[0])), args.out)

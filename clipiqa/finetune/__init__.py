@@ -16,9 +16,9 @@ pre-training), ``schedule`` (learning rate per epoch, plateau), ``recovery`` (wh
 from ..history import DivergedError, History
 from .config import (LABEL_NORMS, LR_SCHEDULES, OPTIMISTIC_NOTE, RELEASED_QGR_LAM, SELECTION_METRICS,
                      SELECTION_MODES, AdaptConfig, with_qgr)
-from .loop import adapt, minmax_per_subset, predict_encoded, selection_score, training_labels
+from .loop import adapt, predict_encoded, selection_score, training_labels
 from .recovery import LastGoodState
-from .schedule import Plateau, epoch_lr
+from .schedule import Plateau, epoch_lr, evaluates_after, plateau_trace
 from .step import EncodedSet, all_finite, compute_gradients, forward_cached, train_step
 
 AdaptationDivergedError = DivergedError  # the name adapt's callers know; the same class as MetaDivergedError
@@ -26,4 +26,5 @@ AdaptationDivergedError = DivergedError  # the name adapt's callers know; the sa
 __all__ = ["AdaptConfig", "with_qgr", "RELEASED_QGR_LAM", "SELECTION_MODES", "OPTIMISTIC_NOTE", "LR_SCHEDULES",
            "SELECTION_METRICS", "LABEL_NORMS", "adapt", "History", "DivergedError", "AdaptationDivergedError",
            "EncodedSet", "forward_cached", "compute_gradients", "train_step", "all_finite", "predict_encoded",
-           "selection_score", "training_labels", "minmax_per_subset", "epoch_lr", "Plateau", "LastGoodState"]
+           "selection_score", "training_labels", "epoch_lr", "evaluates_after", "Plateau", "plateau_trace",
+           "LastGoodState"]

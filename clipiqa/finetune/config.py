@@ -16,7 +16,7 @@ OPTIMISTIC_NOTE = "test-oracle: best epoch picked on the test split (the release
 
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 SELECTION_METRICS = ("srcc", "srcc+plcc")
-LABEL_NORMS = ("none", "subset-minmax")
+LABEL_NORMS = ("none", "minmax", "subset-minmax")
 RELEASED_QGR_LAM = 5.0
 """The QGR weight of the released code: ``with_qgr`` uses it when a config turns QGR on with lam = 0."""
 
@@ -59,7 +59,10 @@ class AdaptConfig:
     plateau_patience: int = 5         # "plateau": evaluations without improvement before the lr drops
     selection_metric: str = "srcc"    # "srcc" or "srcc+plcc" (the released code's sum)
     select_initial: bool = False      # evaluate before the first step and let selection keep the initial state
-    label_norm: str = "none"          # "none" or "subset-minmax" (released: min-max per distortion of the labels)
+    label_norm: str = "none"          # "none", "minmax" (released: the whole training draw) or "subset-minmax"
+    eval_every: int = 1               # evaluate every N epochs (and after the last; epoch 0 with select_initial)
+    plateau_after: int = 0            # "plateau": no lr cut at an evaluation of an epoch <= this (released: 10)
+    min_lr: float = 0.0               # end training once the lr falls below this (released: 5e-7; 0 = never)
     prompt_dropout: bool = False      # keep visual-prompt dropout active when the prompts are frozen (released)
 
     def __post_init__(self) -> None:
@@ -70,7 +73,7 @@ class AdaptConfig:
             _fail("trainable", self.trainable, "use 'last-blocks', 'prompts' or 'text'")
         if not isinstance(self.qgr_stats, bool):
             _fail("qgr_stats", self.qgr_stats, "use True (diagnostics for both arms) or False")
-        for name in ("epochs", "batch_size", "n_views", "tuned_blocks", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "n_views", "tuned_blocks", "eval_batch_size", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 _fail(name, value, "use a positive integer")
@@ -90,7 +93,7 @@ class AdaptConfig:
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("selection_metric", self.selection_metric, SELECTION_METRICS)
         _check_choice("label_norm", self.label_norm, LABEL_NORMS)
-        for name in ("warmup_epochs",):
+        for name in ("warmup_epochs", "plateau_after"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 _fail(name, value, "use an integer >= 0")
@@ -99,6 +102,8 @@ class AdaptConfig:
             _fail("plateau_patience", self.plateau_patience, "use a positive integer (evaluations)")
         if not (isinstance(self.warmup_lr, (int, float)) and math.isfinite(self.warmup_lr) and self.warmup_lr > 0):
             _fail("warmup_lr", self.warmup_lr, "use a finite positive learning rate")
+        if not (isinstance(self.min_lr, (int, float)) and math.isfinite(self.min_lr) and 0 <= self.min_lr < self.lr):
+            _fail("min_lr", self.min_lr, f"use a number >= 0 below lr={self.lr} (0: never stop on the lr)")
         if not (isinstance(self.plateau_factor, (int, float)) and 0 < self.plateau_factor < 1):
             _fail("plateau_factor", self.plateau_factor, "use a factor in (0, 1), e.g. 0.3")
         if self.lr_schedule == "plateau" and self.selection == "fixed":
@@ -113,13 +118,9 @@ class AdaptConfig:
         return d
 
 
-def with_qgr(config: AdaptConfig, enabled: bool | str) -> AdaptConfig:
+def with_qgr(config: AdaptConfig, enabled: bool) -> AdaptConfig:
     """The same config with QGR off (plain fine-tuning) or on, with the config's lam, or the released
-    ``RELEASED_QGR_LAM`` = 5 when the config's lam is 0: the two comparison arms differ in this only.
-    ``enabled="auto"``: on, with the strength chosen per run from the labelled images (``QGRConfig(lam="auto")``,
-    descent guard on)."""
-    if enabled == "auto":
-        return replace(config, qgr=replace(config.qgr, enabled=True, lam="auto"))
+    ``RELEASED_QGR_LAM`` = 5 when the config's lam is 0: the two comparison arms differ in this only."""
     qgr = replace(config.qgr, enabled=enabled)
     if enabled and not qgr.active:
         qgr = replace(qgr, lam=RELEASED_QGR_LAM)

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..data.readers.table import minmax_groups
 from ..data.splits import holdout
 from ..data.transforms import eval_transform, spec_for, train_transform
 from ..history import DivergedError, History
 from ..imageio import load_image
 from ..inference import predict_batches
 from ..metrics import plcc, srcc
-from .auto_lam import choose_lam
 from .config import OPTIMISTIC_NOTE, AdaptConfig
 from .recovery import LastGoodState, recover_from_divergence
-from .schedule import Plateau, epoch_lr
+from .schedule import Plateau, epoch_lr, evaluates_after
 from .step import EncodedSet, train_step
 
 
@@ -38,19 +37,6 @@ def selection_score(prediction, target: np.ndarray, metric: str) -> float:
     if metric == "srcc+plcc":
         value += plcc(prediction.score.numpy(), target)
     return float(value)
-
-
-def minmax_per_subset(q: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    """Labels min-max normalised to [0, 1] within each subset (the released code's per-distortion labels); a subset
-    whose labels are all equal gets 0.5. Direction is kept (q is already higher = better). Training labels only."""
-    q = np.asarray(q, dtype=float)
-    groups = np.zeros(len(q)) if groups is None else np.asarray(groups, dtype=object)
-    out = np.empty_like(q)
-    for g in dict.fromkeys(groups.tolist()):
-        mask = groups == g
-        lo, hi = q[mask].min(), q[mask].max()
-        out[mask] = (q[mask] - lo) / (hi - lo) if hi > lo else 0.5
-    return out
 
 
 def _adapter_state(model) -> dict[str, torch.Tensor]:
@@ -72,10 +58,6 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
     test: only for ``selection="test-oracle"`` (optimistic, labelled so) or to log test SRCC per epoch.
     stop: a callable polled every step (e.g. ``threading.Event().is_set``); True ends training after that step.
     images: preloaded PIL images in ``labelled`` order (skips reading files).
-
-    With ``config.qgr.lam == "auto"`` the QGR strength is first chosen from ``labelled`` alone by content-grouped
-    inner cross-validation (:func:`clipiqa.finetune.auto_lam.choose_lam`; ``len(auto_grid) * auto_folds`` extra
-    runs); ``history.qgr_lam`` records the strength used (0.0 = QGR off) and ``history.qgr_lam_cv`` the choice.
     """
     config = config or AdaptConfig()
     if "q" not in labelled or "path" not in labelled:
@@ -91,11 +73,6 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
         raise ValueError("selection='test-oracle' needs the test table (and is optimistic by construction)")
     t0 = time.perf_counter()
     history = History(config=config.to_dict(), note=OPTIMISTIC_NOTE if config.selection == "test-oracle" else "")
-    if config.qgr.is_auto:  # the strength comes from the labelled images alone (never ``test``)
-        lam, history.qgr_lam_cv = choose_lam(model, labelled, config, images=images, stop=stop)
-        config = replace(config, qgr=replace(config.qgr, lam=lam))
-        history.note = "; ".join(filter(None, [history.note, history.qgr_lam_cv.get("note", "")]))
-    history.qgr_lam = float(config.qgr.lam) if config.qgr.active else 0.0
     train, val = labelled.reset_index(drop=True), None
     if config.selection == "val":
         train, val = holdout(train, config.val_fraction, config.seed)
@@ -125,7 +102,7 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
                                     weight_decay=config.weight_decay)
         key = {"val": "val", "test-oracle": "test"}.get(config.selection)
         best = (-math.inf, None, None)  # (selection score, epoch, state)
-        plateau = Plateau(config.plateau_factor, config.plateau_patience)
+        plateau = Plateau(config.plateau_factor, config.plateau_patience, config.plateau_after)
         gen = torch.Generator().manual_seed(config.seed)
         n, step = len(encoded), 0
         steps_per_epoch = math.ceil(n / config.batch_size)
@@ -143,7 +120,7 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
             if key and row[f"select_{key}"] > best[0]:
                 best = (row[f"select_{key}"], epoch, _adapter_state(model))
             if key and config.lr_schedule == "plateau":
-                plateau.update(row[f"select_{key}"])
+                plateau.update(row[f"select_{key}"], epoch)
 
         if config.select_initial and evaluators:
             evaluate(0)
@@ -171,10 +148,15 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
                 if stop is not None and stop():
                     history.stopped = True
                     break
-            if evaluators and not history.stopped:
+            if evaluators and not history.stopped and evaluates_after(config, epoch):
                 evaluate(epoch)
                 model.train()
             if history.stopped:
+                break
+            if config.min_lr > 0 and epoch < config.epochs and config.lr * plateau.scale < config.min_lr:
+                history.note = "; ".join(filter(None, [history.note, (
+                    f"training ended after epoch {epoch} of {config.epochs}: the learning rate fell to "
+                    f"{config.lr * plateau.scale:.3g} < min_lr {config.min_lr:g}")]))
                 break
         if best[2] is not None:
             _load_adapter_state(model, best[2])
@@ -189,13 +171,19 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
 
 
 def training_labels(train: pd.DataFrame, config: AdaptConfig) -> np.ndarray:
-    """The labels a step trains on: ``q``, or (``label_norm="subset-minmax"``, released) ``q`` min-max normalised
-    per distortion subset of the *training* labels. Evaluation always reads the table's own ``q``."""
+    """The labels a step trains on: ``q``; or ``q`` min-max normalised over the whole *training* draw
+    (``label_norm="minmax"``, the released protocol) or per distortion subset of it (``"subset-minmax"``), by
+    :func:`clipiqa.data.readers.table.minmax_groups`: a set whose labels are all equal keeps them as they are.
+
+    Evaluation always reads the table's own ``q``: the released code also min-maxes the whole test split, an
+    increasing affine map that leaves the SRCC and PLCC it selects on unchanged."""
     q = train["q"].to_numpy(dtype=float)
+    if config.label_norm == "minmax":
+        return minmax_groups(q)
     if config.label_norm != "subset-minmax":
         return q
     has_groups = "distortion" in train and train["distortion"].notna().any()
-    return minmax_per_subset(q, train["distortion"].astype(str).to_numpy() if has_groups else None)
+    return minmax_groups(q, train["distortion"].astype(str).to_numpy() if has_groups else None)
 
 
 def _selection_never_ran(key: str, evaluators: dict, val: pd.DataFrame | None) -> str:

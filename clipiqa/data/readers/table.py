@@ -49,9 +49,35 @@ def _table_direction(df: pd.DataFrame, score: str) -> bool | None:
     return None if rho is None or not np.isfinite(rho) or rho == 0 else bool(rho > 0)
 
 
+def minmax_groups(values: Any, groups: Any = None, keep: Any = None) -> np.ndarray:
+    """Min-max normalise ``values`` to [0, 1] within each group of ``groups`` (all together when None).
+
+    The one min-max of the package: the released code's label normalisation, per distortion subset or over a
+    whole draw. A group whose values are all equal has no range to stretch; it keeps ``keep`` there (default:
+    its own values), never a made-up 0.5: a set of clean references at q = 1.0 stays at 1.0, since mapping it to
+    the middle would teach that a pristine image is mediocre. NaN values stay NaN and do not set a range.
+    """
+    values = np.asarray(values, dtype=float)
+    keep = values if keep is None else np.asarray(keep, dtype=float)
+    if keep.shape != values.shape:
+        raise ValueError(f"keep has shape {keep.shape}, values {values.shape}; give one keep value per value")
+    labels = np.zeros(len(values), dtype=int) if groups is None else \
+        pd.factorize(pd.Series(np.asarray(groups, dtype=object)).where(lambda g: g.notna(), "<none>"))[0]
+    out = keep.copy()
+    for g in np.unique(labels):
+        mask = labels == g
+        group = values[mask]
+        if not np.isfinite(group).any():
+            continue
+        lo, hi = np.nanmin(group), np.nanmax(group)
+        if hi > lo:
+            out[mask] = (group - lo) / (hi - lo)
+    return out
+
+
 def per_subset_minmax(df: pd.DataFrame, by: str = "distortion", score: str = "mos",
                       higher_better: bool | None = None) -> pd.DataFrame:
-    """Recompute ``q`` by min-max normalising ``score`` within each ``by`` group.
+    """Recompute ``q`` by min-max normalising ``score`` within each ``by`` group (:func:`minmax_groups`).
 
     This reproduces an option of the method's released code, which normalises each subset
     separately. It makes ``q`` depend on what else is in the table, so use it only on training
@@ -59,7 +85,8 @@ def per_subset_minmax(df: pd.DataFrame, by: str = "distortion", score: str = "mo
     is ``higher_better`` when given, else read from the table's own ``q`` against ``score`` (so it
     survives CSV round trips, merges and concats, which drop ``attrs``), else
     ``df.attrs["higher_better"]``; a table that says none of these is a ``ValueError``. A group with
-    a single distinct score gets q = 0.5. Returns a copy; ``attrs["q_mapping"]`` records what was done.
+    a single distinct score keeps its ``q`` (or, without a ``q`` column, the mapping of
+    ``attrs["score_range"]``). Returns a copy; ``attrs["q_mapping"]`` records what was done.
     """
     if by not in df.columns:
         raise KeyError(f"column {by!r} not in table (columns: {', '.join(df.columns)})")
@@ -70,17 +97,16 @@ def per_subset_minmax(df: pd.DataFrame, by: str = "distortion", score: str = "mo
     if higher_better is None:
         raise ValueError(f"cannot tell whether higher {score!r} is better: the table has no usable 'q' "
                          "column and no attrs['higher_better']; pass higher_better=True or False")
+    values = df[score].to_numpy(dtype=float)
+    if "q" in df.columns:
+        keep = df["q"].to_numpy(dtype=float)
+    elif "score_range" in df.attrs:
+        keep = normalize_scores(values, df.attrs["score_range"], bool(higher_better))
+    else:
+        keep = np.full(len(df), np.nan)  # a single-valued group without q or a declared range: no honest value
     out = df.copy()
-    groups = out.groupby(out[by].astype(object).where(out[by].notna(), "<none>"), sort=False)[score]
-    lo = groups.transform("min").to_numpy(dtype=float)
-    hi = groups.transform("max").to_numpy(dtype=float)
-    values = out[score].to_numpy(dtype=float)
-    span = hi - lo
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.where(span > 0, (values - lo) / np.where(span > 0, span, 1.0), 0.5)
-    if not higher_better:
-        q = 1.0 - q
-    out["q"] = np.clip(q, 0.0, 1.0)
+    # lower-is-better scores: the min-max of -score is 1 - the min-max of score
+    out["q"] = np.clip(minmax_groups(values if higher_better else -values, out[by], keep=keep), 0.0, 1.0)
     out.attrs = dict(df.attrs)
     out.attrs["q_mapping"] = f"per-subset min-max by {by!r} (released-code option; never on test data)"
     return out
