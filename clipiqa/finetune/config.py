@@ -118,9 +118,13 @@ class AdaptConfig:
         return d
 
 
-def with_qgr(config: AdaptConfig, enabled: bool) -> AdaptConfig:
+def with_qgr(config: AdaptConfig, enabled: bool | str) -> AdaptConfig:
     """The same config with QGR off (plain fine-tuning) or on, with the config's lam, or the released
-    ``RELEASED_QGR_LAM`` = 5 when the config's lam is 0: the two comparison arms differ in this only."""
+    ``RELEASED_QGR_LAM`` = 5 when the config's lam is 0: the two comparison arms differ in this only.
+    ``enabled="auto"``: on, with the strength chosen per run from the labelled images (``QGRConfig(lam="auto")``,
+    descent guard on)."""
+    if enabled == "auto":
+        return replace(config, qgr=replace(config.qgr, enabled=True, lam="auto"))
     qgr = replace(config.qgr, enabled=enabled)
     if enabled and not qgr.active:
         qgr = replace(qgr, lam=RELEASED_QGR_LAM)

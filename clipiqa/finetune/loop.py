@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..history import DivergedError, History
 from ..imageio import load_image
 from ..inference import predict_batches
 from ..metrics import plcc, srcc
+from .auto_lam import choose_lam
 from .config import OPTIMISTIC_NOTE, AdaptConfig
 from .recovery import LastGoodState, recover_from_divergence
 from .schedule import Plateau, epoch_lr, evaluates_after
@@ -58,6 +60,10 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
     test: only for ``selection="test-oracle"`` (optimistic, labelled so) or to log test SRCC per epoch.
     stop: a callable polled every step (e.g. ``threading.Event().is_set``); True ends training after that step.
     images: preloaded PIL images in ``labelled`` order (skips reading files).
+
+    With ``config.qgr.lam == "auto"`` the QGR strength is first chosen from ``labelled`` alone by content-grouped
+    inner cross-validation (:func:`clipiqa.finetune.auto_lam.choose_lam`; ``len(auto_grid) * auto_folds`` extra
+    runs); ``history.qgr_lam`` records the strength used (0.0 = QGR off) and ``history.qgr_lam_cv`` the choice.
     """
     config = config or AdaptConfig()
     if "q" not in labelled or "path" not in labelled:
@@ -73,6 +79,11 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
         raise ValueError("selection='test-oracle' needs the test table (and is optimistic by construction)")
     t0 = time.perf_counter()
     history = History(config=config.to_dict(), note=OPTIMISTIC_NOTE if config.selection == "test-oracle" else "")
+    if config.qgr.is_auto:  # the strength comes from the labelled images alone (never ``test``)
+        lam, history.qgr_lam_cv = choose_lam(model, labelled, config, images=images, stop=stop)
+        config = replace(config, qgr=replace(config.qgr, lam=lam))
+        history.note = "; ".join(filter(None, [history.note, history.qgr_lam_cv.get("note", "")]))
+    history.qgr_lam = float(config.qgr.lam) if config.qgr.active else 0.0
     train, val = labelled.reset_index(drop=True), None
     if config.selection == "val":
         train, val = holdout(train, config.val_fraction, config.seed)
