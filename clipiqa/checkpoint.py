@@ -63,8 +63,11 @@ def library_versions() -> dict[str, str]:
 
 def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = None,
                     training: dict | None = None, data: dict | None = None, metrics: dict | None = None,
-                    extra: dict | None = None) -> Path:
-    """Save the adapter tensors of ``model`` and a card. ``path`` is a folder or ``NAME.safetensors``."""
+                    extra: dict | None = None, qgr: dict | None = None) -> Path:
+    """Save the adapter tensors of ``model`` and a card. ``path`` is a folder or ``NAME.safetensors``.
+
+    ``qgr``: what the card says about the QGR strength the tensors were trained with (``History.qgr_record()``:
+    the strength used and, when it was chosen automatically, the inner-CV score per grid value)."""
     tensor_path, card_path = _paths(path)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.adapter_parameters()}
@@ -80,6 +83,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
         "data": data or {},
         "metrics": metrics or {},
         "libraries": library_versions(),
+        **({"qgr": qgr} if qgr is not None else {}),
         **(extra or {}),
     }
     if model.random_init:

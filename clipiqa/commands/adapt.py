@@ -229,7 +229,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             "higher_better": not args.lower_better, "dataset": labels.attrs.get("dataset"), "n_images": len(labels)}
     out = Path(args.out)
     save_checkpoint(model, out, trainable=config.trainable, training={**config.to_dict(), "init": args.init},
-                    data=data, metrics=metrics)
+                    data=data, metrics=metrics, qgr=history.qgr_record())
     history_path = out.with_suffix(".history.csv") if out.suffix == ".safetensors" else out / "history.csv"
     write_table(pd.concat([history.steps_frame(), evals], ignore_index=True), history_path)
     line = f"train SRCC {metrics['train_srcc']:.3f}"

@@ -60,7 +60,8 @@ def save_adapted(model, target: Path, config, history, train: pd.DataFrame, test
                           "test_hash": None if test is None else split_hash(test), "shots_seed": seed},
                     metrics={k: v for k, v in last_eval.items() if k.startswith("srcc")},
                     extra={"stopped": history.stopped, "steps": len(history.steps),
-                           "selected_epoch": history.selected_epoch, "created_ns": time.time_ns()})
+                           "selected_epoch": history.selected_epoch, "created_ns": time.time_ns()},
+                    qgr=history.qgr_record())
     atomic_write_text(target / "history.json", json_text({
         "steps": history.steps, "evals": history.evals, "stopped": history.stopped, "note": history.note,
         "seconds": history.seconds, "selected_epoch": history.selected_epoch}))
