@@ -7,7 +7,9 @@
 
 Sections: scoring (model.score vs open_clip), decoding, finetune (prefix cache, QGR), meta, onnx (onnxruntime
 CPU vs torch CPU on the same batch, CPU only), precision (bf16 vs fp32 scoring: ``amp="auto"`` and bf16
-everywhere), large (ViT-L/14 vs ViT-B/16 scoring cost), cli (`clipiqa --help` start-up, under 1 s).
+everywhere), large (ViT-L/14 vs ViT-B/16 scoring cost), cli (`clipiqa --help` start-up, under 1 s), int8
+(benchmarks/bench_int8.py, CPU only: the int8 ONNX scorer against torch fp32 and onnxruntime fp32 on ViT-B/16 at 1
+thread and the default count, the share of a fp32 GEMM's rate each reaches, SRCC of int8 against fp32 margins).
 
 Random weights do not change speed; they make every score meaningless, and no score is reported here.
 Writes ``<out>/bench-<device>.json`` and prints a table.
@@ -35,6 +37,8 @@ from clipiqa.imageio import load_image
 from clipiqa.inference import cpu_has_native_bf16, predict_batches, uses_bf16
 from clipiqa.losses import quality_loss, semantic_loss
 from clipiqa.qgr import QGRConfig, qgr_step
+
+from bench_int8 import bench_int8  # benchmarks/ is on the path when this file runs as a script
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -302,7 +306,7 @@ def bench_cli(repeats: int) -> list[dict]:
     return [r]
 
 
-SECTIONS = ("scoring", "decoding", "finetune", "meta", "onnx", "precision", "large", "cli")
+SECTIONS = ("scoring", "decoding", "finetune", "meta", "onnx", "precision", "large", "cli", "int8")
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -337,7 +341,7 @@ def main(argv=None) -> int:
         im.save(paths[-1], quality=90)
 
     t0 = time.perf_counter()
-    model = clipiqa.load_model(model_name, device=device) if set(only) - {"cli"} else None
+    model = clipiqa.load_model(model_name, device=device) if set(only) - {"cli", "int8"} else None
     images = torch.stack([model.preprocess(im) for im in pil]).to(device) if model is not None else None
     sections = {
         "scoring": lambda: bench_scoring(model, images, repeats),
@@ -348,6 +352,7 @@ def main(argv=None) -> int:
         "precision": lambda: bench_precision(clipiqa.load_model(model_name, device=device), images, repeats),
         "large": lambda: bench_large(device, images, repeats),
         "cli": lambda: bench_cli(repeats),
+        "int8": lambda: bench_int8(row, batch, repeats, Path(args.out)) if device.type == "cpu" else [],
     }
     rows = []
     for name in only:
