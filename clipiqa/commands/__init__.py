@@ -12,5 +12,6 @@ from . import explain  # noqa: F401
 from . import export  # noqa: F401
 from . import gate  # noqa: F401
 from . import watch  # noqa: F401
+from . import versions  # noqa: F401
 
-__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate", "watch"]
+__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate", "watch", "versions"]
