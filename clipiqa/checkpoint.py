@@ -63,11 +63,14 @@ def library_versions() -> dict[str, str]:
 
 def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = None,
                     training: dict | None = None, data: dict | None = None, metrics: dict | None = None,
-                    extra: dict | None = None, qgr: dict | None = None) -> Path:
+                    extra: dict | None = None, qgr: dict | None = None, prompt_words_before=None) -> Path:
     """Save the adapter tensors of ``model`` and a card. ``path`` is a folder or ``NAME.safetensors``.
 
     ``qgr``: what the card says about the QGR strength the tensors were trained with (``History.qgr_record()``:
-    the strength used and, when it was chosen automatically, the inner-CV score per grid value)."""
+    the strength used and, when it was chosen automatically, the inner-CV score per grid value).
+    ``prompt_words_before``: :func:`clipiqa.explain.prompt_words.prompt_words` of the model before training;
+    given, the card also records what the learned text context has become (``prompt_words``: before and after),
+    which ``clipiqa explain --prompts CKPT --prompt-words`` shows."""
     tensor_path, card_path = _paths(path)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.adapter_parameters()}
@@ -88,6 +91,9 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
     }
     if model.random_init:
         card["warning"] = "random-init backbone: every score from this checkpoint is meaningless"
+    if prompt_words_before is not None:
+        from .explain.prompt_words import prompt_words  # one text-encoder pass, only when asked for
+        card["prompt_words"] = {"before": prompt_words_before.to_dict(), "after": prompt_words(model).to_dict()}
     card = json.loads(json.dumps(card, default=str))  # exactly what the file will hold (the hashes cover that)
     with atomic_path(tensor_path) as tmp:  # tensors first, then the card that vouches for them (both atomic)
         save_file(tensors, tmp, metadata={"format": "clipiqa-checkpoint"})

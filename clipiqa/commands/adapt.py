@@ -190,6 +190,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from ..finetune import AdaptationDivergedError, adapt
     from ..recipes import OPTIMISTIC_RECIPE_NOTE
     from ..checkpoint import save_checkpoint
+    from ..explain.prompt_words import prompt_words
     from .common import check_out_checkpoint, random_init_warning, write_table
     from ..data.splits import split_hash
 
@@ -203,6 +204,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     random_init_warning(model)
     steps = math.ceil(len(labels) * (1 - config.val_fraction if config.selection == "val" else 1) / config.batch_size)
     on_step, bar = _step_bar(config.epochs * steps)
+    before = prompt_words(model)  # what the text context reads like before training, for the card
     try:
         history = adapt(model, labels, config, on_step=on_step, test=test)
     except AdaptationDivergedError as e:
@@ -229,7 +231,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             "higher_better": not args.lower_better, "dataset": labels.attrs.get("dataset"), "n_images": len(labels)}
     out = Path(args.out)
     save_checkpoint(model, out, trainable=config.trainable, training={**config.to_dict(), "init": args.init},
-                    data=data, metrics=metrics, qgr=history.qgr_record())
+                    data=data, metrics=metrics, qgr=history.qgr_record(), prompt_words_before=before)
     history_path = out.with_suffix(".history.csv") if out.suffix == ".safetensors" else out / "history.csv"
     write_table(pd.concat([history.steps_frame(), evals], ignore_index=True), history_path)
     line = f"train SRCC {metrics['train_srcc']:.3f}"

@@ -50,7 +50,7 @@ def new_checkpoint_dir(checkpoints_dir: Path, name: str | None, n_train: int) ->
 
 
 def save_adapted(model, target: Path, config, history, train: pd.DataFrame, test: pd.DataFrame | None,
-                 session_folder: Path, seed: int) -> None:
+                 session_folder: Path, seed: int, prompt_words_before=None) -> None:
     """Save an adapted model as a session checkpoint: adapter and card (what data, which split, the last test
     SRCC, stopped or not) plus ``history.json`` (every step and evaluation)."""
     last_eval = history.evals[-1] if history.evals else {}
@@ -61,7 +61,7 @@ def save_adapted(model, target: Path, config, history, train: pd.DataFrame, test
                     metrics={k: v for k, v in last_eval.items() if k.startswith("srcc")},
                     extra={"stopped": history.stopped, "steps": len(history.steps),
                            "selected_epoch": history.selected_epoch, "created_ns": time.time_ns()},
-                    qgr=history.qgr_record())
+                    qgr=history.qgr_record(), prompt_words_before=prompt_words_before)
     atomic_write_text(target / "history.json", json_text({
         "steps": history.steps, "evals": history.evals, "stopped": history.stopped, "note": history.note,
         "seconds": history.seconds, "selected_epoch": history.selected_epoch}))

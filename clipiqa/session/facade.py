@@ -480,15 +480,17 @@ class Session:
         Returns the ``clipiqa.adapt.History`` (``history.stopped`` is True when ``stop`` ended it early).
         """
         from ..finetune import AdaptConfig, adapt  # on first use: see the note at the imports
+        from ..explain.prompt_words import prompt_words
         if not isinstance(activate, (bool, type(None))):
             invalid("Session.adapt", "activate", activate, "use None (activate unless stopped early), True "
                     "(always) or False (never; use_checkpoint(name) later)")
         config = config or AdaptConfig()
         train, test = split_labels(self.labelled_table(), shots, seed)
         model = self.fresh_model(device)
+        before = prompt_words(model)  # the card records what the learned text context became
         history = adapt(model, train, config, on_step=on_step, stop=stop, test=test)
         target = new_checkpoint_dir(self.checkpoints_dir, name, len(train))
-        save_adapted(model, target, config, history, train, test, self.folder, seed)
+        save_adapted(model, target, config, history, train, test, self.folder, seed, prompt_words_before=before)
         self.last_checkpoint = target.name
         if activate or (activate is None and not history.stopped):
             with self._lock:
