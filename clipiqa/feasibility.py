@@ -84,6 +84,7 @@ class Verdict:
     n_test: float = float("nan")
     band: float = float("nan")
     at_ceiling: bool | None = None
+    recommended_labels: int | None = None  # labels in all the verdict advises (too few held out, or still rising)
 
     @property
     def text(self) -> str:
@@ -132,6 +133,7 @@ def verdict(per_split: pd.DataFrame, method: str, *, ceiling: Any = None, random
         pool = float(last.get("n_pool", np.nan))
         share = n_test / (n_test + pool) if np.isfinite(pool) and pool > 0 else 0.2
         need = int(math.ceil(min_test / share))
+        out.recommended_labels = need
         say(f"Too few held-out labels to judge (n = {n_test:.0f}; chance band ±{band:.2f}): with {n_train} labels "
             f"{method} reaches SRCC {_f(s)} (95% CI {_f(lo)} to {_f(hi)}), but on so few test images that says "
             f"little. Label about {need} images in all (≥ {min_test} held out) to judge.")
@@ -187,6 +189,7 @@ def _trend_lines(out: Verdict, m: pd.DataFrame, min_test: int, flat_gain: float)
             f"({per10:+.2f} per 10 labels; 95% interval {d_lo:+.2f} to {d_hi:+.2f})")
     if d_lo > 0:
         out.trend = "rising"
+        out.recommended_labels = int(2 * (last["n_train"] + last["n_test"]))  # "try doubling them"
         out.lines.append(f"The curve is still rising: {step}. More labels are likely to help; try doubling them.")
     elif d_hi < flat_gain * dn / 10:
         out.trend = "flattened"

@@ -30,6 +30,7 @@ def test_too_few_held_out_labels_to_judge():
     assert "Too few held-out labels to judge (n = 6; chance band ±0.88)" in v.text
     assert "flattened" not in v.text and "rising" not in v.text and "better than chance" not in v.text
     assert "Label about 100 images in all (≥ 20 held out)" in v.text  # at this split's 6 / (6 + 24) test share
+    assert v.recommended_labels == 100  # what the pilot's cost turns into hours
 
 
 def test_too_few_but_above_chance_says_so():
@@ -74,6 +75,7 @@ def test_without_a_ceiling_the_verdict_says_how_to_get_one():
 def test_trends_are_claimed_only_when_the_cis_support_them(points, trend, words):
     v = verdict(_curve(points), "paper+qgr")
     assert v.trend == trend and words in v.text
+    assert v.recommended_labels == (2 * (points[-1][0] + points[-1][1]) if trend == "rising" else None)
     assert ("flattened" in v.text) == (trend == "flattened")
 
 
