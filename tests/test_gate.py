@@ -122,3 +122,35 @@ def test_cli_fits_shows_and_refuses(tmp_path, capsys):
     assert main(["gate", "fit", "--labels", str(folder / "labels.csv"), "--scores", str(other), "--model", "tiny",
                  "--out", str(tmp_path / "g2.json")]) == 1
     assert "no image of" in capsys.readouterr().err and not (tmp_path / "g2.json").exists()
+
+
+def test_score_with_a_gate_decides_ok_rows_only_and_refuses_another_model(tmp_path, capsys):
+    import clipiqa
+    from PIL import Image
+    from clipiqa.cli import main
+    from clipiqa.pilot import model_identity
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"i{k}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    labels, scores = tables([1, 2, 4, 5], [-2.0, -1.0, 1.0, 2.0])
+    gate = fit_gate(labels, scores, model=model_identity(clipiqa.load_model("tiny", device="cpu")), n_boot=10)
+    gate.save(tmp_path / "gate.json")
+    out = tmp_path / "scores.csv"
+    rc = main(["score", str(folder), "--model", "tiny", "--device", "cpu", "--gate", str(tmp_path / "gate.json"),
+               "--out", str(out)])
+    assert rc == 2, capsys.readouterr().err  # the broken file
+    table = pd.read_csv(out, keep_default_na=False)
+    ok = table["status"] == "ok"
+    assert set(table.loc[ok, "decision"]) <= {"pass", "reject"} and ok.sum() == 4
+    assert list(table.loc[~ok, "decision"]) == [""]  # never a decision for a row that failed
+    expected = ["pass" if float(m) >= gate.threshold else "reject" for m in table.loc[ok, "logit_margin"]]
+    assert list(table.loc[ok, "decision"]) == expected
+    other = Gate.from_dict({**gate.to_dict(), "model": {**gate.model, "checkpoint_sha256": "beef"}})
+    other.save(tmp_path / "other.json")
+    out2 = tmp_path / "scores2.csv"
+    assert main(["score", str(folder), "--model", "tiny", "--device", "cpu", "--gate", str(tmp_path / "other.json"),
+                 "--out", str(out2)]) == 1
+    assert "another model version" in capsys.readouterr().err and not out2.exists()

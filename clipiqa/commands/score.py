@@ -27,6 +27,10 @@ def _configure_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", default=None, metavar="SCORER.ONNX",
                    help="score with an exported scorer (`clipiqa export`) under onnxruntime instead of torch; "
                         "its preprocessing comes from the .json beside it (no --model/--weights/--prompts)")
+    p.add_argument("--gate", default=None, metavar="GATE.JSON",
+                   help="add a decision column (pass / reject) with a site threshold from `clipiqa gate fit`; "
+                        "refused when the gate was fitted for another model version; rows that failed to score "
+                        "get no decision")
     add_max_pixels_arg(p)
 
 
@@ -55,6 +59,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     if main_rank:
         random_init_warning(model, amp)
+    from ..pilot.gate import model_identity
+    gate = _load_gate(args.gate, model_identity(model, args.prompts))  # before any work
     if getattr(model, "native_resolution", False) and args.batch_size != 1:
         args.batch_size = 1  # each image keeps its own size: batches cannot stack different sizes
         if main_rank:
@@ -66,7 +72,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     if not main_rank:
         return EXIT_PARTIAL if (table["status"] != "ok").any() else EXIT_OK
     table["model"] = model.source.preset + (f" [{model.source.label}]" if model.source.label else "")
-    return _report_table(table, args.out)
+    return _report_table(_decide(table, gate), args.out)
+
+
+def _load_gate(path: str | None, identity: dict):
+    """The gate of ``--gate``, checked against the model that will score (None without ``--gate``)."""
+    if path is None:
+        return None
+    from ..pilot.gate import Gate
+    try:
+        gate = Gate.load(path)
+        gate.check_model(identity, path)
+    except (OSError, ValueError) as e:  # a GateMismatchError is a ValueError
+        raise UsageError(str(e)) from e
+    return gate
+
+
+def _decide(table, gate):
+    """Add ``decision`` (pass / reject; empty for rows that failed to score) when a gate is given."""
+    if gate is not None:
+        ok = table["status"] == "ok"
+        table["decision"] = [d if d is not None else "" for d in gate.decide(table["logit_margin"].where(ok))]
+    return table
 
 
 def _report_table(table, out: str | None) -> int:
@@ -96,6 +123,9 @@ def _score_onnx(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: {e}") from e
     except ImportError as e:
         raise UsageError(f"--onnx {args.onnx}: onnxruntime is not installed ({e}); pip install onnxruntime") from e
+    meta = scorer.meta
+    gate = _load_gate(args.gate, {"model": meta.get("model"), "fingerprint": (meta.get("backbone") or {}).get(
+        "fingerprint"), "checkpoint_sha256": (meta.get("checkpoint") or {}).get("sha256")})
     scan = scan_inputs(args.paths)
     for line in describe_skipped(scan):
         print(line, file=sys.stderr)
@@ -107,4 +137,4 @@ def _score_onnx(args: argparse.Namespace) -> int:
                                   progress=tqdm_progress("scoring"))
     except ScorerError as e:
         raise UsageError(str(e)) from e
-    return _report_table(pd.DataFrame(rows, columns=list(rows[0])), args.out)
+    return _report_table(_decide(pd.DataFrame(rows, columns=list(rows[0])), gate), args.out)
