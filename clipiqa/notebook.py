@@ -172,7 +172,10 @@ def settings(smoke: bool, environ: Mapping[str, str] | None = None) -> Settings:
 
 # --------------------------------------------------------------------------------------------- lesson figures
 def meta_selection_text(history) -> str:
-    """What the selection of a meta pre-training run means, in words (epoch 0 is the starting point)."""
+    """What the selection of a meta pre-training run means, in words (epoch 0 is the starting point), ending with
+    the run's own note when the selected init is the untouched start or moved less than 1 % from it (the same
+    words as ``clipiqa pretrain`` prints and the best/ card holds)."""
+    from .meta.loop import selection_note  # torch: this helper runs after the notebook has trained anyway
     epoch, score = history.best_epoch, history.best_score
     if epoch is None or score is None:
         return "no held-out evaluation gave a finite SRCC: best/ is the last state"
@@ -183,7 +186,11 @@ def meta_selection_text(history) -> str:
                 "initial one. The run's last state is in last/")
     if history.rel_move is not None:
         text += f"; the meta parameters moved {100 * history.rel_move:.3g} % of their norm over the run"
-    return text
+    step = getattr(history, "best_meta_step", None)
+    selected = [row.get("rel_move") for row in history.evals
+                if row.get("epoch") == epoch and step in (None, row.get("meta_step"))]
+    note = selection_note(epoch, selected[-1] if selected else None)
+    return f"{text}. NOTE: {note}" if note else text
 
 
 def plot_meta_history(history, random_init: bool = False, fig=None):

@@ -301,3 +301,49 @@ def test_auto_meta_init_moves_away_from_the_random_init(tmp_path, monkeypatch):
     fresh = dict(factory(prompts=PromptConfig()).adapter_parameters())
     got = read_checkpoint(init).tensors
     assert any(not torch.equal(got[n], fresh[n].detach()) for n in got)
+
+
+# ------------------------------------------------------------------------------------------- selection (issue 21)
+def test_tied_held_out_srcc_selects_the_latest_epoch_and_says_it_barely_moved(tasks, tmp_path):
+    """An outer step of 1e-9 leaves every held-out ranking as it was: the held-out SRCC ties at every evaluation.
+    Ties go to the latest epoch (a strict '>' kept epoch 0, the untouched start, in best/ without a word), and a
+    selection that moved less than 1 % says so in the history, the best/ card and the CLI's words."""
+    with pytest.warns(RuntimeWarning, match="moved the meta parameters by only"):
+        history = meta_pretrain(tiny_model(), tasks, fast(meta_lr=1e-9, epochs=2), out_dir=tmp_path)
+    scores = [row["srcc"] for row in history.evals]
+    assert [row["epoch"] for row in history.evals] == [0, 1, 2] and len(set(scores)) == 1  # a tie throughout
+    assert history.best_epoch == 2
+    best, last = read_checkpoint(tmp_path / "best"), read_checkpoint(tmp_path / "last")
+    assert all(torch.equal(best.tensors[n], last.tensors[n]) for n in last.tensors)
+    assert "best/ (epoch 2) moved only" in history.note and "practically the start init" in history.note
+    assert "best/ (epoch 2) moved only" in best.card["note"]
+    assert "practically the start init" in best.card["metrics"]["selection_note"]
+
+
+def test_a_selected_untouched_start_is_always_said():
+    """The words for the two cases, the same in the history note, the card, ``clipiqa pretrain`` and notebook 06:
+    best/ equal to the start, and best/ within 1 % of it; nothing for a selection that moved."""
+    assert "best/ is the initial state, untouched (selected at epoch 0" in meta.selection_note(0, 0.0)
+    assert "moved only 0.5 %" in meta.selection_note(3, 0.005)
+    assert meta.selection_note(3, 0.02) == "" and meta.selection_note(None, None) == ""
+    from types import SimpleNamespace
+    from clipiqa.notebook import meta_selection_text
+    evals = [{"kind": "eval", "epoch": 0, "meta_step": 0, "srcc": 0.4, "rel_move": 0.0},
+             {"kind": "eval", "epoch": 1, "meta_step": 2, "srcc": 0.3, "rel_move": 0.2}]
+    history = SimpleNamespace(evals=evals, best_epoch=0, best_score=0.4, best_meta_step=0, rel_move=0.2)
+    assert "best/ is the initial state, untouched" in meta_selection_text(history)
+    moved = SimpleNamespace(evals=evals, best_epoch=1, best_score=0.3, best_meta_step=2, rel_move=0.2)
+    assert "untouched" not in meta_selection_text(moved) and "moved only" not in meta_selection_text(moved)
+
+
+def test_cli_pretrain_says_when_best_barely_moved(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.warns(RuntimeWarning):
+        rc = main(["pretrain", "--tasks", "demo", "--model", "tiny", "--device", "cpu", "--epochs", "1",
+                   "--inner-steps", "1", "--batch-size", "4", "--size", "64", "--types", "gaussian_blur", "jpeg",
+                   "darken", "--levels", "1", "3", "5", "--tasks-per-batch", "2", "--holdout", "jpeg",
+                   "--meta-lr", "1e-9",
+                   "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "best/ (epoch 1) moved only" in err, err

@@ -56,7 +56,7 @@ from ..data.synthetic_tasks import LABEL_KIND, synthetic_tasks
 from ..data.tasks import Task
 from ..history import DivergedError, History
 from .config import ALGORITHMS, MIN_REL_MOVE, OUTER_DEFAULTS, RELEASED_NOTE, MetaConfig, OuterSettings
-from .loop import meta_pretrain
+from .loop import meta_pretrain, selection_note
 from .outer import fomaml_update, meta_lr_at, outer_update, param_hash, relative_movement, reptile_update
 from .tasks import exclude_shared_images, released_phases, split_tasks, task_split, tasks_from_dataset
 
@@ -67,4 +67,4 @@ __all__ = ["ALGORITHMS", "MetaConfig", "Task", "MetaHistory", "MetaDivergedError
            "synthetic_tasks", "split_tasks", "task_split", "meta_pretrain", "reptile_update", "fomaml_update",
            "param_hash", "LABEL_KIND", "OUTER_DEFAULTS", "OuterSettings", "meta_lr_at", "outer_update",
            "relative_movement", "exclude_shared_images", "released_phases", "MIN_REL_MOVE", "RELEASED_NOTE",
-           "History", "DivergedError"]
+           "History", "DivergedError", "selection_note"]

@@ -107,7 +107,9 @@ def meta_pretrain(model, tasks: Sequence[Task], config: MetaConfig | None = None
         row["rel_move"] = relative_movement(run.theta, run.theta0)
         emit(row)
         score = row["srcc"]
-        if math.isfinite(score) and (history.best_score is None or score > history.best_score):
+        # ties go to the latest epoch: a held-out SRCC on a handful of images ties often (ranks barely change),
+        # and keeping the first of equals would keep the untouched start
+        if math.isfinite(score) and (history.best_score is None or score >= history.best_score):
             history.best_score, history.best_epoch, history.best_meta_step = score, epoch, pos.meta_step
             run.best = {n: t.clone() for n, t in run.theta.items()}
 
@@ -148,7 +150,8 @@ def meta_pretrain(model, tasks: Sequence[Task], config: MetaConfig | None = None
     if stopped and write:
         _save_state(out, model, runner, run, pos, history)
     history.rel_move = relative_movement(run.theta, run.theta0)
-    history.note = "; ".join(_notes(history, config, run.best is None))
+    selected_move = relative_movement(run.best, run.theta0) if run.best is not None else None
+    history.note = "; ".join(_notes(history, config, run.best is None, selected_move))
     if not stopped and history.rel_move < MIN_REL_MOVE and ddp.is_main():
         warnings.warn(_barely_moved(history.rel_move), RuntimeWarning, stacklevel=2)
     history.seconds = time.perf_counter() - t0
@@ -178,11 +181,28 @@ def _barely_moved(rel_move: float) -> str:
             "init. Raise meta_lr (--meta-lr), use outer_optimizer='adam', or train more epochs")
 
 
-def _notes(history: History, config: MetaConfig, no_selection: bool) -> list[str]:
+def selection_note(best_epoch: int | None, selected_move: float | None) -> str:
+    """What a selected meta init that is (practically) the start must say: empty when it moved at least
+    ``MIN_REL_MOVE`` (1 %) of the norm, else which of the two cases it is. ``selected_move`` is
+    ``|theta_selected - theta0| / |theta0|``."""
+    if best_epoch is None or selected_move is None or not selected_move < MIN_REL_MOVE:
+        return ""
+    if selected_move == 0.0:
+        return (f"best/ is the initial state, untouched (selected at epoch {best_epoch}: no later evaluation scored "
+                "higher on the held-out tasks); it is not a meta-learned init. Use last/, or train with a larger "
+                "meta_lr / more epochs / more held-out tasks")
+    return (f"best/ (epoch {best_epoch}) moved only {100 * selected_move:.3g} % of its norm from the initial state "
+            f"(< {100 * MIN_REL_MOVE:g} %): practically the start init, not a meta-learned one")
+
+
+def _notes(history: History, config: MetaConfig, no_selection: bool,
+           selected_move: float | None = None) -> list[str]:
     """What to know about a finished (or stopped) run, fresh each time (a resumed run does not repeat notes)."""
     notes = [RELEASED_NOTE] if config.algorithm == "released" else []
     if no_selection:
         notes.append("no held-out evaluation gave a finite SRCC: the selected parameters are the last ones")
+    notes.append(selection_note(history.best_epoch, selected_move))
+    notes = [n for n in notes if n]
     if not history.stopped and history.rel_move is not None and history.rel_move < MIN_REL_MOVE:
         notes.append(_barely_moved(history.rel_move))
     return notes
@@ -244,7 +264,8 @@ def _finish(model, runner: _Runner, run: _Run, history: History, out: Path | Non
             "heldout_srcc": history.best_score, "selection_metric": config.selection_metric,
             "selected_epoch": history.best_epoch, "selected_meta_step": history.best_meta_step,
             "selected_on": "held-out source tasks: " + ", ".join(history.holdout_tasks),
-            "rel_move": relative_movement(selected, run.theta0)})
+            "rel_move": relative_movement(selected, run.theta0),
+            "selection_note": selection_note(history.best_epoch, relative_movement(selected, run.theta0))})
         write_csv(history.to_frame(), out / "history.csv")
     runner.load(selected)
     model.eval()
