@@ -13,5 +13,6 @@ from . import export  # noqa: F401
 from . import gate  # noqa: F401
 from . import watch  # noqa: F401
 from . import versions  # noqa: F401
+from . import report  # noqa: F401
 
-__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate", "watch", "versions"]
+__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate", "watch", "versions", "report"]
