@@ -13,7 +13,12 @@ protocol with baselines). See README.md.
 """
 import importlib
 
+from . import threads as _threads
 from ._version import __version__
+
+# Before anything here can import torch: OpenMP reads its wait policy once, when torch loads it; a class of
+# notebook kernels on one server must not spin on each other's cores (clipiqa/threads.py, docs/design.md).
+_threads.configure()
 
 # Every public name loads on first use (PEP 562). Measured on the 2-core CI machine: importing the API eagerly
 # (torch, open_clip, torchvision) costs 2-6 s, and `clipiqa --help` must start in under 1 s
