@@ -165,7 +165,9 @@ def test_adapt_released_recipe_selects_on_the_test_labels_and_says_optimistic(la
     assert card["training"]["select_initial"] and card["training"]["selection_metric"] == "srcc+plcc"
     assert "optimistic" in card["metrics"]["optimistic"] and "test_srcc" in card["metrics"]
     history = pd.read_csv(out / "history.csv")
-    assert list(history.loc[history["kind"] == "eval", "epoch"]) == [0, 1, 2]  # epoch 0 is a candidate
+    # the release's cadence: epoch 0 (a candidate), then every 5 epochs, and here the last of the 2-epoch budget
+    assert list(history.loc[history["kind"] == "eval", "epoch"]) == [0, 2]
+    assert card["training"]["eval_every"] == 5 and card["training"]["min_lr"] == 5e-7
     assert main(["adapt", "--labels", str(labels_csv), "--model", "tiny", "--out", str(tmp_path / "x"),
                  "--recipe", "nope"]) == 1
     assert "--recipe 'nope'" in capsys.readouterr().err
