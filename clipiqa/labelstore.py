@@ -19,10 +19,11 @@ UTF-8 survive)::
     positions(rater, image, time)                                  where each rater was, for resuming
     meta(key, value)                                               schema version, migration record, counters
 
-**Undo is a tombstone**: undoing sets ``undone`` (the time of the undo) on the rater's own latest rating or
-skip instead of deleting the row. Every query ignores undone rows, so the effect is that of a delete, but the
-history stays auditable (who rated what, and took what back, when), and an undo can never touch another
-rater's rows. ``seq`` orders ratings and skips together (a per-database counter bumped by every write).
+**Undo is a tombstone**: undoing sets ``undone`` (the time of the undo) on one rating or skip, named by its id,
+instead of deleting the row. Every query ignores undone rows, so the effect is that of a delete, but the
+history stays auditable (who rated what, and took what back, when). The caller names the row: a Session undoes
+the rows it wrote itself, so two tabs rating under one name never take back each other's ratings. ``seq``
+orders ratings and skips together (a per-database counter bumped by every write).
 
 **What a rater's label of an image is**: their latest non-undone, non-repeat rating (rating an image again
 corrects it; undo brings the earlier one back). Blind repeats (``is_repeat = 1``, see
@@ -35,14 +36,18 @@ change of ratings, while the store's write lock is held: so the export always sh
 (two writers cannot leave an older snapshot last), and when the export cannot be written (disk full) the rating
 is rolled back and the error raised: nothing is half-saved. ``clipiqa.data.read_labels`` reads the export.
 
-Why one file of ~460 lines: it is one class around one SQL schema, and every write path shares the same
-transaction and export discipline; split, a reader would have to hold two files to check that discipline.
+**Files that go wrong** (:mod:`clipiqa.labelfiles`): an export that would shrink is copied into ``backups/``
+first, and never replaced by an empty one from a database without ratings; a database deleted, replaced or
+emptied under an open connection is refused before the next write; a damaged or read-only one raises
+:class:`LabelStoreUnusable`, one line naming the file and what to do.
+
+Why one file of ~490 lines: it is one class around one SQL schema, and every write path shares the same
+transaction and export discipline; split, a reader would have to hold two files to check that discipline (the
+file-system facts around it, and the messages, are plain functions in :mod:`clipiqa.labelfiles`).
 """
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import os
 import sqlite3
 import threading
@@ -55,6 +60,8 @@ import pandas as pd
 
 from .agreement import mos_by_image
 from .csvio import cleanup_stale_temps, write_csv
+from .labelfiles import (LabelNotSaved, LabelStoreUnusable, backup_copy, empty_export_refused, export_stamp,
+                         file_change, identity, is_damage, not_saved, rows_on_disk, sha256_of, unusable)
 
 SCHEMA_VERSION = 1
 DB_NAME = "labels.sqlite"
@@ -131,7 +138,7 @@ class Skip:
 
 @dataclass(frozen=True)
 class Undone:
-    """What :meth:`LabelStore.undo_last` took back."""
+    """What :meth:`LabelStore.undo` took back."""
 
     kind: str  # "rating" or "skip"
     path: str
@@ -148,10 +155,6 @@ class Snapshot:
     skips: tuple[Skip, ...]  # not undone, in the order given
     positions: dict[str, str]
     meta: dict[str, str]
-
-
-class LabelNotSaved(OSError):
-    """A write to the label store failed and was rolled back: the store and its export are as they were."""
 
 
 class LabelStore:
@@ -173,7 +176,8 @@ class LabelStore:
         self._writes = 0  # bumped by this object's commits (data_version only sees other connections')
         self._exported = False  # the export file was replaced inside the open transaction
         self._opened = False
-        with self.write() as con:
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file this connection writes
+        with self.write("opening the label store") as con:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     con.execute(statement)
@@ -191,20 +195,30 @@ class LabelStore:
             # the first connection may create the file; later ones must find it (a deleted database is an error,
             # never silently replaced by an empty one)
             mode = "rw" if self._opened else "rwc"
+            gone = file_change(self.path, self._identity) if self._opened else None
+            if gone is not None:
+                raise unusable(self.path, self.export_path, None, None, gone)
             try:
                 con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode={mode}", uri=True, timeout=self.timeout,
                                       isolation_level=None, check_same_thread=False)
             except sqlite3.OperationalError as e:
-                raise FileNotFoundError(f"cannot open the label store {self.path}: {e}") from None
-            self._opened = True
-            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+                raise unusable(self.path, self.export_path, e) from None
+            try:
+                con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise OSError(f"{self.path}: SQLite cannot use WAL mode here (journal_mode={mode}); keep the "
+                                  "session on a local disk, not a network share")
+                con.execute("PRAGMA synchronous = FULL")
+                con.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as e:
                 con.close()
-                raise OSError(f"{self.path}: SQLite cannot use WAL mode here (journal_mode={mode}); keep the "
-                              "session on a local disk, not a network share")
-            con.execute("PRAGMA synchronous = FULL")
-            con.execute("PRAGMA foreign_keys = ON")
+                raise unusable(self.path, self.export_path, e) from None
+            except BaseException:
+                con.close()
+                raise
+            self._opened = True
+            self._identity = identity(self.path)
             self._con, self._pid = con, os.getpid()
         return self._con
 
@@ -220,10 +234,13 @@ class LabelStore:
         ``timeout``). On any error it is rolled back and a :class:`LabelNotSaved` names what was not saved."""
         with self._lock:
             con = self._connection()
+            gone = file_change(self.path, self._identity)  # never write into a deleted or replaced file
+            if gone is not None:
+                raise unusable(self.path, self.export_path, None, what, gone)
             try:
                 con.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise self._not_saved(e, what) from e
+            except sqlite3.Error as e:
+                raise not_saved(self.path, self.export_path, self.timeout, e, what) from e
             self._exported = False
             try:
                 yield con
@@ -234,7 +251,7 @@ class LabelStore:
                 if self._exported:  # the export already showed the rolled-back change: rewrite it (best effort)
                     self._restore_export(con)
                 if isinstance(e, (sqlite3.Error, OSError)) and not isinstance(e, LabelNotSaved):
-                    raise self._not_saved(e, what) from e
+                    raise not_saved(self.path, self.export_path, self.timeout, e, what) from e
                 raise
             finally:
                 self._exported = False
@@ -248,27 +265,24 @@ class LabelStore:
             finally:
                 con.execute("COMMIT")
 
-    def _not_saved(self, error: BaseException, what: str) -> LabelNotSaved:
-        text = str(error)
-        full = "full" in text or getattr(error, "errno", None) == errno.ENOSPC
-        locked = "locked" in text or "busy" in text
-        hint = (f"the disk holding {self.path.parent} is full: free some space and try again" if full else
-                f"another writer held {self.path.name} for more than {self.timeout:g} s; try again" if locked
-                else "see the error above")
-        code = errno.ENOSPC if full else errno.EBUSY if locked else getattr(error, "errno", None) or errno.EIO
-        return LabelNotSaved(code, f"{what} was NOT saved ({type(error).__name__}: {text}); {self.path.name} "
-                                   f"and its export are unchanged; {hint}")
-
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees one committed state."""
         with self._lock:
             con = self._connection()
-            con.execute("BEGIN")
+            try:
+                con.execute("BEGIN")
+            except sqlite3.DatabaseError as e:
+                raise unusable(self.path, self.export_path, e) from None
             try:
                 yield con
-            finally:
-                con.execute("COMMIT")
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("COMMIT")
+                if is_damage(e):
+                    raise unusable(self.path, self.export_path, e) from None
+                raise
+            con.execute("COMMIT")
 
     def version(self) -> tuple[int, int]:
         """Changes whenever anyone committed: ``(data_version, this object's commits)``; cache keys."""
@@ -378,23 +392,22 @@ class LabelStore:
                           (self._next_seq(con), self._image_id(con, path), rater, now()))
         return int(cur.lastrowid)
 
-    def undo_last(self, rater: str) -> Undone | None:
-        """Take back ``rater``'s latest rating or skip (a tombstone: ``undone`` is set); None when they have
-        nothing left to undo. Never touches another rater's rows."""
+    def undo(self, kind: str, row_id: int) -> Undone | None:
+        """Take back one rating or skip (``kind`` ``"rating"`` or ``"skip"``, ``row_id`` as returned by
+        :meth:`add_rating` / :meth:`add_skip`): a tombstone (``undone`` is set). None when that row is already
+        undone. The caller names the row, so an undo never reaches a row another writer added."""
+        if kind not in ("rating", "skip"):
+            raise ValueError(f"kind={kind!r}: use 'rating' or 'skip'")
+        table, repeat = ("ratings", "x.is_repeat") if kind == "rating" else ("skips", "0")
         with self.write("the undo") as con:
-            row = con.execute(
-                "SELECT 'rating', r.id, r.seq, i.path, r.is_repeat FROM ratings r JOIN images i ON i.id = r.image "
-                "WHERE r.rater = ? AND r.undone IS NULL UNION ALL "
-                "SELECT 'skip', s.id, s.seq, i.path, 0 FROM skips s JOIN images i ON i.id = s.image "
-                "WHERE s.rater = ? AND s.undone IS NULL ORDER BY 3 DESC LIMIT 1", (rater, rater)).fetchone()
+            row = con.execute(f"SELECT i.path, {repeat} FROM {table} x JOIN images i ON i.id = x.image "
+                              "WHERE x.id = ? AND x.undone IS NULL", (int(row_id),)).fetchone()
             if row is None:
                 return None
-            kind, rid, _, path, is_repeat = row
-            con.execute(f"UPDATE {'ratings' if kind == 'rating' else 'skips'} SET undone = ? WHERE id = ?",
-                        (now(), rid))
-            if kind == "rating" and not is_repeat:
-                self.write_export(con)
-            return Undone(kind, decode_name(path), bool(is_repeat))
+            con.execute(f"UPDATE {table} SET undone = ? WHERE id = ?", (now(), int(row_id)))
+            if kind == "rating" and not row[1]:
+                self.write_export(con, may_drop=1)  # the one row this undo empties: its tombstone keeps it
+            return Undone(kind, decode_name(row[0]), bool(row[1]))
 
     def set_position(self, rater: str, path: str) -> None:
         with self.write("the position") as con:
@@ -420,13 +433,26 @@ class LabelStore:
                              "n_ratings": pd.Series(columns[3], dtype=int),
                              "content_id": pd.Series(columns[4], dtype=object)})
 
-    def write_export(self, con: sqlite3.Connection) -> None:
-        """Rewrite the export from ``con``'s (uncommitted) state; called inside write transactions."""
+    def write_export(self, con: sqlite3.Connection, may_drop: int = 0) -> None:
+        """Rewrite the export from ``con``'s (uncommitted) state; called inside write transactions.
+
+        The export may be the last copy of the labels, so it never shrinks silently: with fewer rows than the
+        file has now (beyond ``may_drop``), the file is first copied into ``backups/``; and an empty export
+        from a database that holds no rating at all never replaces an export with rows."""
         if self.export_path is None:
             return
-        write_csv(self.export_table(con), self.export_path)
+        table = self.export_table(con)
+        recorded = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('export_rows', 'export_stat')"))
+        before = rows_on_disk(self.export_path, recorded.get("export_rows"), recorded.get("export_stat"))
+        if len(table) < before - may_drop:
+            if len(table) == 0 and con.execute("SELECT 1 FROM ratings LIMIT 1").fetchone() is None:
+                raise empty_export_refused(self.export_path, self.path, before)
+            backup_copy(self.export_path)
+        write_csv(table, self.export_path)
         self._exported = True  # replaced: a rollback after this must rewrite it
-        self.set_meta(con, "export_sha256", _sha256(self.export_path))
+        self.set_meta(con, "export_sha256", sha256_of(self.export_path))
+        self.set_meta(con, "export_rows", str(len(table)))
+        self.set_meta(con, "export_stat", export_stamp(self.export_path))
 
     def export_is_current(self) -> bool:
         """True when the export file holds exactly what the last committed export wrote (False after a writer
@@ -434,7 +460,7 @@ class LabelStore:
         if self.export_path is None:
             return True
         try:
-            actual = _sha256(self.export_path)
+            actual = sha256_of(self.export_path)
         except OSError:
             return False
         return actual == self.get_meta("export_sha256")
@@ -448,10 +474,6 @@ class LabelStore:
         return self.export_path
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def cleanup_temporaries(folder: str | os.PathLike, names: Sequence[str]) -> list[str]:
     """Remove temporary files that killed writers left beside ``names`` in ``folder`` (see csvio)."""
     removed: list[str] = []
@@ -460,5 +482,5 @@ def cleanup_temporaries(folder: str | os.PathLike, names: Sequence[str]) -> list
     return removed
 
 
-__all__ = ["LabelStore", "LabelNotSaved", "Snapshot", "Rating", "Skip", "Undone", "DB_NAME", "EXPORT_COLUMNS",
-           "encode_name", "decode_name", "cleanup_temporaries"]
+__all__ = ["LabelStore", "LabelNotSaved", "LabelStoreUnusable", "Snapshot", "Rating", "Skip", "Undone", "DB_NAME",
+           "EXPORT_COLUMNS", "encode_name", "decode_name", "cleanup_temporaries"]

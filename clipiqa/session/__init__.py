@@ -20,7 +20,8 @@ use without losing a label (its labels.csv is kept as ``labels-format1.csv``).
 Several raters: each Session rates as its :attr:`Session.rater` (the label panel asks for the name once). A
 rater's label of an image is their latest rating of it; the MOS is the mean over raters. ``advance`` mixes in
 blind repeats (``repeat_share``, default 0.1) for test-retest; ``Session.agreement()`` gives the human ceiling
-(:mod:`clipiqa.agreement`). Undo takes back only the rater's own last rating or skip.
+(:mod:`clipiqa.agreement`). Undo takes back only what this Session object did (its rater's last rating or
+skip); another tab or process rating under the same name keeps its ratings.
 
 What to label next (``suggest_next``), documented because it decides which labels you spend time on:
 
@@ -43,10 +44,11 @@ from __future__ import annotations
 
 import os  # noqa: F401  (tests patch ``clipiqa.session.os.replace``: the one os module, as before the split)
 
-from ..labelstore import LabelNotSaved
+from ..labelstore import LabelNotSaved, LabelStoreUnusable
 from ..notebook import install as _install_short_errors
 from .checkpoints import NotEnoughLabelsError
 from .facade import RANDOM_INIT_BANNER, Session
+from .recover import RECOVERED_RATER, LabelsRecovered
 from .scale import ACR, Scale, as_scale
 from .store import DEFAULT_RATER, REPEAT_SHARE, atomic_write_text, check_rater
 from .suggest import DIVERSE_UNTIL, REPEAT_GAP, pick_repeat
@@ -55,4 +57,4 @@ _install_short_errors()  # user errors (no weights, a bad image, ...) show as on
 
 __all__ = ["Session", "Scale", "ACR", "as_scale", "atomic_write_text", "RANDOM_INIT_BANNER", "DIVERSE_UNTIL",
            "DEFAULT_RATER", "REPEAT_SHARE", "REPEAT_GAP", "check_rater", "pick_repeat", "LabelNotSaved",
-           "NotEnoughLabelsError"]
+           "LabelStoreUnusable", "LabelsRecovered", "RECOVERED_RATER", "NotEnoughLabelsError"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -22,6 +23,7 @@ from ..labelstore import DB_NAME, LabelNotSaved, LabelStore, cleanup_temporaries
 from ..scoring import score_files
 from .checkpoints import checkpoint_preset, checkpoint_table, new_checkpoint_dir, save_adapted, split_labels
 from .migrate import migrate_format1
+from .recover import LabelsRecovered, database_state, recover_from_export
 from .scale import as_scale, check_fits_scale
 from .store import (DEFAULT_RATER, REPEAT_SHARE, SESSION_FORMAT, check_rater, check_repeat_share, image_rows,
                     json_text, now_text, read_json, settings_dict, write_if_changed)
@@ -75,16 +77,12 @@ class Session:
         if stored and stored.get("format") != SESSION_FORMAT:
             raise ValueError(f"{self.folder / self.SETTINGS} is not a clipiqa session settings file")
         rows = image_rows(images)
-        db_existed = (self.folder / self.DATABASE).is_file()
+        found = database_state(self.folder / self.DATABASE)  # "missing", "empty (0 bytes)" or None
+        db_existed = found != "missing"
         if not rows and not stored and not db_existed:
             raise ValueError(f"no images for the session in {self.folder}: give image files, a folder of images, "
                              "or a table with a 'path' column as images=")
         format1 = int(stored.get("version", 1)) < 2 if stored else (not db_existed and self.labels_path.is_file())
-        if not db_existed and not format1 and self.labels_path.is_file():
-            raise FileNotFoundError(
-                f"{self.folder / self.DATABASE} is missing but {self.labels_path} is there: the ratings live in the "
-                f"database and labels.csv is only its export. Restore {self.DATABASE} (or move labels.csv away to "
-                "start this session afresh)")
         self.folder.mkdir(parents=True, exist_ok=True)
         cleanup_temporaries(self.folder, [self.LABELS, self.SETTINGS, self.STATE])
         self.scale = as_scale(scale if scale is not None else stored.get("scale"))
@@ -98,9 +96,14 @@ class Session:
         self.store = LabelStore(self.folder / self.DATABASE, export=self.labels_path)
         self._view_key: Any = None
         self._view_cache: View | None = None
+        self.recovery: str | None = None  # what was done when the database was found lost (also warned)
         if format1 and self.store.get_meta("migrated") is None:
             migrate_format1(self.store, stored, self.labels_path, self.folder / self.STATE,
                             self.folder / self.LEGACY_BACKUP, self.scale.name)
+        elif self.labels_path.is_file():  # a lost database beside an export with rows: import, never overwrite it
+            self.recovery = recover_from_export(self.store, self.labels_path, self.scale.name, found)
+            if self.recovery:
+                warnings.warn(self.recovery, LabelsRecovered, stacklevel=3)
         self.store.add_images(rows)
         if not self.images:
             raise ValueError(f"no images for the session in {self.folder}: give image files, a folder of images, "
@@ -108,6 +111,7 @@ class Session:
         check_fits_scale(self.scale, [(r.path, r.score) for r in self.store.snapshot().ratings])
         self._rater = check_rater(rater) if rater is not None else self._only_rater()
         self._repeat_pending: str | None = None
+        self._undoable: dict[str, list[tuple[str, int]]] = {}  # per rater: this object's ratings and skips
         self._current = self._restore_current()
         self._model = model
         self._features: dict[str, np.ndarray] = {}
@@ -271,7 +275,8 @@ class Session:
             is_repeat = (p == self.repeat_pending) if repeat is None else bool(repeat)
             if is_repeat and p not in self.my_labels:
                 raise ValueError(f"{os.path.basename(p)} has no earlier rating by {self._rater!r} to repeat")
-            self.store.add_rating(p, self._rater, score, self.scale.name, repeat=is_repeat)
+            row = self.store.add_rating(p, self._rater, score, self.scale.name, repeat=is_repeat)
+            self._undoable.setdefault(self._rater, []).append(("rating", row))
             if is_repeat:
                 self._repeat_pending = None
 
@@ -285,13 +290,21 @@ class Session:
                 return
             if p in self.skipped:
                 return
-            self.store.add_skip(p, self._rater)
+            row = self.store.add_skip(p, self._rater)
+            self._undoable.setdefault(self._rater, []).append(("skip", row))
 
     def undo(self) -> str | None:
-        """Take back this rater's last rating or skip (their own only; a tombstone in the database); returns
-        its image (now current) or None when there is nothing to undo."""
+        """Take back the last rating or skip made through this object as :attr:`rater` (a tombstone in the
+        database); returns its image (now current) or None when there is nothing to undo.
+
+        Only this object's own: another Session object, tab, kernel or process rating under the same name
+        keeps its ratings, and a Session opened anew starts with nothing to undo."""
         with self._lock:
-            done = self.store.undo_last(self._rater)
+            mine, done = self._undoable.get(self._rater, []), None
+            while mine and done is None:
+                kind, row = mine[-1]
+                done = self.store.undo(kind, row)
+                mine.pop()  # after the undo committed (a failed one raises and keeps it)
             if done is None:
                 return None
             self._go(done.path)
