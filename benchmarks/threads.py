@@ -5,8 +5,8 @@
 
 Rows (every figure a ratio against a lone run measured in the same invocation):
 
-* notebook 03's smoke training (the lesson toy, the embedded demo photos, notebook 03's smoke settings,
-  ``AdaptPanel.run(block=True)``): the training seconds ``History.seconds`` reports, as in the notebook's output
+* notebook 03's smoke training (the lesson toy, the embedded demo photos, notebook 03's smoke settings, the
+  ``Session.adapt`` its panel runs): the training seconds ``History.seconds`` reports, as in the notebook's output
   line; lone with the old default (``CLIPIQA_THREADS=keep``: torch's own threads, OpenMP's default wait) against
   lone with clipiqa's setting (target: at most 1.10x), and N runs at once with clipiqa's setting against the lone
   old-default run (target: each at most 3x);
@@ -37,7 +37,8 @@ OWN_VARS = ("CLIPIQA_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINC
 
 # ----------------------------------------------------------------------------------------------- child: training
 def child_train(work: str) -> None:
-    """Notebook 03's cells in smoke mode, headless: the demo session with stand-in ratings, then the panel's run."""
+    """Notebook 03's cells in smoke mode, headless: the demo session with stand-in ratings, then the training its
+    panel runs (``Session.adapt`` with the panel's ``AdaptConfig``; the panel's live curves are left out)."""
     import resource
 
     import clipiqa  # noqa: F401  (first, as in the notebook's parameters cell)
@@ -46,7 +47,8 @@ def child_train(work: str) -> None:
     import torch
     from clipiqa.data import build_demo_set
     from clipiqa.session import Session
-    from clipiqa.widgets import AdaptPanel
+    from clipiqa.finetune import AdaptConfig
+    from clipiqa.qgr import QGRConfig
 
     demo = build_demo_set(types=demo_types, size=size)
     session = Session(os.path.join(work, "label-session"), images=demo.sample(n=demo_limit or 40, random_state=0),
@@ -54,9 +56,10 @@ def child_train(work: str) -> None:
     severity = demo.set_index("path")["q"]
     for path in session.images:
         session.label(path, 1 + round(4 * severity[path]))
-    panel = AdaptPanel(session, epochs=40, shots=30, trainable="last-blocks", device=device, n_views=1, lr=3e-2,
-                       momentum=0.9)
-    history = panel.run(block=True)
+    # the AdaptConfig notebook 03's panel builds in smoke mode (AdaptPanel.config), run as its Run button does
+    config = AdaptConfig(trainable="last-blocks", epochs=40, lr=3e-2, selection="fixed", qgr=QGRConfig(lam=5.0),
+                         n_views=1, momentum=0.9)
+    history = session.adapt(config, shots=30, device=device)
     print(json.dumps({"seconds": history.seconds, "steps": len(history.steps), "threads": torch.get_num_threads(),
                       "wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                       "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -123,8 +126,12 @@ def main(argv=None) -> int:
             for p in demo["path"]:
                 shutil.copy(p, images / Path(p).name)
         for kind in [k for k in ("train", "score") if k in args.only]:
-            old_lone = [run_batch(kind, OLD, 1, root, images)[0] for _ in range(args.repeats)]
-            new_lone = [run_batch(kind, ours, 1, root, images)[0] for _ in range(args.repeats)]
+            old_lone, new_lone = [], []
+            for _ in range(args.repeats):  # alternated, so drifting machine load hits both alike
+                old_lone += run_batch(kind, OLD, 1, root, images)
+                new_lone += run_batch(kind, ours, 1, root, images)
+                print(f"{kind}: lone, old default {old_lone[-1]:.2f} s, clipiqa's setting {new_lone[-1]:.2f} s "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
             base = statistics.median(old_lone)
             new = statistics.median(new_lone)
             rows.append({"row": f"{kind}: lone, clipiqa's setting vs old default", "baseline_s": base,

@@ -14,7 +14,8 @@ What :func:`configure` does, by ``CLIPIQA_THREADS``:
   OpenMP builds) unless the user chose a wait policy, and ``OMP_NUM_THREADS`` = the CPUs this process may use
   (affinity and cgroup quota, e.g. a JupyterHub ``cpu_limit``) when that is fewer than the machine's cores,
   divided by ``LOCAL_WORLD_SIZE`` for the ranks of a distributed run;
-  after torch loaded (too late for the spin), fewer torch threads when the load average says the cores are busy;
+  after torch loaded (too late for this process's spin, set all the same for the processes it starts), fewer
+  torch threads when the load average says the cores are busy;
 * a positive integer N: N threads (``OMP_NUM_THREADS`` before torch loads, ``torch.set_num_threads`` after), plus
   the short spin as in ``auto``;
 * ``keep``: nothing changes (torch's and OpenMP's own defaults).
@@ -48,7 +49,8 @@ class Plan(NamedTuple):
     mode: str
     """``keep``, ``auto`` or ``N`` (the value of ``CLIPIQA_THREADS``, normalised)."""
     environ: dict
-    """Variables to set in ``os.environ`` (only before torch loads; never one the user set)."""
+    """Variables to set in ``os.environ`` (never one the user set); once torch is loaded they only reach the
+    processes this one starts."""
     torch_threads: int | None
     """``torch.set_num_threads`` value (only after torch loaded), or None."""
     reason: str
@@ -128,12 +130,13 @@ def plan(environ: Mapping[str, str], torch_loaded: bool, cpus: int, machine_cpus
             env["OMP_NUM_THREADS"] = str(max(1, cpus // ranks_here(environ)))
         return Plan(mode, env, None, "before torch: " + (", ".join(f"{k}={v}" for k, v in env.items()) or
                                                            "the user's settings"))
+    children = {} if user_wait else dict(SPIN)  # too late for this process, in time for the ones it starts
     if number is not None:
-        return Plan(mode, {}, number, f"torch was loaded first: {number} threads ({ENV})")
+        return Plan(mode, children, number, f"torch was loaded first: {number} threads ({ENV})")
     if user_wait or "OMP_NUM_THREADS" in environ or torch_threads is None:
-        return Plan(mode, {}, None, "torch was loaded first: the user's settings")
+        return Plan(mode, children, None, "torch was loaded first: the user's settings")
     threads = threads_for_load(cpus, load, torch_threads)
-    return Plan(mode, {}, threads if threads != torch_threads else None,
+    return Plan(mode, children, threads if threads != torch_threads else None,
                 f"torch was loaded first (OpenMP spins its default): {threads} threads for load {load:.1f} "
                 f"on {cpus} CPUs")
 
