@@ -4,6 +4,7 @@
 * :class:`AdaptPanel` - adaptation settings, Run/Stop, live progress, loss and SRCC curves.
 * :class:`ComparePanel` - with vs without QGR on identical splits: table, plots, gradient-cosine traces.
 * :class:`AttributionViewer` - attribution maps before/after adaptation, overlay, diagnostics.
+* :class:`LineDashboard` - a line's scores, reject rate, drift alarm, latest rejects and label queue.
 
 Each panel is an ``ipywidgets.VBox`` of stock widgets (no front-end extension to build); its logic lives in
 plain methods that code and tests call directly. Every panel shows a "random-init weights: scores are
@@ -12,6 +13,7 @@ meaningless" banner when the model is the random-init ``tiny`` smoke-test model.
 from .adapt import AdaptPanel
 from .attribution import AttributionViewer
 from .compare import CompareResult, ComparePanel
+from .dashboard import LineDashboard
 from .label import LabelPanel
 
-__all__ = ["LabelPanel", "AdaptPanel", "ComparePanel", "CompareResult", "AttributionViewer"]
+__all__ = ["LabelPanel", "AdaptPanel", "ComparePanel", "CompareResult", "AttributionViewer", "LineDashboard"]

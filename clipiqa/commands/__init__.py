@@ -14,5 +14,6 @@ from . import gate  # noqa: F401
 from . import watch  # noqa: F401
 from . import versions  # noqa: F401
 from . import report  # noqa: F401
+from . import dashboard  # noqa: F401
 
-__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate", "watch", "versions", "report"]
+__all__ = ["score", "models", "adapt", "pretrain", "bench", "explain", "export", "gate", "watch", "versions", "report", "dashboard"]

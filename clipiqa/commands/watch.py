@@ -52,7 +52,7 @@ def session_model_args(args: argparse.Namespace, session: Path) -> None:
 def cmd_watch(args: argparse.Namespace) -> int:
     from ..imageio import list_images
     from ..pilot.gate import Gate, model_identity
-    from ..pilot.watch import LineLog, watch_once
+    from ..pilot.watch import LineLog, model_version, watch_once
     from .common import load_model_from_args, random_init_warning
     session = Path(args.session)
     folder = Path(args.folder)
@@ -66,7 +66,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     random_init_warning(model)
     identity = model_identity(model, args.prompts)
-    version = identity["checkpoint_sha256"] or f"zero-shot:{identity['fingerprint']}"
+    version = model_version(identity)
     gate = None
     if args.gate:
         try:

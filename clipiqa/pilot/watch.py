@@ -62,7 +62,9 @@ class LineLog:
             raise FileNotFoundError(f"session folder {self.path.parent} does not exist; create the session first "
                                     "(notebook 02 or clipiqa.session.Session.open) or give the right --session")
         try:
-            self.con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            # check_same_thread=False: a dashboard refreshes from a background thread (its own lock serialises
+            # the use; sqlite3 itself is built thread-safe)
+            self.con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
             self.con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self.con.execute("PRAGMA journal_mode = WAL")
             self.con.executescript(SCHEMA)
@@ -133,6 +135,12 @@ class WatchResult:
         return {"scored": self.scored, "failed": self.failed, "already_logged": self.known,
                 "decisions": self.decisions, "label_requests_added": self.requested,
                 "drift": None if self.drift is None else self.drift.to_dict()}
+
+
+def model_version(identity: dict) -> str:
+    """The version string the line log records for a model identity (``pilot.gate.model_identity``): the
+    checkpoint's SHA-256, or ``zero-shot:<backbone fingerprint>``."""
+    return identity.get("checkpoint_sha256") or f"zero-shot:{identity.get('fingerprint')}"
 
 
 def watch_once(model, paths: Sequence[str], log: LineLog, version: str, *, gate: Gate | None = None,
