@@ -29,6 +29,7 @@ from pathlib import Path
 from .csvio import ENCODING, ERRORS
 
 BACKUPS = "backups"  # beside the export: copies of it made before a rewrite that shrinks it
+OPENING = "opening the label store"  # the ``what`` of the store's first transaction (nothing to be "saved")
 
 
 class LabelNotSaved(OSError):
@@ -70,7 +71,7 @@ def unusable(path: Path, export: Path | None, error: BaseException | None, what:
     error: the SQLite error (or None); what: the change that was not saved (None: opening the store);
     gone: what :func:`file_change` found."""
     text = "" if error is None else f" ({type(error).__name__}: {error})"
-    head = f"{what} was NOT saved: " if what else ""
+    head = f"{what} was NOT saved: " if what and what != OPENING else ""
     kept = f", {export.name} included" if export is not None else ""
     source = export.name if export is not None else "the export"
     reopen = ("open the session again (Session.open(folder)): it reads the database that is there now, or, when "
@@ -109,8 +110,9 @@ def not_saved(path: Path, export: Path | None, timeout: float, error: BaseExcept
             f"another writer held {path.name} for more than {timeout:g} s; try again" if locked
             else "see the error above")
     code = errno.ENOSPC if full else errno.EBUSY if locked else getattr(error, "errno", None) or errno.EIO
-    return LabelNotSaved(code, f"{what} was NOT saved ({type(error).__name__}: {text}); {path.name} "
-                               f"and its export are unchanged; {hint}")
+    done = "failed" if what == OPENING else "was NOT saved"
+    return LabelNotSaved(code, f"{what} {done} ({type(error).__name__}: {text}); {path.name} and its export are "
+                               f"unchanged; {hint}")
 
 
 def empty_export_refused(export: Path, database: Path, rows: int) -> LabelStoreUnusable:
@@ -168,6 +170,6 @@ def backup_copy(path: str | os.PathLike) -> Path:
     return target
 
 
-__all__ = ["LabelNotSaved", "LabelStoreUnusable", "BACKUPS", "file_change", "identity", "unusable", "not_saved",
+__all__ = ["LabelNotSaved", "LabelStoreUnusable", "BACKUPS", "OPENING", "file_change", "identity", "unusable", "not_saved",
            "empty_export_refused", "backup_copy", "count_csv_rows", "rows_on_disk", "sha256_of", "export_stamp",
            "is_damage"]

@@ -60,8 +60,9 @@ import pandas as pd
 
 from .agreement import mos_by_image
 from .csvio import cleanup_stale_temps, write_csv
-from .labelfiles import (LabelNotSaved, LabelStoreUnusable, backup_copy, empty_export_refused, export_stamp,
-                         file_change, identity, is_damage, not_saved, rows_on_disk, sha256_of, unusable)
+from .labelfiles import (OPENING, LabelNotSaved, LabelStoreUnusable, backup_copy, empty_export_refused,
+                         export_stamp, file_change, identity, is_damage, not_saved, rows_on_disk, sha256_of,
+                         unusable)
 
 SCHEMA_VERSION = 1
 DB_NAME = "labels.sqlite"
@@ -177,7 +178,7 @@ class LabelStore:
         self._exported = False  # the export file was replaced inside the open transaction
         self._opened = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file this connection writes
-        with self.write("opening the label store") as con:
+        with self.write(OPENING) as con:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     con.execute(statement)
