@@ -9,7 +9,7 @@ Sections: scoring (model.score vs open_clip), decoding, finetune (prefix cache, 
 CPU vs torch CPU on the same batch, CPU only), precision (bf16 vs fp32 scoring: ``amp="auto"`` and bf16
 everywhere), large (ViT-L/14 vs ViT-B/16 scoring cost), cli (`clipiqa --help` start-up, under 1 s), int8
 (benchmarks/bench_int8.py, CPU only: the int8 ONNX scorer against torch fp32 and onnxruntime fp32 on ViT-B/16 at 1
-thread and the default count, the share of a fp32 GEMM's rate each reaches, SRCC of int8 against fp32 margins).
+thread and one per core, the share of a fp32 GEMM's rate each reaches, SRCC of int8 against fp32 margins).
 
 Random weights do not change speed; they make every score meaningless, and no score is reported here.
 Writes ``<out>/bench-<device>.json`` and prints a table.

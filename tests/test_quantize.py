@@ -55,6 +55,10 @@ def test_int8_lesson_ranks_the_demo_images_as_fp32_does(tmp_path, lesson_fp32, d
     assert srcc(np.random.default_rng(0).permutation(m32), m32) < 0.5
     assert np.abs(m8 - m32).max() > 1e-4, "int8 margins equal fp32: nothing was quantized"
     assert int8_path.stat().st_size < 0.5 * lesson_fp32.stat().st_size  # int8 weights, a quarter of fp32's bytes
+    # an image's int8 margin does not depend on its batch mates (activation ranges are taken per run)
+    alone = [r["logit_margin"] for r in int8.score_paths(paths[:20], batch_size=1)]
+    np.testing.assert_array_equal([r["logit_margin"] for r in int8.score_paths(paths[:20], batch_size=7)], alone)
+    np.testing.assert_array_equal(m8[:20], alone)
 
     meta, meta32 = read_metadata(int8_path), read_metadata(lesson_fp32)
     assert meta["precision"] == "int8" and meta["onnx_sha256"] == sha256(int8_path)
