@@ -16,6 +16,7 @@
 # | [05 Explain](05_explain.ipynb) | attributions before/after adaptation; does the score look at distortions or at content? |
 # | [06 Meta-prompt pre-training](06_meta_prompt_pretraining.ipynb) | learning a good prompt initialisation from synthetic distortion tasks |
 # | [07 Plant feasibility check](07_plant_feasibility.ipynb) | your own factory/inspection photos: how well can this work, how many labels do I need? |
+# | [08 A pilot on the line](08_line_dashboard.ipynb) | a site threshold with its error costs, a line monitor with drift alarms, the dashboard (also a Voila app) |
 #
 # **Smoke mode.** Every notebook has one *parameters* cell with `SMOKE = True`: the `lesson` model, a small
 # **toy** CLIP that clipiqa trained itself on synthetic blur and noise (64 px, no download), and the embedded

@@ -24,7 +24,8 @@ from clipiqa.notebook_sources import sync
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 EXPECTED = ["01_zero_shot.ipynb", "02_label_a_few.ipynb", "03_adapt_on_gpu.ipynb", "04_qgr_compare.ipynb",
-            "05_explain.ipynb", "06_meta_prompt_pretraining.ipynb", "07_plant_feasibility.ipynb", "index.ipynb"]
+            "05_explain.ipynb", "06_meta_prompt_pretraining.ipynb", "07_plant_feasibility.ipynb",
+            "08_line_dashboard.ipynb", "index.ipynb"]
 
 
 def test_all_notebooks_are_there():
