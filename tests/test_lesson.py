@@ -133,6 +133,30 @@ def zero_shot_on_held_out_contents(model) -> tuple[float, dict[str, float], int]
     return srcc(table["margin"], -table["level"]), per_type, len(table)
 
 
+def as_model(clip):
+    """A trained (or untrained) lesson CLIP as an IQAModel with the default prompts, like ``load_model``."""
+    import open_clip
+    from clipiqa.model import IQAModel
+    from clipiqa.prompts import PromptConfig
+    source = clipiqa.weights.ModelSource(preset="lesson-variant", arch=PRESET.arch, weights="variant",
+                                         random_init=False, model_cfg=PRESET.model_cfg,
+                                         preprocess_cfg=dict(open_clip.get_model_preprocess_cfg(clip)), toy=True)
+    return IQAModel(clip, open_clip.get_tokenizer(PRESET.arch, context_length=clip.context_length), source,
+                    PromptConfig())
+
+
+def scene_failures(report: dict) -> list[str]:
+    """Which of the scene teacher's bars a ``scene_report`` misses (empty: it knows its scenes)."""
+    out = []
+    if not report["entropy"] <= lesson.ENTROPY_BAR:
+        out.append(f"entropy {report['entropy']:.3f} > {lesson.ENTROPY_BAR}")
+    if not report["content_eta2"] >= lesson.CONTENT_ETA2_BAR:
+        out.append(f"content eta2 {report['content_eta2']:.3f} < {lesson.CONTENT_ETA2_BAR}")
+    if not report["level_eta2"] <= lesson.LEVEL_ETA2_BAR:
+        out.append(f"level eta2 {report['level_eta2']:.3f} > {lesson.LEVEL_ETA2_BAR}")
+    return out
+
+
 def test_zero_shot_ranks_quality_on_held_out_contents(lesson_model):
     """Frozen model, antonym prompts ("Good photo." / "Bad photo."), logit margin, one inference path."""
     rho, per_type, n = zero_shot_on_held_out_contents(lesson_model)
@@ -140,6 +164,65 @@ def test_zero_shot_ranks_quality_on_held_out_contents(lesson_model):
     assert rho >= ZERO_SHOT_BAR, f"zero-shot SRCC {rho:.3f} on {n} images (chance band +-{band:.3f}), {per_type}"
     assert rho > 2 * band
     assert all(r > band for r in per_type.values()), per_type
+
+
+# ------------------------------------------------------------------------------------------------- scenes
+def test_scene_measures_on_known_logits():
+    assert lesson.normalised_entropy(np.zeros((2, 9))) == pytest.approx([1.0, 1.0])
+    assert lesson.normalised_entropy(np.array([[100.0] + [0.0] * 8])) == pytest.approx([0.0], abs=1e-30)
+    rng = np.random.default_rng(0)
+    by_group = np.repeat(rng.normal(size=(3, 9)), 4, axis=0)  # 3 groups of 4 identical rows
+    groups = np.repeat(["a", "b", "c"], 4)
+    assert lesson.eta_squared(by_group, groups) == pytest.approx(1.0)
+    assert lesson.eta_squared(by_group + 7.0 * rng.normal(size=(12, 1)), groups) == pytest.approx(1.0)  # shifts
+    assert lesson.eta_squared(by_group, np.tile(["x", "y", "z", "w"], 3)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="the committed toy predates scene captions (issue 20): measured entropy "
+                   "0.74, content eta2 0.03, level eta2 0.31; remove this mark with the retrained toy")
+def test_teacher_knows_its_scenes_on_the_demo_set(lesson_model):
+    """The frozen model's scene distribution (the teacher QGR distils) on the notebooks' demo set: confident,
+    set by the content, hardly moved by the distortion level."""
+    report = lesson.scene_report(lesson_model)
+    assert report["n"] == 11 * (1 + 3 * 5)
+    assert not scene_failures(report), report
+
+
+def test_weak_held_out_types_are_visible_and_weak_for_zero_shot(lesson_model):
+    """The documented held-out types where labels have something to teach: zero-shot is weak on held-out
+    contents, yet the distortion shows at 64 px."""
+    assert set(lesson.WEAK_HELD_OUT_TYPES) <= set(RECIPE.heldout_types)
+    table = lesson.zero_shot_by_type(lesson_model, RECIPE.heldout_photos, RECIPE.heldout_kinds,
+                                     lesson.WEAK_HELD_OUT_TYPES)
+    assert (table["visible"] >= lesson.VISIBLE).all(), table
+    assert (table["srcc"] < lesson.WEAK_SRCC).all(), table
+
+
+def test_lesson_report_computes_the_quoted_numbers(lesson_model):
+    report = lesson.lesson_report(lesson_model, held_out_types=lesson.WEAK_HELD_OUT_TYPES)
+    assert report["zero_shot"]["srcc"] >= ZERO_SHOT_BAR and report["zero_shot"]["n"] == 121
+    assert report["weak_types"] == list(lesson.WEAK_HELD_OUT_TYPES)
+    assert report["scene"]["passes"] == (not scene_failures(report["scene"]))
+    lines = lesson.report_lines(report)
+    assert len(lines) == 3 and all(line.startswith("toy model") for line in lines)
+    assert f"{report['scene']['entropy']:.2f}" in lines[0] and f"{report['zero_shot']['srcc']:.2f}" in lines[1]
+
+
+def test_broken_frozen_learner_fails_the_scene_and_zero_shot_checks():
+    """A learner whose parameters cannot move (lr 1e-12) fails the checks a trained toy must pass: its scene
+    teacher is near-uniform and its zero-shot quality is inside the chance band. (Content still sets the
+    untrained model's scene logits, measured eta squared 0.96: random features follow the pixels; confidence is
+    what training adds.)"""
+    recipe = lesson.LessonRecipe.from_dict(dict(PRESET.lesson, steps=2, warmup=1, lr=1e-12))
+    clip, _ = lesson.train_lesson(PRESET.model_cfg, recipe, PRESET.arch)
+    init = dict(lesson.create_clip(PRESET.model_cfg, PRESET.arch, recipe.seed).named_parameters())
+    moved = max(float((p.detach() - init[name].detach()).abs().max()) for name, p in clip.named_parameters())
+    assert moved < 1e-3  # fp16 rounding of the init at most: the learner did not move
+    model = as_model(clip)
+    failures = scene_failures(lesson.scene_report(model))
+    assert any(f.startswith("entropy") for f in failures), failures
+    rho, _, n = zero_shot_on_held_out_contents(model)
+    assert abs(rho) < chance_band(n) < ZERO_SHOT_BAR
 
 
 # ------------------------------------------------------------------------------------ training and storage
@@ -256,16 +339,9 @@ def test_procedural_images_are_deterministic_and_distinct():
 def test_broken_captions_fail_the_zero_shot_bar(captions, tmp_path):
     """The zero-shot test can fail: the same recipe with captions stripped of quality words (or shuffled across
     the batch) trains a model whose antonym margin does not rank quality."""
-    from clipiqa.model import IQAModel
-    from clipiqa.prompts import PromptConfig
-    import open_clip
     recipe = lesson.LessonRecipe.from_dict(dict(PRESET.lesson, captions=captions))
     clip, _ = lesson.train_lesson(PRESET.model_cfg, recipe, PRESET.arch)
-    source = clipiqa.weights.ModelSource(preset="lesson-broken", arch=PRESET.arch, weights="broken",
-                                         random_init=False, model_cfg=PRESET.model_cfg,
-                                         preprocess_cfg=dict(open_clip.get_model_preprocess_cfg(clip)), toy=True)
-    model = IQAModel(clip, open_clip.get_tokenizer(PRESET.arch, context_length=clip.context_length), source,
-                     PromptConfig())
+    model = as_model(clip)
     rho, per_type, n = zero_shot_on_held_out_contents(model)
     print(f"broken ({captions}) zero-shot SRCC {rho:.3f} on {n} images, per type {per_type}")
     assert rho < ZERO_SHOT_BAR

@@ -19,8 +19,9 @@ levels, adaptation that helps), never how real CLIP behaves. Read top to bottom:
    token embedding, which stay the seeded init), in float16, with the SHA-256 of the whole assembled state.
    Committed as ``clipiqa/presets/lesson.safetensors``; when it is missing or stale (the recipe changed), built
    on first use into ``$CLIPIQA_CACHE/lesson-<config hash>/`` (default ``~/.cache/clipiqa``) under a file lock.
-6. ``zero_shot_table`` (:mod:`.evaluation`): the frozen model's antonym-prompt margin on distorted held-out
-   contents (what the tests and notebooks measure).
+6. ``zero_shot_table``, ``scene_report`` and ``lesson_report`` (:mod:`.evaluation`): the frozen model's
+   antonym-prompt margin on distorted held-out contents and its scene teacher on the demo set (what the tests,
+   the README and the notebooks quote, computed).
 
 ``python -m clipiqa.lesson build [--out FILE]`` (:mod:`.__main__`) trains and writes the weights (to refresh the
 committed file).
@@ -32,8 +33,10 @@ from ..data.distortions import DISTORTIONS
 from .batches import Content, photo_contents, procedural_contents, random_crop, sample_batch
 from .captions import (ANTONYMS, CLASS_CAPTIONS, CLEAN_WORDS, P_GOOD, PHOTO_PHRASES, PHOTO_SCENES, SEVERITY,
                        TYPE_WORDS, content_caption, quality_caption)
-from .evaluation import (held_out_images, lesson_image_size, model_image_size, write_lesson_set,
-                         zero_shot_margins, zero_shot_table)
+from .evaluation import (CONTENT_ETA2_BAR, ENTROPY_BAR, LEVEL_ETA2_BAR, VISIBLE, WEAK_HELD_OUT_TYPES, WEAK_SRCC,
+                         eta_squared, held_out_images, lesson_image_size, lesson_report, model_image_size,
+                         normalised_entropy, report_lines, scene_report, teacher_scene_logits, write_lesson_set,
+                         zero_shot_by_type, zero_shot_margins, zero_shot_pooled, zero_shot_table)
 from .recipe import CAPTION_MODES, FORMAT, LessonRecipe, config_hash
 from .storage import (WEIGHTS_NAME, StaleWeightsError, apply_delta, build_weights, cache_path, cache_root,
                       committed_path, delta_tensors, load_lesson, read_weights, state_sha256, tqdm_progress,
@@ -46,8 +49,10 @@ __all__ = [
     "Content", "photo_contents", "procedural_contents", "random_crop", "sample_batch",
     "ANTONYMS", "CLASS_CAPTIONS", "CLEAN_WORDS", "P_GOOD", "PHOTO_PHRASES", "PHOTO_SCENES", "SEVERITY",
     "TYPE_WORDS", "content_caption", "quality_caption",
-    "held_out_images", "lesson_image_size", "model_image_size", "write_lesson_set", "zero_shot_margins",
-    "zero_shot_table",
+    "CONTENT_ETA2_BAR", "ENTROPY_BAR", "LEVEL_ETA2_BAR", "VISIBLE", "WEAK_HELD_OUT_TYPES", "WEAK_SRCC",
+    "eta_squared", "held_out_images", "lesson_image_size", "lesson_report", "model_image_size",
+    "normalised_entropy", "report_lines", "scene_report", "teacher_scene_logits", "write_lesson_set",
+    "zero_shot_by_type", "zero_shot_margins", "zero_shot_pooled", "zero_shot_table",
     "CAPTION_MODES", "FORMAT", "LessonRecipe", "config_hash",
     "WEIGHTS_NAME", "StaleWeightsError", "apply_delta", "build_weights", "cache_path", "cache_root",
     "committed_path", "delta_tensors", "load_lesson", "read_weights", "state_sha256", "tqdm_progress",
