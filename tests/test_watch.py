@@ -118,3 +118,17 @@ def test_cli_watch_once_is_idempotent_and_refuses_a_gate_of_another_model(tmp_pa
     assert "another model version" in capsys.readouterr().err
     rows = LineLog(session / "labels.sqlite").rows()
     assert len(rows) == 6  # the refused run scored nothing
+
+
+def test_the_line_queue_comes_first_in_the_labelling_suggestions(tmp_path, demo_table):
+    from clipiqa.session import Session
+    session = Session(tmp_path / "s", images=demo_table.head(6), model_name="tiny", device="cpu")
+    line = _line(tmp_path / "line", list(demo_references(size=64))[:3])
+    log = LineLog(session.database_path)
+    log.request_labels([line[2], line[0]], "near the threshold")
+    first = session.suggest_next(k=3)
+    assert first[:2] == [line[2], line[0]]  # the line's requests first, oldest first
+    assert first[2] in list(demo_table.head(6)["path"].map(str))  # then the usual suggestion
+    assert set(line[::2]) <= set(session.images)  # requested images joined the session
+    session.label(line[2], 2)
+    assert session.suggest_next(k=1) == [line[0]]  # a labelled request leaves the queue

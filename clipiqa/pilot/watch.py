@@ -117,7 +117,20 @@ class LineLog:
             return self.con.total_changes - before
 
     def label_requests(self) -> list[tuple[str, str]]:
-        return list(self.con.execute("SELECT path, reason FROM label_requests ORDER BY time, path"))
+        return list(self.con.execute("SELECT path, reason FROM label_requests ORDER BY rowid"))
+
+
+def queued_requests(database: str | os.PathLike) -> list[str]:
+    """The label queue of a session database (oldest first), read-only: empty when no line log exists yet."""
+    if not os.path.isfile(database):
+        return []
+    con = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        return [r[0] for r in con.execute("SELECT path FROM label_requests ORDER BY rowid")]
+    except sqlite3.OperationalError:  # no label_requests table: no line monitor ran on this session
+        return []
+    finally:
+        con.close()
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ..configs import invalid
 from ..data import read_labels
 from ..labelstore import DB_NAME, LabelNotSaved, LabelStore, cleanup_temporaries
 from ..scoring import score_files
+from ..pilot.watch import queued_requests
 from .checkpoints import checkpoint_preset, checkpoint_table, new_checkpoint_dir, save_adapted, split_labels
 from .migrate import migrate_format1
 from .recover import LabelsRecovered, database_state, recover_from_export
@@ -467,13 +468,28 @@ class Session:
         or ``"uncertain"``. See the :mod:`clipiqa.session` docstring for the exact rules.
         """
         check_strategy(strategy)
-        candidates = [p for p in self.images if not self.is_done(p)]
-        if not candidates or k < 1:
+        if k < 1:
             return []
+        queued = self._line_requests()
+        if len(queued) >= k:
+            return queued[:k]
+        candidates = [p for p in self.images if not self.is_done(p) and p not in queued]
+        if not candidates:
+            return queued
         labelled = list(self.labels)
         self._encode(candidates + labelled)
-        return suggest(candidates, labelled, self._features, self._zero_shot, self.images, k, diverse_until,
-                       strategy, self._adapted_scores if self.adapted else None)
+        return queued + suggest(candidates, labelled, self._features, self._zero_shot, self.images, k - len(queued),
+                                diverse_until, strategy, self._adapted_scores if self.adapted else None)
+
+    def _line_requests(self) -> list[str]:
+        """Images a line monitor queued for labels (``clipiqa watch``: near the gate's threshold, or from a drifted
+        window) that this rater has not done: they come first, and join the session's images when new."""
+        queued = [os.path.abspath(p) for p in queued_requests(self.database_path) if os.path.isfile(p)]
+        known = set(self.images)
+        new = [p for p in queued if p not in known]
+        if new:
+            self.store.add_images(image_rows(new))
+        return [p for p in dict.fromkeys(queued) if not self.is_done(p)]
 
     # ------------------------------------------------------------------ adaptation and checkpoints
     def adapt(self, config=None, on_step: Callable[[dict], None] | None = None,
