@@ -33,6 +33,7 @@ PASS_AT = 3                       # ACR level from which an image is acceptable
 COST_FALSE_ACCEPT = 5.0           # a bad part shipped costs 5x ...
 COST_FALSE_REJECT = 1.0           # ... a good part stopped
 N_PER_BATCH = 8 if REHEARSAL else 22  # images per simulated stretch of the line
+IMAGES_RATED_BY_HAND = False      # the labels below come from a stand-in rater (synthetic severity)
 
 # %%
 import shutil
@@ -120,3 +121,16 @@ toy = f" [{caveat(session)}]" if caveat(session) else ""
 print(f"reject rate: clean stretch {rates.get('clean', float('nan')):.0%}, drifted stretch "
       f"{rates.get('drifted', float('nan')):.0%}; drift test: {drift[3]} (KS p = {drift[0]:.2g}, "
       f"MMD p = {drift[1]:.2g}); {len(board.line_log.label_requests())} images queued for labels{toy}")
+
+# %% [markdown]
+# ## What it costs
+#
+# Labelling time comes from the label store's own timestamps (per rater, pauses over 5 minutes left out); the
+# gate's expected cost of mistakes per 1,000 images from its error rates and your two costs. The stand-in rater
+# of smoke mode rates in milliseconds, so its labelling time means nothing; a person's does.
+
+# %%
+from clipiqa.pilot.cost import pilot_cost
+
+cost = pilot_cost(session.ratings(), labels_now=len(session.labels), gate=gate)
+print("\n".join(cost.lines()) + (" [stand-in ratings: not a person's pace]" if not IMAGES_RATED_BY_HAND else ""))

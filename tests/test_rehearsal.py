@@ -178,3 +178,35 @@ def test_bf16_scores_rank_like_fp32_on_the_rehearsal_model(b16, demo_table, monk
           f"bf16: {native}")
     assert not torch.equal(auto, fp32), "amp='auto' did not run bf16"
     assert rho >= 0.999
+
+
+def test_pilot_gate_and_watch_on_the_rehearsal_model(cache, photos, tmp_path, monkeypatch, capsys):
+    """The pilot's commands on the paper's architecture loaded as a real download is: gate fit, score --gate,
+    watch --once twice (the second scores nothing)."""
+    import json
+    from pathlib import Path
+    table, labels = photos
+    use_cache(monkeypatch, cache)
+    refuse_network(monkeypatch)
+    from clipiqa.cli import main
+    scores = tmp_path / "scores.csv"
+    assert main(["score", *table["path"], "--model", "vitb16-openai", "--device", "cpu", "--out", str(scores)]) == 0
+    session = tmp_path / "session"
+    session.mkdir()
+    labels_csv = session / "labels.csv"
+    pd.DataFrame({"path": table["path"], "mos": [1, 2, 4, 5, 1, 2, 4, 5]}).to_csv(labels_csv, index=False)
+    gate = tmp_path / "gate.json"
+    assert main(["gate", "fit", "--labels", str(labels_csv), "--scores", str(scores), "--model", "vitb16-openai",
+                 "--device", "cpu", "--bootstrap", "50", "--out", str(gate)]) == 0
+    assert main(["score", *table["path"], "--model", "vitb16-openai", "--device", "cpu", "--gate", str(gate),
+                 "--out", str(tmp_path / "decided.csv")]) == 0
+    assert set(pd.read_csv(tmp_path / "decided.csv")["decision"]) <= {"pass", "reject"}
+    (session / "settings.json").write_text(json.dumps({"model_name": "vitb16-openai", "checkpoint": None}))
+    folder = str(Path(table["path"].iloc[0]).parent)
+    run = ["watch", folder, "--session", str(session), "--gate", str(gate), "--once", "--json", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(run) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["scored"] == len(table) and sum(first["decisions"].values()) == len(table)
+    assert main(run) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["scored"] == 0
