@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -87,12 +88,23 @@ def _start(kind: str, extra: dict, work: Path, images: Path):
 def run_batch(kind: str, extra: dict, n: int, root: Path, images: Path) -> list[float]:
     """Start ``n`` processes at once; the seconds of each (training seconds, or the score process's wall time)."""
     started = [_start(kind, extra, root / f"{kind}-{time.monotonic_ns()}-{i}", images) for i in range(n)]
-    out = []
-    for proc, t0 in started:
+    done: dict = {}
+
+    def wait(i: int) -> None:  # one thread per process: each wall time ends when that process exits
+        proc, t0 = started[i]
         stdout, stderr = proc.communicate(timeout=1800)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"{kind} child failed ({proc.returncode}):\n{stderr[-3000:]}")
+        done[i] = (proc.returncode, stdout, stderr, time.perf_counter() - t0)
+
+    waiters = [threading.Thread(target=wait, args=(i,)) for i in range(n)]
+    for t in waiters:
+        t.start()
+    for t in waiters:
+        t.join()
+    out = []
+    for i in range(n):
+        code, stdout, stderr, wall = done[i]
+        if code != 0:
+            raise RuntimeError(f"{kind} child failed ({code}):\n{stderr[-3000:]}")
         out.append(json.loads(stdout.strip().splitlines()[-1])["seconds"] if kind == "train" else wall)
     return out
 
