@@ -170,6 +170,17 @@ def settings(smoke: bool, environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+def image_folder(path):
+    """A parameters cell's image folder, checked where it is typed: None stays None (the demo photos); a folder
+    that does not exist, or holds no image, is refused by name (``~`` expanded), so a typo fails here and not as
+    a one-image session three cells later. Returns the absolute folder."""
+    if path is None:
+        return None
+    from .session.store import image_rows
+    image_rows(path)  # the Session's own rules: missing -> FileNotFoundError, no image -> ValueError
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
 # --------------------------------------------------------------------------------------------- lesson figures
 def meta_selection_text(history) -> str:
     """What the selection of a meta pre-training run means, in words (epoch 0 is the starting point), ending with

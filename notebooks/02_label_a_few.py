@@ -20,7 +20,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings
+from clipiqa.notebook import image_folder, settings
 
 SMOKE = True  # True: the lesson toy model (trained here on synthetic blur and noise) + embedded demo photos
               #   at its 64 px (any CPU, seconds; a toy: the machinery learns, it says nothing of real CLIP)
@@ -32,6 +32,7 @@ SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode 
 REHEARSAL, MODEL, WEIGHTS, DEVICE, DEMO_LIMIT, WORK, DEMO_TYPES, SIZE = settings(SMOKE)
 
 IMAGES = None  # a folder of your own photos; None = the embedded demo photos
+IMAGES = image_folder(IMAGES)  # a typo or an empty folder stops here, naming the folder
 SESSION = f"{WORK}/label-session"  # where labels.csv, settings and checkpoints are saved
 N_IMAGES = 12 if REHEARSAL else 40  # demo photos to put in the session
 STAND_IN_RATER = IMAGES is None  # demo photos: fill labels from their synthetic severity (not human opinion)

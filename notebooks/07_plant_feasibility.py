@@ -21,7 +21,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings
+from clipiqa.notebook import image_folder, settings
 
 SMOKE = True  # True: the lesson toy model (trained here on synthetic blur and noise) + embedded demo photos
               #   at its 64 px (any CPU, seconds; a toy: the machinery learns, it says nothing of real CLIP)
@@ -33,6 +33,7 @@ SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode 
 REHEARSAL, MODEL, WEIGHTS, DEVICE, DEMO_LIMIT, WORK, DEMO_TYPES, SIZE = settings(SMOKE)
 
 IMAGES = None  # a folder of your plant photos; None = demo photos with plant-style distortions
+IMAGES = image_folder(IMAGES)  # a typo or an empty folder stops here, naming the folder
 SESSION = f"{WORK}/plant-session"
 LABEL_COUNTS = [10, 20, 30, 40] if SMOKE else [10] if REHEARSAL else [10, 20, 30, 40, 50]  # learning curve
 N_SPLITS = 1 if SMOKE or REHEARSAL else 5  # seeded 80/20 splits per point

@@ -187,3 +187,14 @@ def test_notebooks_import_the_shared_helpers_instead_of_pasting_them():
         assert "say_if_random_init(" not in code or "from clipiqa.notebook import say_if_random_init" in code
         params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         assert f"{', '.join(NAMES)} = settings(SMOKE)" in params.source, path.name
+
+
+def test_image_folder_of_a_parameters_cell_fails_where_it_is_typed(tmp_path, photo_dir):
+    from clipiqa.notebook import image_folder
+    assert image_folder(None) is None
+    assert image_folder(photo_dir) == str(photo_dir)
+    with pytest.raises(FileNotFoundError, match="plnat"):
+        image_folder(tmp_path / "plnat")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images in"):
+        image_folder(tmp_path / "empty")

@@ -562,3 +562,31 @@ def test_any_file_name_round_trips_through_the_session(tmp_path):
     assert again.images == paths and again.my_labels == {p: float(1 + i % 5) for i, p in enumerate(paths)}
     labelled = again.labelled_table()
     assert list(labelled["path"]) == paths and labelled["content_id"][0] == os.fsdecode(b"scene-\xe9")
+
+
+def test_a_mistyped_or_empty_image_folder_is_refused_by_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="plnat"):
+        Session(tmp_path / "s1", images=tmp_path / "plnat", model_name="tiny")
+    assert not (tmp_path / "s1").exists()  # nothing saved for a folder that is not there
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"no images in .*empty \(found 1 entries, e.g. notes.txt\)"):
+        Session(tmp_path / "s2", images=empty, model_name="tiny")
+
+
+def test_subfolders_of_a_photo_folder_are_contents_and_a_flat_folder_warns(tmp_path, photo_dir):
+    import shutil
+    from clipiqa.session.store import NoContentGroupsWarning
+    nested = tmp_path / "plant"
+    for line, names in (("line-a", ["astronaut", "chelsea"]), ("line-b", ["coffee", "rocket"])):
+        (nested / line).mkdir(parents=True)
+        for n in names:
+            shutil.copy(photo_dir / f"{n}.jpg", nested / line / f"{n}.jpg")
+    session = Session(tmp_path / "s", images=nested, model_name="tiny")
+    assert session.content_ids == {str(nested / "line-a" / "astronaut.jpg"): "line-a",
+                                   str(nested / "line-a" / "chelsea.jpg"): "line-a",
+                                   str(nested / "line-b" / "coffee.jpg"): "line-b",
+                                   str(nested / "line-b" / "rocket.jpg"): "line-b"}
+    with pytest.warns(NoContentGroupsWarning, match="no subfolders"):
+        Session(tmp_path / "flat", images=photo_dir, model_name="tiny")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -84,7 +85,49 @@ def image_rows(images: Any) -> list[tuple[str, str]]:
         return [(p, c if isinstance(c, str) else "") for p, c in zip(paths, cids)]
     if isinstance(images, (str, os.PathLike)):
         images = [images]
-    return [(os.path.abspath(p), "") for p in list_images(list(images))]
+    rows: list[tuple[str, str]] = []
+    for given in images:
+        rows.extend(_folder_rows(given) if os.path.isdir(os.path.expanduser(os.fspath(given)))
+                    else [(os.path.abspath(p), "") for p in list_images([_existing(given)])])
+    return rows
+
+
+class NoContentGroupsWarning(UserWarning):
+    """A folder of photos without subfolders: every image is its own content (crops of one scene can then be
+    split between training and testing)."""
+
+
+def _existing(given: Any) -> str:
+    """A user-given image file or glob pattern, ``~`` expanded; a path that names nothing is refused by name (a
+    mistyped folder used to become a one-image session of a file that does not exist)."""
+    path = os.path.expanduser(os.fspath(given))
+    if not os.path.lexists(path) and not any(c in path for c in "*?["):
+        raise FileNotFoundError(f"image folder or file {given!s} does not exist (as {os.path.abspath(path)}); "
+                                "check the spelling and give the folder of your photos")
+    return path
+
+
+def _folder_rows(given: Any) -> list[tuple[str, str]]:
+    """The images of a folder with their content: the first-level subfolder they are in (one subfolder per scene
+    or product keeps its crops on one side of every split); a folder without subfolders warns."""
+    folder = os.path.abspath(os.path.expanduser(os.fspath(given)))
+    paths = list_images([folder])
+    if not paths:
+        entries = sorted(os.listdir(folder))
+        seen = f"{len(entries)} entries, e.g. {', '.join(entries[:5])}" if entries else "nothing"
+        raise ValueError(f"no images in {folder} (found {seen}); give the folder that holds your photos "
+                         "(JPEG, PNG, TIFF, ...), searched with its subfolders")
+    rows = []
+    for p in paths:
+        rel = os.path.relpath(os.path.abspath(p), folder)
+        parts = rel.split(os.sep)
+        rows.append((os.path.abspath(p), parts[0] if len(parts) > 1 else ""))
+    if all(c == "" for _, c in rows) and len(rows) > 1:
+        warnings.warn(NoContentGroupsWarning(
+            f"{folder} has no subfolders, so each of its {len(rows)} images counts as its own content: crops or "
+            "shots of one scene can land in both training and test sets, which flatters every score. Put each "
+            "scene's (or product's) images in a subfolder of its own"), stacklevel=3)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------- raters
