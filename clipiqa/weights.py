@@ -389,8 +389,18 @@ def weights_line(model, amp: bool | str | None = None) -> str:
     source = model.source
     label = f" [{source.label}]" if source.label else ""
     arch = f" ({source.arch})" if source.arch not in source.preset else ""
+    if source.toy:  # its config borrows an architecture's name; say what it is instead
+        arch = f" ({_toy_size(model)})"
     return (f"model {source.preset}{arch}: weights {describe_weights(source)}; {model.device.type} "
             f"{precision_name(model.device, amp)}{label}")
+
+
+def _toy_size(model) -> str:
+    """``a toy open_clip ViT: 64 px, 4 layers, width 64`` (read from the model itself)."""
+    visual = model.clip.visual
+    size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
+    return (f"a toy open_clip ViT: {size} px, {len(visual.transformer.resblocks)} layers, width "
+            f"{visual.transformer.width}")
 
 
 def export_backbone(clip: torch.nn.Module, source: ModelSource, folder: str | os.PathLike) -> Path:

@@ -94,3 +94,14 @@ def test_random_init_travels_with_the_weights_file(tmp_path, no_network):
     by_folder_name = clipiqa.load_model(str(folder))
     assert by_folder_name.source.arch == "ViT-B-32" and by_folder_name.source.preset == str(folder.resolve())
     assert by_folder_name.source.fingerprint == model.source.fingerprint
+
+
+def test_weights_line_says_what_the_lesson_toy_is():
+    import clipiqa
+    from clipiqa.weights import weights_line
+    model = clipiqa.load_model("lesson", device="cpu")
+    line = weights_line(model)
+    visual = model.clip.visual
+    layers, width = len(visual.transformer.resblocks), visual.transformer.width
+    assert f"a toy open_clip ViT: {model.transform_spec.size} px, {layers} layers, width {width}" in line
+    assert model.source.arch not in line  # not the name of a real CLIP its config borrows
