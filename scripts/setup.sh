@@ -20,13 +20,23 @@ if [ -f "$stamp" ]; then
 fi
 extras="$have_extras"  # the extras to have installed: those already there plus the one asked for
 if [ -n "$extra" ] && [[ " $extras " != *" $extra "* ]]; then extras="${extras:+$extras }$extra"; fi
+# pip's and setuptools' own output (hundreds of lines of build warnings) goes to a log; the screen gets one line
+# per step, and the log's tail only when a step fails.
+log="$venv/.clipiqa-install.log"
+run_logged() {
+  "$@" >>"$log" 2>&1 || { echo "setup: failed: $* -- the last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1; }
+}
 if [ "$have_hash" != "$hash" ] || [ "$extras" != "$have_extras" ]; then
   spec="."
   [ -n "$extras" ] && spec=".[${extras// /,}]"
-  echo "setup: installing clipiqa${extras:+[$extras]} into $venv (first time: a few minutes)" >&2
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
+  : > "$log"
+  echo "setup: installing clipiqa${extras:+[$extras]} into $venv (first time: a few minutes; details in $log)" >&2
+  echo "setup: 1/2 pip" >&2
+  run_logged "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  echo "setup: 2/2 clipiqa and its dependencies (torch is the large one)" >&2
+  run_logged "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
   echo "$hash $extras" > "$stamp"
+  echo "setup: done" >&2
 fi
 if [ "$extra" = "test" ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "setup: installing Debian's chromium for the browser tests" >&2
