@@ -5,6 +5,7 @@ Models are the random-init ``tiny`` preset (numbers meaningless); every panel mu
 from __future__ import annotations
 
 import csv
+import os
 import time
 
 import numpy as np
@@ -582,3 +583,30 @@ def test_adapt_panel_stop_click_ends_a_blocking_run_like_run_all_does(tmp_path, 
     finally:
         km.shutdown_kernel(now=True)
         kc.stop_channels()
+
+
+def test_label_panel_hides_the_file_name_until_rated_or_asked(session):
+    panel = LabelPanel(session)
+    name = os.path.basename(panel.current_path)
+    assert name not in panel.title.value and "image 1 of" in panel.title.value  # the name could give it away
+    panel.show_name.value = True
+    assert name in panel.title.value
+    panel.show_name.value = False
+    panel.rate(3)
+    panel.previous()
+    assert name in panel.title.value  # once rated, it is shown
+
+
+def test_label_panel_asks_before_a_new_rater_starts(session, tmp_path):
+    ann = LabelPanel(session)
+    ann.rater_box.value = "engineer"
+    ann.rate(4)
+    again = LabelPanel(Session.open(tmp_path / "sess"))
+    again.rater_box.value = "engineerengineer"  # retyped after the prefilled name
+    assert again.session.rater != "engineerengineer" and "has not rated here yet" in again.message.value
+    assert again.confirm_rater.layout.display != "none"
+    again.rater_box.value = "engineer"  # corrected
+    assert again.session.rater == "engineer" and again.confirm_rater.layout.display == "none"
+    again.rater_box.value = "newcomer"
+    again.confirm_rater.click()  # a real new rater, confirmed
+    assert again.session.rater == "newcomer" and "rating as newcomer" in again.message.value

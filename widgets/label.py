@@ -94,13 +94,21 @@ class LabelPanel(w.VBox):
                               description="Keys", continuous_update=False,
                               layout=w.Layout(width=f"{max(max_side, 360)}px"))
         self.key_box.observe(self._on_key, names="value")
+        self.show_name = w.ToggleButton(value=False, description="show file name", icon="eye",
+                                        tooltip="file names can give the answer away (e.g. 'blur_5'), so they "
+                                                "are hidden until you have rated the image")
+        self.show_name.observe(lambda _: self.refresh(), names="value")
         self.count = w.Label()
         self.message = w.HTML()
+        self._pending_rater: str | None = None
+        self.confirm_rater = w.Button(description="Start as a new rater", icon="user-plus", button_style="warning",
+                                      layout=w.Layout(width="auto", display="none"))
+        self.confirm_rater.on_click(lambda _: self._safely(lambda: self._set_rater(self._pending_rater)))
         super().__init__(children=[
-            self.banner, self.rater_box, self.title, self.image, self.slider,
+            self.banner, w.HBox([self.rater_box, self.confirm_rater]), self.title, self.image, self.slider,
             w.HBox([self.save_button, self.skip_button, self.undo_button, self.prev_button, self.next_button,
                     self.suggest_button]),
-            self.key_box, self.count, self.message])
+            self.key_box, w.HBox([self.count, self.show_name]), self.message])
         self.add_class("clipiqa-label-panel")
         self.refresh()
 
@@ -190,8 +198,10 @@ class LabelPanel(w.VBox):
         mine = None if blind else s.my_labels.get(path)
         state = (f"labelled <b>{html.escape(s.scale.label(mine))}</b>" if mine is not None
                  else "skipped" if path in s.skipped else "not labelled yet")
-        self.title.value = (f"<b>{html.escape(os.path.basename(path))}</b> &nbsp; image {s.position + 1} of "
-                            f"{len(s.images)} &middot; {state}")
+        # the name only once this rater has rated the image, or on request: names often say the answer
+        name = (f"<b>{html.escape(os.path.basename(path))}</b> &nbsp; " if mine is not None or self.show_name.value
+                else "")
+        self.title.value = f"{name}image {s.position + 1} of {len(s.images)} &middot; {state}"
         self.slider.value = mine if mine is not None and mine in s.scale.values else NOT_RATED
         self.count.value = s.progress_text()
         if err:
@@ -212,6 +222,21 @@ class LabelPanel(w.VBox):
         name = change["new"].strip()
         if not name:
             return
+        known = [r for r in self.session.raters if r != DEFAULT_RATER]
+        if known and name not in known:
+            # a new name where others rate: often a typo, or a name typed after the prefilled one
+            self._pending_rater = name
+            self.confirm_rater.layout.display = None
+            self._say(f"{name!r} has not rated here yet (raters: {', '.join(known)}): click 'Start as a new "
+                      "rater' (everything to rate), or correct the name", "warn")
+            return
+        self._set_rater(name)
+
+    def _set_rater(self, name: str | None) -> None:
+        if not name:
+            return
+        self._pending_rater = None
+        self.confirm_rater.layout.display = "none"
         try:
             self.session.rater = name
         except ValueError as e:
