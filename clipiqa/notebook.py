@@ -30,13 +30,14 @@ import sys
 import traceback
 from typing import Iterable, Mapping, NamedTuple
 
-__all__ = ["UserError", "USER_ERRORS", "install", "short_traceback", "full_traceback", "set_short_errors",
+__all__ = ["UserError", "USER_ERRORS", "install", "short_errors", "short_traceback", "full_traceback", "set_short_errors",
            "plot_meta_history", "meta_selection_text", "caveat", "say_if_random_init", "Settings", "settings",
            "DEMO_TYPES"]
 
 USER_ERRORS = (
     "clipiqa.weights:WeightsUnavailableError",
     "clipiqa.zoo:UnsupportedModelError",
+    "clipiqa.zoo:UnknownModelError",
     "clipiqa.checkpoint:CheckpointMismatchError",
     "clipiqa.checkpoint:CheckpointCorruptError",
     "clipiqa.imageio:ImageLoadError",
@@ -90,6 +91,14 @@ def install(names: Iterable[str] = USER_ERRORS) -> list[type]:
             cls._render_traceback_ = _render
         done.append(cls)
     return done
+
+
+def short_errors(on: bool = True) -> None:
+    """What every notebook's parameters cell calls: clipiqa's user errors (no weights, a model name that does not
+    exist, a bad image, too few labels, ...) show as one short message from the first cell on (``on=False``: full
+    tracebacks). Explicit, so that a notebook says what it changes in IPython's error display."""
+    install()
+    set_short_errors(on)
 
 
 def full_traceback(exc: BaseException | None = None) -> None:

@@ -11,6 +11,7 @@ only as the zero-shot preset ``rn50-openai`` (CLIP-IQA's configuration, :mod:`cl
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from functools import lru_cache
@@ -122,7 +123,13 @@ def resolve_model(name: str | os.PathLike) -> Preset:
         return _local_preset(folder)
     if ":" in text and not text.startswith((".", "/", "~")):
         return _tag_preset(*text.split(":", 1))
-    raise ValueError(f"Unknown model {text!r}; presets: {', '.join(PRESETS)}. " + how_to_name_models())
+    close = difflib.get_close_matches(text.lower(), list(PRESETS), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UnknownModelError(f"Unknown model {text!r}; {hint}presets: {', '.join(PRESETS)}. " + how_to_name_models())
+
+
+class UnknownModelError(ValueError):
+    """A model name that is no preset, no ARCH:TAG, no hf-hub: repository and no folder (a typo, most often)."""
 
 
 def _tag_preset(arch: str, tag: str) -> Preset:

@@ -17,7 +17,9 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings
+from clipiqa.notebook import settings, short_errors
+
+short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
 SMOKE = True  # True: the lesson toy model (trained here on synthetic blur and noise) + embedded demo photos
               #   at its 64 px (any CPU, seconds; a toy: the machinery learns, it says nothing of real CLIP)

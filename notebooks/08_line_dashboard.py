@@ -20,7 +20,9 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings
+from clipiqa.notebook import settings, short_errors
+
+short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
 SMOKE = True  # True: the lesson toy model + embedded demo photos at 64 px (any CPU, seconds; a toy)
               # False: real weights (MODEL), on a GPU when there is one

@@ -198,3 +198,19 @@ def test_image_folder_of_a_parameters_cell_fails_where_it_is_typed(tmp_path, pho
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images in"):
         image_folder(tmp_path / "empty")
+
+
+def test_short_errors_from_the_parameters_cell_and_did_you_mean():
+    import subprocess
+    import sys
+    code = ("import sys; import clipiqa.notebook as n; n.short_errors(); "
+            "assert 'clipiqa.session' not in sys.modules; "
+            "from clipiqa.weights import WeightsUnavailableError as W; from clipiqa.zoo import UnknownModelError as U; "
+            "sys.exit(0 if '_render_traceback_' in vars(W) and '_render_traceback_' in vars(U) else 1)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr  # short before any session is loaded (notebook 01's first error)
+    import clipiqa
+    from clipiqa.zoo import UnknownModelError
+    with pytest.raises(UnknownModelError, match="did you mean 'vitb32-openai'") as info:
+        clipiqa.load_model("vitb32-opnai", device="cpu")
+    assert isinstance(info.value, ValueError)
