@@ -25,7 +25,7 @@ from clipiqa.export import export_onnx
 from clipiqa.inference import predict_batches
 from clipiqa.metrics import srcc
 from clipiqa.quantize import margins, quantize_scorer
-from clipiqa.onnx_runner import OnnxScorer, import_onnxruntime
+from clipiqa.onnx_runner import OnnxScorer, import_onnxruntime, session_options
 
 SPEED_MODEL = "vitb16-random"  # the paper's architecture (the rehearsal model's), random init
 GEMM_N = 2048
@@ -88,7 +88,7 @@ def _interleaved_ms(fns: dict, repeats: int) -> dict[str, float]:
 
 def _session(path: Path, threads: int):
     ort = import_onnxruntime()
-    options = ort.SessionOptions()
+    options = session_options(ort)  # as OnnxScorer: idle threads sleep (spinning ones fight for shared cores)
     options.intra_op_num_threads = threads  # 0: onnxruntime's default (one per physical core)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
