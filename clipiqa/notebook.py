@@ -28,11 +28,12 @@ import importlib
 import os
 import sys
 import traceback
+from contextlib import contextmanager
 from typing import Iterable, Mapping, NamedTuple
 
 __all__ = ["UserError", "USER_ERRORS", "install", "short_errors", "short_traceback", "full_traceback", "set_short_errors",
            "plot_meta_history", "meta_selection_text", "caveat", "say_if_random_init", "Settings", "settings",
-           "DEMO_TYPES"]
+           "DEMO_TYPES", "STAND_IN", "stand_in", "image_folder"]
 
 USER_ERRORS = (
     "clipiqa.weights:WeightsUnavailableError",
@@ -177,6 +178,23 @@ def settings(smoke: bool, environ: Mapping[str, str] | None = None) -> Settings:
         demo_types=list(DEMO_TYPES),
         size=64 if smoke else 224,
     )
+
+
+STAND_IN = "stand-in"
+"""The rater name of smoke mode's stand-in ratings (synthetic severity): never a person's name, so a person who
+skips the Rater box does not find its ratings as their own."""
+
+
+@contextmanager
+def stand_in(session):
+    """Rate as :data:`STAND_IN` inside the block (``session.rater`` is restored after): what the notebooks' stand-in
+    rater cells use."""
+    previous = session.rater
+    session.rater = STAND_IN
+    try:
+        yield STAND_IN
+    finally:
+        session.rater = previous
 
 
 def image_folder(path):

@@ -20,7 +20,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import image_folder, settings, short_errors
+from clipiqa.notebook import image_folder, settings, short_errors, STAND_IN, stand_in
 
 short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
@@ -72,8 +72,11 @@ panel
 LEAVE_FOR_YOU = 5  # images the stand-in rater leaves unrated (for your clicks and the skip/undo cell)
 if STAND_IN_RATER and IMAGES is None:
     severity = demo.set_index("path")["q"]  # synthetic: 1 = clean ... 0 = most distorted
-    while len(session.labels) < N_LABELS and session.counts()["to_go"] > LEAVE_FOR_YOU:
-        panel.rate(1 + round(4 * severity[panel.current_path]))
+    with stand_in(session):  # under the rater name "stand-in", never a person's
+        while len(session.labels) < N_LABELS and session.counts()["to_go"] > LEAVE_FOR_YOU:
+            panel.rate(1 + round(4 * severity[panel.current_path]))
+        print(f"{len(session.my_labels)} stand-in ratings under the rater {STAND_IN!r} (synthetic severity, not "
+              "an opinion); yours go under the name you type in the Rater box")
 print(session.progress_text())
 
 # %% [markdown]
@@ -82,9 +85,10 @@ print(session.progress_text())
 # %%
 suggested = session.suggest_next(3)
 print("label these next:", [os.path.basename(p) for p in suggested] or "nothing left")
-if session.counts()["to_go"]:
-    panel.skip()   # the Skip button
-    panel.undo()   # the Undo button: the skip is gone again
+if STAND_IN_RATER and session.counts()["to_go"]:  # only on the demo session, as the stand-in: never on yours
+    with stand_in(session):
+        panel.skip()   # the Skip button
+        panel.undo()   # the Undo button: the skip is gone again
 print(session.progress_text())
 
 # %% [markdown]

@@ -21,7 +21,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings, short_errors
+from clipiqa.notebook import settings, short_errors, stand_in
 
 short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
@@ -58,8 +58,9 @@ else:  # notebook 02 not run yet: the same demo photos, with stand-in ratings fr
     session = Session(SESSION, images=demo.sample(n=DEMO_LIMIT or 40, random_state=0), model_name=MODEL,
                       weights=WEIGHTS, device=DEVICE)
     severity = demo.set_index("path")["q"]
-    for path in session.images:
-        session.label(path, 1 + round(4 * severity[path]))
+    with stand_in(session):  # rater "stand-in": synthetic severity, not an opinion
+        for path in session.images:
+            session.label(path, 1 + round(4 * severity[path]))
 print(session)
 
 # %%

@@ -16,7 +16,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings, short_errors
+from clipiqa.notebook import settings, short_errors, stand_in
 
 short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
@@ -59,8 +59,9 @@ else:  # adapt on synthetic-severity labels of the demo photos (a stand-in for y
     session = Session(f"{WORK}/explain-session", images=demo.sample(n=DEMO_LIMIT or 40, random_state=1),
                       model_name=MODEL, weights=WEIGHTS, device=DEVICE)
     severity = demo.set_index("path")["q"]
-    for path in session.images:
-        session.label(path, 1 + round(4 * severity[path]))
+    with stand_in(session):  # rater "stand-in": synthetic severity, not an opinion
+        for path in session.images:
+            session.label(path, 1 + round(4 * severity[path]))
     if not session.adapted:
         session.adapt(AdaptConfig(trainable=TRAINABLE, epochs=EPOCHS, n_views=N_VIEWS, lr=LR, **OPTIONS))
     model = session.model

@@ -21,7 +21,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import image_folder, settings, short_errors
+from clipiqa.notebook import image_folder, settings, short_errors, stand_in
 
 short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
@@ -73,9 +73,10 @@ print(session, "\nplant-style distortions:", ", ".join(plant_types))
 panel = LabelPanel(session)
 if IMAGES is None:  # demo photos: stand-in ratings from synthetic severity (NOT human opinion)
     severity = demo.set_index("path")["q"]
-    for path in session.images:
-        if path not in session.labels:
-            session.label(path, 1 + round(4 * severity[path]))
+    with stand_in(session):  # rater "stand-in": synthetic severity, not an opinion
+        for path in session.images:
+            if path not in session.labels:
+                session.label(path, 1 + round(4 * severity[path]))
     panel.refresh()
 panel
 

@@ -20,7 +20,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings, short_errors
+from clipiqa.notebook import settings, short_errors, stand_in
 
 short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
@@ -56,9 +56,10 @@ from clipiqa.widgets import LineDashboard
 demo = build_demo_set(types=["gaussian_blur"], size=SIZE)
 demo = demo.head(DEMO_LIMIT) if DEMO_LIMIT else demo
 session = Session(SESSION, images=demo, model_name=MODEL, weights=WEIGHTS, device=DEVICE)
-for row in demo.itertuples(index=False):
-    if row.path not in session.labels:
-        session.label(row.path, 1 + round(4 * row.q))  # stand-in: clean = 5 ... worst blur = 1
+with stand_in(session):  # rater "stand-in": synthetic severity, not an opinion
+    for row in demo.itertuples(index=False):
+        if row.path not in session.labels:
+            session.label(row.path, 1 + round(4 * row.q))  # clean = 5 ... worst blur = 1
 print(weights_line(session.model))
 labels = session.labelled_table()
 scores = score_files(session.model, list(labels["path"]))

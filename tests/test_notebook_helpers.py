@@ -214,3 +214,14 @@ def test_short_errors_from_the_parameters_cell_and_did_you_mean():
     with pytest.raises(UnknownModelError, match="did you mean 'vitb32-openai'") as info:
         clipiqa.load_model("vitb32-opnai", device="cpu")
     assert isinstance(info.value, ValueError)
+
+
+def test_stand_in_ratings_go_under_their_own_name(tmp_path, photo_dir):
+    from clipiqa.notebook import STAND_IN, stand_in
+    from clipiqa.session import Session
+    session = Session(tmp_path / "s", images=photo_dir, model_name="tiny")
+    with stand_in(session):
+        for path in session.images[:2]:
+            session.label(path, 4)
+    assert session.rater == "default" and session.my_labels == {}  # a person without a name has rated nothing
+    assert set(session.ratings()["rater"]) == {STAND_IN}
