@@ -171,3 +171,14 @@ def test_adapt_released_recipe_selects_on_the_test_labels_and_says_optimistic(la
     assert main(["adapt", "--labels", str(labels_csv), "--model", "tiny", "--out", str(tmp_path / "x"),
                  "--recipe", "nope"]) == 1
     assert "--recipe 'nope'" in capsys.readouterr().err
+
+
+def test_adapt_qgr_lam_auto_records_the_chosen_strength(labels_csv, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    rc = main(["adapt", "--labels", str(labels_csv), "--out", str(out), "--trainable", "text", "--qgr-lam", "auto",
+               *ADAPT_FAST])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["qgr"]["lam"] == "auto" and card["qgr"]["lam"] in (0, 1, 2, 5)
+    with pytest.raises(SystemExit):
+        main(["adapt", "--labels", str(labels_csv), "--out", str(tmp_path / "x"), "--qgr-lam", "strong"])

@@ -50,8 +50,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (or the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="default 192 (or the recipe's)")
     qgr = p.add_mutually_exclusive_group()
-    qgr.add_argument("--qgr-lam", type=float, default=5.0,
-                     help="QGR strength lam (default 5, the released code's; 0 = off)")
+    qgr.add_argument("--qgr-lam", type=_lam_arg, default=5.0,
+                     help="QGR strength lam (default 5, the released code's; 0 = off; auto = chosen per run by "
+                          "content-grouped cross-validation on the labelled images alone, descent guard on)")
     qgr.add_argument("--no-qgr", action="store_true", help="plain fine-tuning (QGR off)")
     p.add_argument("--selection", choices=("fixed", "val", "test-oracle"), default=None,
                    help="fixed epoch budget (default), best epoch on a held-out part of the labels (val), or on "
@@ -118,6 +119,16 @@ CLI_DEFAULTS = {"trainable": "last-blocks", "epochs": 50, "lr": 1e-3, "batch_siz
 """What ``clipiqa adapt`` trains with when neither a flag nor ``--recipe`` says otherwise."""
 
 
+def _lam_arg(value: str):
+    """``--qgr-lam``: a number, or ``auto``."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number or 'auto'") from None
+
+
 def _config(args: argparse.Namespace):
     from ..finetune import AdaptConfig
     from ..qgr import QGRConfig
@@ -130,7 +141,8 @@ def _config(args: argparse.Namespace):
              "augment": args.augment, "selection": args.selection}
     settings.update({k: v for k, v in flags.items() if v is not None})
     try:
-        return AdaptConfig(**settings, seed=args.seed, qgr=QGRConfig(lam=lam, enabled=lam > 0))
+        qgr = QGRConfig(lam="auto", enabled=True) if lam == "auto" else QGRConfig(lam=lam, enabled=lam > 0)
+        return AdaptConfig(**settings, seed=args.seed, qgr=qgr)
     except ValueError as e:
         raise UsageError(str(e)) from e
 
