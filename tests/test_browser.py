@@ -262,6 +262,10 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     assert _labels(notebooks) == []  # by hand: no labels yet, and every cell ran
     assert "no labels yet" in page.locator(".jp-Notebook").inner_text()
     _shot(panel, "02_label_panel_ready.png")
+    title = panel.locator(".widget-html-content").nth(1)
+    assert "image 1 of" in title.inner_text() and not re.search(r"\S+\.png", title.inner_text())  # name hidden
+    panel.get_by_role("button", name="show file name").click()  # on request (it could give the answer away)
+    _wait_for(lambda: re.search(r"\S+\.png", title.inner_text()), 30, "the file name on request")
 
     def shown() -> str:
         return re.search(r"(\S+\.png)", panel.locator(".widget-html-content").nth(1).inner_text()).group(1)
