@@ -83,8 +83,8 @@ def import_onnxruntime():
 def session_options(ort):
     """onnxruntime settings for a scorer: worker threads sleep when idle instead of spinning. On a machine whose
     cores others use too, spinning threads take the cores the work needs (measured on a shared 2-core VM, int8
-    ViT-B/16 with 2 threads: 4.4 s spinning, 2.5 s not, for 8 images); alone, the cost is a few microseconds per
-    wake-up."""
+    ViT-B/16 with 2 threads: 4.4 s spinning, 2.5 s not, for 8 images); alone on idle cores, waking sleeping
+    threads may cost a little latency (not measured here)."""
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
