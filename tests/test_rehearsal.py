@@ -210,3 +210,28 @@ def test_pilot_gate_and_watch_on_the_rehearsal_model(cache, photos, tmp_path, mo
     assert first["scored"] == len(table) and sum(first["decisions"].values()) == len(table)
     assert main(run) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["scored"] == 0
+
+
+def test_pilot_cycle_versions_and_report_on_the_rehearsal_model(cache, demo_table, tmp_path, monkeypatch):
+    """A re-labelling cycle (audit set, candidate, promotion or rejection), rollback and the HTML report with the
+    paper's architecture loaded offline from the hub cache."""
+    use_cache(monkeypatch, cache)
+    refuse_network(monkeypatch)
+    from clipiqa.finetune import AdaptConfig
+    from clipiqa.pilot.report import build_report
+    from clipiqa.pilot.versions import VersionLog, relabel_cycle, rollback
+    from clipiqa.session import Session
+    table = demo_table.head(30)
+    session = Session(tmp_path / "line", images=table, model_name="vitb16-openai", device="cpu")
+    for row in table.itertuples(index=False):
+        session.label(row.path, 5 - min(int(row.level), 4))
+    fast = AdaptConfig(trainable="text", epochs=1, augment="none", batch_size=32)
+    first = relabel_cycle(session, fast, override="pilot start")
+    second = relabel_cycle(session, fast)
+    assert first["n_audit"] >= 6 and second["parent"] == first["candidate"]
+    log = VersionLog(session.database_path)
+    if session.active_checkpoint == second["candidate"]:
+        assert rollback(session, log) == first["candidate"]
+    assert session.active_checkpoint == first["candidate"]
+    text = build_report(session)
+    assert "random-init model" in text and first["candidate"] in text

@@ -397,8 +397,8 @@ class Session:
         """True when the model has random-init weights (``tiny``): its scores are meaningless."""
         if self._model is not None:
             return bool(self._model.random_init)
-        from ..presets import get_preset  # on first use: see the note at the imports
-        return get_preset(self.model_name).random_init and self.weights is None
+        from ..weights import weights_are_random  # on first use: see the note at the imports
+        return weights_are_random(self.model_name, self.weights)  # also random weights under a real preset's name
 
     @property
     def toy(self) -> bool:
