@@ -25,6 +25,7 @@ from ._version import __version__
 from .adapters import TRAINABLE_ALIASES
 from .configs import renamed
 from .csvio import atomic_path, atomic_write
+from .hashing import file_sha256
 from .data.transforms import as_spec, backbone_spec
 
 CARD_VERSION = 1
@@ -147,7 +148,7 @@ class CheckpointCorruptError(ValueError):
 
 def integrity_record(tensor_file: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The card's ``integrity`` entry: SHA-256 and size of the tensor file, and SHA-256 of every tensor's bytes."""
-    return {"algorithm": "sha256", "sha256": _file_sha256(tensor_file), "size": os.path.getsize(tensor_file),
+    return {"algorithm": "sha256", "sha256": file_sha256(tensor_file), "size": os.path.getsize(tensor_file),
             "tensors_sha256": {name: tensor_sha256(t) for name, t in sorted(tensors.items())}}
 
 
@@ -184,14 +185,6 @@ def tensor_sha256(t: torch.Tensor) -> str:
     h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
     if t.numel():
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -258,7 +251,7 @@ def _check_file_hash(tensor_path: Path, card_path: Path, record: dict[str, Any])
     expected = record.get("sha256") if isinstance(record, dict) else None
     if not isinstance(expected, str):
         raise CheckpointCorruptError(f"checkpoint card {card_path}: its integrity entry has no sha256")
-    actual = _file_sha256(tensor_path)
+    actual = file_sha256(tensor_path)
     if actual == expected:
         return
     changed = _changed_tensors(tensor_path, record.get("tensors_sha256") or {})

@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
+from ..hashing import file_sha256
 from .common import EXIT_OK, UsageError, augment_arg, command, trainable_arg
 
 
@@ -66,15 +66,6 @@ def _configure(p: argparse.ArgumentParser) -> None:
                         "none (one centre crop)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--seed", type=int, default=0)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read(args: argparse.Namespace):

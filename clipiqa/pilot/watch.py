@@ -14,7 +14,6 @@ Everything lives in the session's SQLite database (beside the labels, WAL mode, 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..hashing import file_sha256
 from .drift import DriftReport, drift_report
 from .gate import Gate
 
@@ -43,14 +43,6 @@ CREATE TABLE IF NOT EXISTS label_requests (
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class LineLog:
