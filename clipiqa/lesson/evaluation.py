@@ -122,7 +122,7 @@ def teacher_scene_logits(model, images: Sequence[np.ndarray], batch_size: int = 
 
 
 def normalised_entropy(logits: np.ndarray) -> np.ndarray:
-    """Entropy of ``softmax(logits)`` per row over ``log K``: 0 = one scene, 1 = uniform."""
+    """Entropy of each row's softmax distribution over ``log K``: 0 = one scene, 1 = uniform."""
     z = np.asarray(logits, np.float64)
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
