@@ -109,3 +109,15 @@ ckpt = session.checkpoints().iloc[-1]["path"]
 print("for notebook 05: CHECKPOINT =", repr(os.path.relpath(ckpt)))
 model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE, prompts=ckpt)
 clipiqa.score_files(model, session.images[:5])[["path", "score", "status"]]
+
+# %% [markdown]
+# What did the text context learn? The card records, before and after training, each context vector's nearest
+# words in CLIP's vocabulary and the learned prompts' similarity to hand-written quality phrases (a reading aid:
+# learned context rarely spells clean words). From a shell: `clipiqa explain --prompts <checkpoint> --prompt-words`.
+
+# %%
+from clipiqa.explain.prompt_words import PromptWords, format_prompt_words
+
+recorded = clipiqa.read_checkpoint(ckpt).card.get("prompt_words")
+if recorded:
+    print(format_prompt_words(PromptWords.from_dict(recorded["after"]), PromptWords.from_dict(recorded["before"])))

@@ -60,6 +60,7 @@ tasks = synthetic_tasks(demo_references(TASK_SIZE, names=META_PHOTOS), types=MET
 print(len(tasks), "tasks:", ", ".join(t.name for t in tasks))
 
 # %%
+from clipiqa.explain.prompt_words import format_prompt_words, prompt_words
 from clipiqa.notebook import caveat
 model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
 config = MetaConfig(epochs=META_EPOCHS, inner_steps=INNER_STEPS, tasks_per_batch=2, holdout_tasks=0.25,
@@ -74,6 +75,7 @@ def on_step(record):  # runs in this cell's thread: setting a widget value is en
     elif record["kind"] == "eval":
         progress.value = f"epoch {record['epoch']}: held-out SRCC {record['srcc']:.3f}"
 
+words_before = prompt_words(model)  # what the text context reads like before meta training
 history = meta_pretrain(model, tasks, config, on_step=on_step, out_dir=f"{WORK}/meta")
 print("held out for selection:", ", ".join(history.holdout_tasks))
 print(meta_selection_text(history))  # epoch 0 = the evaluation before any meta step
@@ -84,6 +86,14 @@ if caveat(model):
 # left: held-out SRCC at the meta init and after the inner steps; right: how far the meta parameters moved
 plot_meta_history(history, random_init=model.random_init, fig=plt.figure(figsize=(10, 3.4), layout="constrained"))
 plt.show()
+
+# %% [markdown]
+# What has the learned text context become? Each context vector's nearest words in CLIP's vocabulary, and how
+# the learned "high quality" / "low quality" prompts compare with hand-written phrases, before -> after. A reading
+# aid, not the vectors' meaning (learned context often has no clean words); on a toy its vocabulary is tiny.
+
+# %%
+print(format_prompt_words(prompt_words(model), words_before))
 
 # %% [markdown]
 # ## Does the meta init help few-shot adaptation?
