@@ -111,16 +111,24 @@ if len(curve):
     band = agg["band"].mean()
     ax.axhspan(-band, band, color="grey", alpha=0.2, label=f"chance band (+-{band:.2f})")
     if ceiling.available:
-        ax.axhspan(ceiling.split_half_lo, ceiling.split_half_hi, color="tab:green", alpha=0.15,
+        ax.axhspan(ceiling.split_half_lo, ceiling.split_half_hi, color="tab:green", alpha=0.15)
+        ax.axhline(ceiling.split_half, color="tab:green", lw=1.5,  # a line too: a CI of zero width is no band
                    label=f"human ceiling ({ceiling.split_half:.2f})")
-    methods = list(dict.fromkeys(agg["method"]))
-    for k, (method, sub) in enumerate(agg.groupby("method", sort=False)):
+    zero = agg[agg["method"] == "zero-shot"]
+    if len(zero):  # zero-shot uses no labels: one level, not a curve over label counts
+        level = zero["srcc"].mean()
+        ax.axhline(level, color="tab:gray", ls="--", label=f"zero-shot, no labels ({level:.2f})")
+    learned = agg[agg["method"] != "zero-shot"]
+    methods = list(dict.fromkeys(learned["method"]))
+    for k, (method, sub) in enumerate(learned.groupby("method", sort=False)):
         dodge = (k - (len(methods) - 1) / 2) * 0.8  # side by side, so the CIs do not hide each other
         ax.errorbar(sub["n_train"] + dodge, sub["srcc"], yerr=[sub["srcc"] - sub["lo"], sub["hi"] - sub["srcc"]],
                     marker="o", capsize=3, label=method)
     ax.set_xlabel("labelled images used for training")
     ax.set_xticks(sorted(agg["n_train"].unique()))  # label counts are whole numbers
-    ax.set_ylabel("held-out SRCC (mean over splits, 95% CI)")
+    n_splits = int(agg["n_splits"].max())
+    ax.set_ylabel(f"held-out SRCC ({'mean over ' + str(n_splits) + ' splits' if n_splits > 1 else 'one split'}, "
+                  "95% CI)")
     ax.set_ylim(-1, 1)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the data, not over it
     if caveat(session):
