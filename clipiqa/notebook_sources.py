@@ -9,7 +9,8 @@ a teacher edits and git diffs) paired with ``NN_name.ipynb`` (what JupyterLab op
   (``tests/test_notebook_sources.py``).
 
 From a shell: ``python -m clipiqa.notebook_sources sync [FOLDER]`` after editing a ``.py``, and
-``python -m clipiqa.notebook_sources check [FOLDER]`` (exit status 1 when something is out of sync); FOLDER
+``python -m clipiqa.notebook_sources check [FOLDER]`` (exit status 1 when something is out of sync), and
+``python -m clipiqa.notebook_sources reset [FOLDER]`` to undo edits autosaved into the shipped notebooks; FOLDER
 defaults to ``notebooks``. In JupyterLab with Jupytext installed, saving a notebook writes both files (the pairing
 is in ``notebooks/jupytext.toml``); run ``sync`` before committing, since JupyterLab saves outputs too.
 """
@@ -23,7 +24,7 @@ import jupytext
 import nbformat
 from jupytext.combine import combine_inputs_with_outputs
 
-__all__ = ["SOURCE_FORMAT", "pairs", "cells_of", "check", "sync", "strip_outputs", "main"]
+__all__ = ["SOURCE_FORMAT", "pairs", "cells_of", "check", "sync", "reset", "strip_outputs", "main"]
 
 SOURCE_FORMAT = "py:percent"
 """The Jupytext format of the notebook sources (as in ``notebooks/jupytext.toml``)."""
@@ -128,11 +129,34 @@ def sync(folder: str | Path) -> list[Path]:
     return changed
 
 
+def reset(folder: str | Path) -> list[Path]:
+    """Put the shipped notebooks back as committed (both files of each pair) and return the files that changed.
+
+    JupyterLab autosaves a parameters cell you edited into the tracked ``.ipynb`` and, through Jupytext, its
+    ``.py``, so the next "default" run would use your values: ``reset`` undoes that from git (``git checkout
+    HEAD -- <changed notebook files>``). Files git does not track (your own notebooks) are left alone."""
+    import subprocess
+    folder = Path(folder)
+    tracked = [str(p) for pair in pairs(folder) for p in pair]
+    try:
+        changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", *tracked], cwd=folder, check=True,
+                                 capture_output=True, text=True).stdout.split()
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=folder, check=True, capture_output=True,
+                             text=True).stdout.strip()
+        if changed:
+            subprocess.run(["git", "checkout", "HEAD", "--", *changed], cwd=top, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise RuntimeError(f"cannot reset {folder} from git ({e}); reset works in a git checkout of clipiqa: "
+                           "otherwise copy the notebooks again from a fresh clone") from e
+    return [Path(top) / c for c in changed]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipiqa.notebook_sources",
                                      description="Keep the notebooks' .py sources and their .ipynb in sync.")
-    parser.add_argument("command", choices=["sync", "check"],
-                        help="sync: write each .ipynb from its .py (outputs stripped); check: list what is stale")
+    parser.add_argument("command", choices=["sync", "check", "reset"],
+                        help="sync: write each .ipynb from its .py (outputs stripped); check: list what is stale; "
+                             "reset: put the shipped notebooks back as committed (undo autosaved parameter edits)")
     parser.add_argument("folder", nargs="?", default="notebooks", help="the notebooks folder (default: notebooks)")
     args = parser.parse_args(argv)
     if not Path(args.folder).is_dir():
@@ -140,6 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sync":
         for path in sync(args.folder):
             print(f"wrote {path}")
+        return 0
+    if args.command == "reset":
+        try:
+            done = reset(args.folder)
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            return 1
+        for path in done:
+            print(f"reset {path}")
+        print(f"{len(done)} notebook file(s) reset" if done else "nothing to reset: the notebooks are as committed")
         return 0
     problems = check(args.folder)
     for line in problems:

@@ -26,7 +26,7 @@ def folder(tmp_path) -> Path:
 
 def test_every_notebook_has_its_source_and_the_pairs_are_in_sync():
     found = pairs(NOTEBOOKS_DIR)
-    assert len(found) == 8
+    assert len(found) == 9
     assert all(py.exists() and ipynb.exists() for py, ipynb in found)
     assert check(NOTEBOOKS_DIR) == [], "run `python -m clipiqa.notebook_sources sync notebooks`"
     assert not (NOTEBOOKS_DIR / "_build.py").exists()  # the generator is gone: the .py files are the sources
@@ -116,3 +116,27 @@ def test_cli_sync_then_check(folder, capsys):
     assert main(["check", str(folder)]) == 0
     with pytest.raises(SystemExit):
         main(["sync", str(folder / "missing")])
+
+
+def test_reset_undoes_autosaved_parameter_edits_and_keeps_own_notebooks(tmp_path):
+    import subprocess
+    from clipiqa.notebook_sources import main, reset
+    repo = tmp_path / "repo"
+    shutil.copytree(NOTEBOOKS_DIR, repo / "notebooks", ignore=shutil.ignore_patterns("clipiqa-work", ".ipynb_checkpoints"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "shipped"], cwd=repo, check=True)
+    shipped = {p.name: p.read_bytes() for p in (repo / "notebooks").iterdir()}
+    for name in ("02_label_a_few.py", "02_label_a_few.ipynb"):  # what JupyterLab's autosave does to both files
+        path = repo / "notebooks" / name
+        path.write_text(path.read_text().replace("SMOKE = True", "SMOKE = False"))
+    own = repo / "notebooks" / "my_analysis.ipynb"
+    own.write_text("{}")
+    assert sorted(p.name for p in reset(repo / "notebooks")) == ["02_label_a_few.ipynb", "02_label_a_few.py"]
+    assert {p.name: p.read_bytes() for p in (repo / "notebooks").iterdir() if p != own} == shipped
+    assert own.read_text() == "{}"  # never touched
+    assert main(["reset", str(repo / "notebooks")]) == 0  # nothing left to reset
+    plain = tmp_path / "plain"
+    shutil.copytree(repo / "notebooks", plain, ignore=shutil.ignore_patterns(".git"))
+    assert main(["reset", str(plain)]) == 1  # not a git checkout: says so
