@@ -610,3 +610,11 @@ def test_label_panel_asks_before_a_new_rater_starts(session, tmp_path):
     again.rater_box.value = "newcomer"
     again.confirm_rater.click()  # a real new rater, confirmed
     assert again.session.rater == "newcomer" and "rating as newcomer" in again.message.value
+
+
+def test_adapt_panel_trains_menu_says_what_is_trained_not_where(session):
+    from clipiqa.widgets import AdaptPanel
+    panel = AdaptPanel(session, device="cpu")
+    labels = [label for label, _ in panel.trainable.options]
+    assert not any("GPU" in label or "CPU" in label for label in labels)  # "(GPU)" showed on a CPU
+    assert labels[0].startswith("last 4 blocks")
