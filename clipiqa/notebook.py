@@ -33,7 +33,7 @@ from typing import Iterable, Mapping, NamedTuple
 
 __all__ = ["UserError", "USER_ERRORS", "install", "short_errors", "short_traceback", "full_traceback", "set_short_errors",
            "plot_meta_history", "meta_selection_text", "caveat", "say_if_random_init", "Settings", "settings",
-           "DEMO_TYPES", "STAND_IN", "stand_in", "image_folder"]
+           "DEMO_TYPES", "say_model", "STAND_IN", "stand_in", "image_folder"]
 
 USER_ERRORS = (
     "clipiqa.weights:WeightsUnavailableError",
@@ -133,6 +133,15 @@ def say_if_random_init(model) -> None:
     weights or the lesson toy, and how to get real numbers; nothing for real weights."""
     if caveat(model):
         print(f"⚠ {caveat(model)}. Set SMOKE = False for real numbers.")
+
+
+def say_model(model) -> None:
+    """Print the weights line of ``model`` (which model, weights file or hub repository, fingerprint, device,
+    precision; :func:`clipiqa.weights.weights_line`) and its caveat: what a notebook shows once its model is
+    loaded, in smoke and in real mode alike."""
+    from .weights import weights_line
+    print(weights_line(model))
+    say_if_random_init(model)
 
 
 # --------------------------------------------------------------------------------------------- parameters cell

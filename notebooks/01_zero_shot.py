@@ -33,10 +33,10 @@ import seaborn as sns
 import clipiqa
 from clipiqa.data import build_demo_set
 from clipiqa.metrics import bootstrap_ci, chance_band, srcc
-from clipiqa.notebook import say_if_random_init
+from clipiqa.notebook import say_if_random_init, say_model
 
 model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
-say_if_random_init(model)
+say_model(model)  # which model, weights, device and precision run (and the toy / random-init caveat)
 print("antonym prompts:", model.prompt_config.antonyms)
 
 # %% [markdown]

@@ -21,7 +21,7 @@
 # %% tags=["parameters"]
 import os
 
-from clipiqa.notebook import settings, short_errors, stand_in
+from clipiqa.notebook import say_model, settings, short_errors, stand_in
 
 short_errors()  # clipiqa's user errors (no weights, a mistyped name, ...) as one short message
 
@@ -62,6 +62,7 @@ else:  # notebook 02 not run yet: the same demo photos, with stand-in ratings fr
         for path in session.images:
             session.label(path, 1 + round(4 * severity[path]))
 print(session)
+say_model(session.model)
 
 # %%
 panel = AdaptPanel(session, epochs=EPOCHS, shots=SHOTS, trainable=TRAINABLE, device=DEVICE, n_views=N_VIEWS,

@@ -49,8 +49,10 @@ from functools import partial
 
 import clipiqa
 from clipiqa.data import build_demo_set
+from clipiqa.notebook import say_model
 from clipiqa.widgets import ComparePanel
 
+say_model(clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE))  # the backbone every arm starts from
 table = build_demo_set(types=DEMO_TYPES, size=SIZE)  # synthetic severities; splits go by photo (content)
 table = table if DEMO_LIMIT is None else table.sample(n=DEMO_LIMIT, random_state=0)
 panel = ComparePanel(table, shots=SHOTS, n_splits=N_SPLITS, epochs=EPOCHS, trainable=TRAINABLE, lam=LAM,

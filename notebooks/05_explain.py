@@ -48,7 +48,7 @@ from clipiqa.data import build_demo_set, demo_references
 from clipiqa.explain import METHODS, zero_shot
 from clipiqa.explain.diagnostics import compare_models
 from clipiqa.explain.plots import plot_content_vs_distortion, plot_focus, plot_scene_drift
-from clipiqa.notebook import say_if_random_init
+from clipiqa.notebook import say_if_random_init, say_model
 from clipiqa.session import Session
 from clipiqa.widgets import AttributionViewer
 
@@ -65,7 +65,7 @@ else:  # adapt on synthetic-severity labels of the demo photos (a stand-in for y
     if not session.adapted:
         session.adapt(AdaptConfig(trainable=TRAINABLE, epochs=EPOCHS, n_views=N_VIEWS, lr=LR, **OPTIONS))
     model = session.model
-say_if_random_init(model)
+say_model(model)
 for name, m in METHODS.items():
     print(f"{name:>14}: {m.description}")
 

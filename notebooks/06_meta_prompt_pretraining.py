@@ -61,8 +61,9 @@ print(len(tasks), "tasks:", ", ".join(t.name for t in tasks))
 
 # %%
 from clipiqa.explain.prompt_words import format_prompt_words, prompt_words
-from clipiqa.notebook import caveat
+from clipiqa.notebook import caveat, say_model
 model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
+say_model(model)
 config = MetaConfig(epochs=META_EPOCHS, inner_steps=INNER_STEPS, tasks_per_batch=2, holdout_tasks=0.25,
                     batch_size=16)
 progress = widgets.HTML("starting ...")

@@ -129,3 +129,4 @@ def test_notebook_runs_in_real_mode_on_the_rehearsal_model(name, rehearsal_workd
     shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) + str(o.get("data", {}).get(
         "text/html", "")) for c in code for o in c.outputs)
     assert "random-init" in shown or "random init" in shown, "real-mode numbers from random weights must say so"
+    assert "models--timm--vit_base_patch16_clip_224.openai" in shown, "real mode prints the weights line"
