@@ -389,7 +389,7 @@ def weights_line(model, amp: bool | str | None = None) -> str:
     source = model.source
     label = f" [{source.label}]" if source.label else ""
     arch = f" ({source.arch})" if source.arch not in source.preset else ""
-    if source.toy:  # its config borrows an architecture's name; say what it is instead
+    if source.toy and hasattr(model, "clip"):  # its config borrows an architecture's name: say what it is
         arch = f" ({_toy_size(model)})"
     return (f"model {source.preset}{arch}: weights {describe_weights(source)}; {model.device.type} "
             f"{precision_name(model.device, amp)}{label}")

@@ -290,7 +290,7 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
         _wait_for(lambda: readout.inner_text() == level, what=f"slider at {level}")
         panel.get_by_role("button", name="Save + next").click()
         _wait_for(lambda: len(_labels(notebooks)) == rows, what=f"row {rows} in labels.csv")
-        _wait_for(lambda: _last_rated(notebooks) == (name, float(presses)), 30, "the rating committed")
+        _wait_for(lambda: _last_rated(notebooks) == (name, float(presses)), 90, "the rating committed")
         _wait_for(lambda: shown() != name, what="the panel to move on to the next image")
 
     # 2. the slider handle with the keyboard: ArrowRight x3 moves not rated -> 1 bad -> 2 poor -> 3 fair; save
@@ -304,7 +304,7 @@ def test_label_in_the_browser_writes_labels_csv(lab, page):
     page.keyboard.type("5")
     page.keyboard.press("Enter")
     _wait_for(lambda: len(_labels(notebooks)) == 3, what="a 3rd row")
-    _wait_for(lambda: _last_rated(notebooks) == (name, 5.0), 30, "the rating committed")
+    _wait_for(lambda: _last_rated(notebooks) == (name, 5.0), 90, "the rating committed")
     _wait_for(lambda: keys.input_value() == "", what="the keys box to clear")
     count = panel.locator(".widget-label").filter(has_text="labelled,")
     _wait_for(lambda: count.inner_text().startswith("3 labelled"), what="the count to say 3 labelled")
