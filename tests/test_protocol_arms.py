@@ -2,10 +2,14 @@
 and numbers that say what they are (recipe, n, splits per metric, stopped runs, zero-shot configuration)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -139,7 +143,7 @@ def test_a_stopped_run_summarises_only_splits_every_arm_finished(demo):
 
 def test_readme_arm_table_matches_the_registry():
     text = (ROOT / "README.md").read_text()
-    for name in DEFAULT_METHODS:
+    for name in (*DEFAULT_METHODS, "coop+qgr", "coop+vpt+qgr"):
         row = arm_table_row(METHODS[name])
         match = re.search(rf"^\| `{re.escape(name)}` \|(.+)\|$", text, re.MULTILINE)
         assert match, f"README arm table lacks a row for {name}"
@@ -175,3 +179,17 @@ def test_protocol_cache_keeps_decoded_images_within_its_budget(tmp_path):
     assert [im.getpixel((0, 0))[0] for im in images] == [0, 40, 80, 0]
     assert len(cache._images) == 2 and cache._images.nbytes <= cache.image_budget_bytes
     assert cache.images(paths[:1])[0] is images[-1]  # the most recent image is kept
+
+
+def test_bench_runs_the_compare_panels_qgr_pairs_in_a_fresh_process(tmp_path):
+    """Every arm the compare panel pairs is the protocol's own: ``clipiqa bench --methods coop+qgr,coop+vpt+qgr``
+    in a fresh process (no panel built) finds both arms and runs them (tiny random-init model, 1 epoch)."""
+    out = tmp_path / "bench"
+    env = {**os.environ, "CLIPIQA_CACHE": str(tmp_path / "cache"), "CLIPIQA_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "clipiqa", "bench", "--dataset", "demo", "--model", "tiny",
+                           "--device", "cpu", "--shots", "8", "--splits", "1", "--methods", "coop+qgr,coop+vpt+qgr",
+                           "--epochs", "1", "--augment", "none", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "unknown method" not in done.stderr, done.stderr
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["method"]) == ["coop+qgr", "coop+vpt+qgr"]

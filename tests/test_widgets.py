@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clipiqa.protocol import METHODS
 from clipiqa.session import Session
 from clipiqa.widgets import AdaptPanel, AttributionViewer, ComparePanel, LabelPanel
+from clipiqa.widgets.compare import PAIRS
 from clipiqa.widgets.label import NOT_RATED
 
 
@@ -311,6 +313,16 @@ def test_compare_panel_maps_the_trainable_set_to_a_protocol_pair(demo_table):
     assert panel.overrides()["warmup_epochs"] == 0  # CoOp's warm-up epoch would leave no budget
     with pytest.raises(TypeError, match="prompts="):
         ComparePanel(demo_table.head(40), model_factory=lambda: None, model_name="tiny")
+
+
+def test_building_a_compare_panel_leaves_the_arm_registry_alone(demo_table):
+    """The panel only looks its pairs up: each is already a protocol arm (so ``clipiqa bench`` runs it in a fresh
+    process), and building panels for every trainable set registers nothing."""
+    before = dict(METHODS)
+    assert {arm for pair in PAIRS.values() for arm in pair} <= set(before)
+    for trainable in ("paper", "prompts", "text"):
+        ComparePanel(demo_table.head(40), trainable=trainable, model_factory=_tiny_factory(), model_name="tiny")
+    assert dict(METHODS) == before
 
 
 def test_compare_panel_stopped_after_k_splits_summarises_k_splits_per_arm(demo_table):

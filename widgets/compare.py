@@ -40,9 +40,7 @@ from clipiqa.adapters import LAST_BLOCKS, trainable_set
 from clipiqa.data import standard_splits
 from clipiqa.factory import load_model
 from clipiqa.presets import get_preset
-from clipiqa.prompts import DEFAULT_VISUAL_TOKENS, PromptConfig
-from clipiqa.protocol import (METHODS, PER_SPLIT_COLUMNS, TEXT_ONLY, adapted_arm, register_method, run_protocol,
-                              summarize_methods)
+from clipiqa.protocol import METHODS, PER_SPLIT_COLUMNS, run_protocol, summarize_methods
 from clipiqa.protocol import complete_splits as protocol_complete_splits
 from clipiqa.recipes import RECIPES
 from clipiqa.session import Session
@@ -63,20 +61,6 @@ def tie_text(paired: dict) -> str:
     """How a tie is named: :data:`TIE_TEXT` unless the QGR-on histories show projected tensors
     (``paired["qgr_acted"]``, set by the panel from the histories; unknown counts as not acted)."""
     return ACTED_TIE_TEXT if paired.get("qgr_acted") else TIE_TEXT
-
-
-def _register_prompt_pairs() -> None:
-    """The QGR-on partners of the prompt-only protocol arms (same recipe and prompts as ``coop+vpt``/``coop``),
-    registered once if the protocol does not define them."""
-    extra = (("coop+vpt+qgr", "coop+vpt with QGR (lam 5): the QGR-on partner of coop+vpt",
-              "text context + visual prompts", "N(0, 0.02); VPT uniform", "prompts",
-              PromptConfig(visual_tokens=DEFAULT_VISUAL_TOKENS)),
-             ("coop+qgr", "CoOp with QGR (lam 5): the QGR-on partner of coop", "text context", "N(0, 0.02)", "text",
-              TEXT_ONLY))
-    for name, description, trains, init, trainable, prompts in extra:
-        if name not in METHODS:
-            register_method(name, description, adapts=True, trains=trains, init=init, recipe="coop",
-                            trainable=trainable)(adapted_arm(name, True, prompts))
 
 
 @dataclass
@@ -228,7 +212,6 @@ class ComparePanel(BackgroundRun, w.VBox):
                  lr: float | None = None, trainable: str | None = None, seed: int = 0,
                  model_factory: Callable[..., Any] | None = None, model_name: str = "vitb16-openai",
                  weights: str | None = None, device: str | None = None, n_boot: int = 500, **adapt_options):
-        _register_prompt_pairs()
         self.session = source if isinstance(source, Session) else None
         if self.session is not None:
             s = self.session

@@ -168,6 +168,11 @@ ADAPTED_ARMS = (
     ("meta+ft+qgr-auto", "meta+ft+qgr with the strength chosen per run from the labelled images (content-grouped "
      "inner CV over lam 0, 1, 2, 5, descent guard on; 12 extra training runs)", LAST_BLOCKS_TRAINS,
      "meta checkpoint (context + frozen visual prompts)", "grmp", LAST_BLOCKS, "auto", META),
+    # the QGR-on partners of the prompt-only arms (same recipe and prompts): the compare panel's other two pairs
+    ("coop+qgr", "CoOp with QGR (lam 5): the QGR-on partner of coop", "text context", "N(0, 0.02)", "coop", "text",
+     True, TEXT_ONLY),
+    ("coop+vpt+qgr", "coop+vpt with QGR (lam 5): the QGR-on partner of coop+vpt", "text context + visual prompts",
+     "N(0, 0.02); VPT uniform", "coop", "prompts", True, PromptConfig(visual_tokens=DEFAULT_VISUAL_TOKENS)),
 )
 for _name, _description, _trains, _init, _recipe, _trainable, _qgr, _prompts in ADAPTED_ARMS:
     register_method(_name, _description, adapts=True, trains=_trains, init=_init, recipe=_recipe,
