@@ -5,7 +5,9 @@ count) into one row per method and label count; :func:`verdict` reads that curve
 
 1. **Held-out size first.** With fewer than ``min_test`` (default 20) held-out images per split, the chance
    band (``1.96 / sqrt(n - 1)``: ±0.88 for 6 images, ±0.45 for 20) is too wide to grade anything: the verdict
-   says "too few held-out labels to judge (n = 6; chance band ±0.88)" and how many labels would do. It only adds
+   says "too few held-out labels to judge (n = 6; chance band ±0.88)" and how many labels would do
+   (:func:`labels_needed`: from the protocol's 20 % held-out share, so the advice stays put as labels are added,
+   with "up to" when content groups held out less in this run). It only adds
    that the model is above chance when even its CI's lower end clears the band.
 2. **Grade** of the method at the largest label count from its mean SRCC: below the chance band
    "indistinguishable from chance"; < 0.4 weak; < 0.6 moderate; < 0.8 good; else strong. When the 95 % CI spans
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 MIN_TEST = 20
+TEST_SHARE = 0.2  # the protocol's 80/20 splits hold out this share of the labelled images (of contents, by content)
 FLAT_GAIN = 0.03  # SRCC per 10 labels below which the curve counts as flat
 Z95 = 1.959963984540054
 BASELINES = ("zero-shot", "classical-ridge")
@@ -55,6 +58,42 @@ def learning_curve(per_split: pd.DataFrame) -> pd.DataFrame:
     if "n_pool" not in out:
         out["n_pool"] = np.nan
     return out[cols].sort_values(["method", "n_train"], kind="stable").reset_index(drop=True)
+
+
+def labels_needed(point: Any, min_test: int = MIN_TEST) -> tuple[int, int, float]:
+    """Labels in all for ``min_test`` held-out images per split: ``(need, up_to, share)``.
+
+    ``need`` comes from the protocol's nominal held-out share (:data:`TEST_SHARE`, 20 %), not from the share
+    one split happened to get: by image, rounding gives 4 of 18 (22 %) or 6 of 30 (20 %), and by content a
+    split can hold out 10 %, so reading it off the split made the advice jump (90, 100, 200 labels at 18, 30
+    and 60 labels). When the labelled images already reach ``need``, the grouping is what holds the test set
+    back and ``need`` is read from the observed share. ``up_to`` is what this run's observed held-out share
+    (``share``, from ``n_test`` and ``n_pool``) would need when it is clearly below nominal (content groups):
+    the uncertainty of ``need``, equal to it otherwise."""
+    n_test = float(point["n_test"])
+    pool = float(point.get("n_pool", np.nan))
+    labelled = n_test + pool if np.isfinite(pool) and pool > 0 else float("nan")
+    share = n_test / labelled if labelled > 0 else TEST_SHARE
+    nominal = int(math.ceil(min_test / TEST_SHARE - 1e-9))
+    observed = int(math.ceil(min_test / share - 1e-9)) if share > 0 else nominal
+    if np.isfinite(labelled) and labelled >= nominal:
+        return observed, observed, share
+    return nominal, observed if share < 0.8 * TEST_SHARE else nominal, share
+
+
+def small_n_note(curve: pd.DataFrame, min_test: int = MIN_TEST) -> str:
+    """What a learning-curve figure must say beside its chance band when points rest on fewer than ``min_test``
+    held-out images: the n, the chance band, and that those points say nothing yet; '' when none does."""
+    small = curve[curve["n_test"] < min_test] if len(curve) else curve
+    if not len(small):
+        return ""
+    lo, hi = int(round(small["n_test"].min())), int(round(small["n_test"].max()))
+    band = float(small["band"].max())
+    n = f"n = {lo}" if lo == hi else f"n = {lo} to {hi}"
+    wide = " (wider than any SRCC can be)" if band >= 1 else ""
+    points = "this point says" if small[["n_train"]].drop_duplicates().shape[0] == 1 else "these points say"
+    return (f"{n} held-out images: the intervals are wide and the chance band is ±{band:.2f}{wide}, so {points} "
+            f"nothing yet (judge from {min_test} held-out images)")
 
 
 def grade(srcc: float, band: float) -> str:
@@ -85,6 +124,7 @@ class Verdict:
     band: float = float("nan")
     at_ceiling: bool | None = None
     recommended_labels: int | None = None  # labels in all the verdict advises (too few held out, or still rising)
+    recommended_range: tuple[int, int] | None = None  # (recommended_labels, what this run's held-out share needs)
 
     @property
     def text(self) -> str:
@@ -130,13 +170,14 @@ def verdict(per_split: pd.DataFrame, method: str, *, ceiling: Any = None, random
     n_train = int(last["n_train"])
     if n_test < min_test:
         out.too_few = True
-        pool = float(last.get("n_pool", np.nan))
-        share = n_test / (n_test + pool) if np.isfinite(pool) and pool > 0 else 0.2
-        need = int(math.ceil(min_test / share))
-        out.recommended_labels = need
+        need, upto, share = labels_needed(last, min_test)
+        out.recommended_labels, out.recommended_range = need, (need, upto)
         say(f"Too few held-out labels to judge (n = {n_test:.0f}; chance band ±{band:.2f}): with {n_train} labels "
             f"{method} reaches SRCC {_f(s)} (95% CI {_f(lo)} to {_f(hi)}), but on so few test images that says "
             f"little. Label about {need} images in all (≥ {min_test} held out) to judge.")
+        if upto > need:
+            say(f"This run held out only {share:.0%} of the labelled images (images of one content stay on one "
+                f"side of a split), so it may take up to {upto}.")
         if np.isfinite(lo) and lo > band:
             say("Even so, its CI lies above the chance band: the model does better than chance.")
         return out
@@ -216,4 +257,5 @@ def _baseline_lines(out: Verdict, curve: pd.DataFrame, n_train: int, s: float, h
         out.lines.append(text)
 
 
-__all__ = ["verdict", "Verdict", "learning_curve", "grade", "step_interval", "MIN_TEST", "FLAT_GAIN"]
+__all__ = ["verdict", "Verdict", "learning_curve", "grade", "step_interval", "labels_needed", "small_n_note",
+           "MIN_TEST", "FLAT_GAIN", "TEST_SHARE"]

@@ -105,3 +105,41 @@ def test_baselines_caveats_and_aggregation_over_splits():
 def test_no_curve_yet():
     v = verdict(pd.DataFrame(), "paper+qgr")
     assert "Not enough labels yet" in v.text and v.grade is None
+
+
+def _point(labelled, n_test, s=0.9, lo=0.8, hi=1.0, n_train=None):
+    """One split's row at the largest label count: ``labelled`` images split into ``n_test`` held out and a pool."""
+    pool = labelled - n_test
+    return {"method": "coop+vpt", "status": "ok", "split": 0, "n_train": n_train or int(0.8 * pool),
+            "n_test": n_test, "n_pool": pool, "srcc": s, "srcc_ci_lo": lo, "srcc_ci_hi": hi,
+            "chance_band": chance_band(n_test)}
+
+
+def test_recommended_labels_do_not_jump_as_labels_are_added():
+    """Issue 24 item 3: 07 advised 90, 100 and 200 labels in all at 18, 30 and 60 labels (held out: 4 of 18 by
+    image rounding, 6 of 30, 6 of 60 when content groups fell unevenly). The advice follows the protocol's 20 %
+    held-out share; the content groups' smaller share is said as 'up to', not as a new headline."""
+    runs = {labelled: verdict(pd.DataFrame([_point(labelled, t)]), "coop+vpt")
+            for labelled, t in ((18, 4), (30, 6), (60, 6))}
+    assert {v.recommended_labels for v in runs.values()} == {100}
+    assert all("Label about 100 images in all" in v.text for v in runs.values())
+    assert runs[60].recommended_range == (100, 200) and "may take up to 200" in runs[60].text
+    assert runs[18].recommended_range == (100, 100) and "up to" not in runs[18].text
+
+
+def test_past_the_nominal_count_the_groups_decide_how_many():
+    """With 150 labels of which only 15 held out (content groups), '100 in all' would be already done."""
+    v = verdict(pd.DataFrame([_point(150, 15)]), "coop+vpt")
+    assert v.too_few and v.recommended_labels == 200 and "Label about 200 images in all" in v.text
+
+
+def test_a_figure_of_tiny_held_out_sets_says_it_says_nothing_yet():
+    """Issue 24 item 3: a CI of [0.816, 1.0] on n = 4 stood beside a chance band of ±1.13 with no comment."""
+    from clipiqa.feasibility import small_n_note
+    curve = learning_curve(pd.DataFrame([_point(18, 4, n_train=10)]))
+    note = small_n_note(curve)
+    assert note.startswith("n = 4 held-out images") and "±1.13" in note and "wider than any SRCC" in note
+    assert "this point says nothing yet" in note
+    two = learning_curve(pd.DataFrame([_point(30, 6, n_train=10), _point(30, 6, n_train=20)]))
+    assert "n = 6 held-out" in small_n_note(two) and "these points say" in small_n_note(two)
+    assert small_n_note(learning_curve(pd.DataFrame([_point(200, 40)]))) == ""
