@@ -5,12 +5,19 @@
 # Installs only when needed: the stamp file records the pyproject.toml hash and every extra installed so far,
 # and an install always keeps the extras already there. So once both `make lab` and `make test` have run,
 # switching between them never reinstalls (never needs the network); only a changed pyproject.toml does.
+#
+# torch and torchvision (the versions pinned in pyproject.toml) come from PyTorch's CPU wheel index when this
+# machine has no NVIDIA GPU (`nvidia-smi -L` fails or is absent): a few hundred MB instead of the 2.3 GB of CUDA
+# wheels PyPI serves on Linux. CLIPIQA_TORCH=cpu|cuda|auto (default auto), or the URL of another wheel index
+# (e.g. https://download.pytorch.org/whl/cu126), overrides the choice. It applies when torch is installed: to switch
+# an existing .venv, delete it. CLIPIQA_SETUP_DRY_RUN=1 prints the torch choice and the install commands only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${CLIPIQA_VENV:-.venv}"
 extra="${1:-}"
 python="${PYTHON:-python3}"
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+dry_run="${CLIPIQA_SETUP_DRY_RUN:-}"
+[ -x "$venv/bin/python" ] || [ "$dry_run" = 1 ] || "$python" -m venv "$venv"
 hash="$(sha256sum < pyproject.toml | cut -c1-16)"
 stamp="$venv/.clipiqa-install"
 have_hash="" have_extras=""
@@ -24,17 +31,39 @@ if [ -n "$extra" ] && [[ " $extras " != *" $extra "* ]]; then extras="${extras:+
 # per step, and the log's tail only when a step fails.
 log="$venv/.clipiqa-install.log"
 run_logged() {
+  if [ "$dry_run" = 1 ]; then echo "would run: $*"; return; fi
   "$@" >>"$log" 2>&1 || { echo "setup: failed: $* -- the last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1; }
 }
-if [ "$have_hash" != "$hash" ] || [ "$extras" != "$have_extras" ]; then
+cpu_index="https://download.pytorch.org/whl/cpu"
+torch_index="" torch_why=""  # the wheel index for torch and torchvision ("" = PyPI's default: CUDA on Linux), and why
+case "${CLIPIQA_TORCH:-auto}" in
+  cpu) torch_index="$cpu_index" torch_why="CPU wheels (CLIPIQA_TORCH=cpu)" ;;
+  cuda) torch_why="CUDA wheels from PyPI (CLIPIQA_TORCH=cuda)" ;;
+  http://*|https://*) torch_index="$CLIPIQA_TORCH" torch_why="wheels from $CLIPIQA_TORCH (CLIPIQA_TORCH)" ;;
+  auto)
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      torch_why="CUDA wheels from PyPI (nvidia-smi found a GPU; CLIPIQA_TORCH=cpu to change)"
+    else
+      torch_index="$cpu_index"
+      torch_why="CPU wheels, no NVIDIA GPU here (no working nvidia-smi; CLIPIQA_TORCH=cuda to change)"
+    fi ;;
+  *) echo "setup: CLIPIQA_TORCH is '$CLIPIQA_TORCH'; set it to cpu, cuda, auto or a wheel index URL" >&2; exit 2 ;;
+esac
+torch_pins=()  # torch==X torchvision==Y exactly as pyproject.toml pins them
+while read -r pin; do torch_pins+=("$pin"); done < <(grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"')
+if [ "$have_hash" != "$hash" ] || [ "$extras" != "$have_extras" ] || [ "$dry_run" = 1 ]; then
   spec="."
   [ -n "$extras" ] && spec=".[${extras// /,}]"
-  : > "$log"
+  [ "$dry_run" = 1 ] || : > "$log"
   echo "setup: installing clipiqa${extras:+[$extras]} into $venv (first time: a few minutes; details in $log)" >&2
-  echo "setup: 1/2 pip" >&2
+  echo "setup: 1/3 pip" >&2
   run_logged "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  echo "setup: 2/2 clipiqa and its dependencies (torch is the large one)" >&2
+  echo "setup: 2/3 ${torch_pins[*]}: $torch_why" >&2
+  run_logged "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    ${torch_index:+--index-url "$torch_index"} "${torch_pins[@]}"
+  echo "setup: 3/3 clipiqa and its other dependencies" >&2
   run_logged "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
+  [ "$dry_run" = 1 ] && exit 0
   echo "$hash $extras" > "$stamp"
   echo "setup: done" >&2
 fi
