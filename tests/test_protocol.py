@@ -81,6 +81,17 @@ def test_every_method_sees_the_same_splits_and_draws(result, demo):
         assert seen["seed"] == split.seed
 
 
+def test_each_held_out_image_keeps_its_prediction(result):
+    """Issue 24: notebook 07's scatter, gallery and worst-prediction list need the predictions behind each SRCC."""
+    from clipiqa.metrics import srcc
+    ok = result.per_split[result.per_split["status"] == "ok"]
+    assert set(result.predictions) == set(zip(ok["split"], ok["method"]))
+    for (i, method), held_out in result.predictions.items():
+        assert sorted(held_out["path"]) == sorted(result.splits[i].test["path"])
+        row = ok[(ok["split"] == i) & (ok["method"] == method)].iloc[0]
+        assert srcc(held_out["pred"], held_out["q"]) == pytest.approx(row["srcc"], nan_ok=True)
+
+
 def test_splits_are_by_content_and_draws_come_from_the_train_side(result):
     for split, labelled in zip(result.splits, result.labelled):
         assert split.by == "content"

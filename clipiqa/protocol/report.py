@@ -239,6 +239,9 @@ class ProtocolResult:
     histories: dict = field(default_factory=dict, repr=False)
     """``{(split index, arm): History}`` of every adapted arm (losses, gradient cosines, selection)."""
     labelled: list = field(default_factory=list, repr=False)
+    predictions: dict = field(default_factory=dict, repr=False)
+    """``{(split index, method): held-out rows}``: each split's test table with ``pred``, what the method predicted
+    for every held-out image (the numbers behind its SRCC; ranking units: a CLIP arm's logit margin)."""
 
     def to_text(self) -> str:
         """The summary as a fixed-width table followed by the notes (what ``clipiqa bench`` prints)."""

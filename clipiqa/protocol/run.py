@@ -75,7 +75,7 @@ def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     notes = run_notes(dataset, frozen, arm_selection, meta_init, methods, recipe)
     row_notes = {m: row_note(notes, arm_selection[m]) for m in methods}
 
-    stopped, histories = False, {}
+    stopped, histories, predictions = False, {}, {}
     with tempfile.TemporaryDirectory(prefix="clipiqa-protocol-") as tmp:
         config.cache.workdir = Path(out_dir) if out_dir is not None else Path(tmp)
         rows, total = [], len(splits) * len(methods)
@@ -92,6 +92,9 @@ def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
                 history = row.pop("history", None)
                 if history is not None:
                     histories[(i, method)] = history
+                preds = row.pop("predictions", None)
+                if preds is not None:  # per held-out image, for galleries, scatters and worst-prediction lists
+                    predictions[(i, method)] = split.test.assign(pred=preds)
                 row.setdefault("recipe", METHODS[method].recipe)
                 row.update(selection=arm_selection[method], random_init=frozen.random_init,
                            note=row_notes[method])
@@ -114,7 +117,7 @@ def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
                     "meta_init": None if meta_init is None else str(meta_init), "batch_size": batch_size,
                     "ridge_alpha": ridge_alpha, "n_boot": n_boot, "model": frozen.source.card(),
                     "arms": {m: arm_table_row(METHODS[m], config) for m in methods}},
-            splits=splits, labelled=draws, stopped=stopped, histories=histories)
+            splits=splits, labelled=draws, stopped=stopped, histories=histories, predictions=predictions)
         if out_dir is not None:
             result.save(out_dir)
     return result
@@ -144,6 +147,7 @@ def _run_one(method: Method, model_factory: ModelFactory, train: pd.DataFrame, t
         if len(preds) != len(test):
             raise ValueError(f"method returned {len(preds)} predictions for {len(test)} test images")
         row.update(score_predictions(preds, test["q"].to_numpy(float), n_boot, seed, scores=scores))
+        row["predictions"] = preds  # taken out by run_protocol (ProtocolResult.predictions)
         row.update(extras)
     except MethodSkipped as e:
         row.update(status="skipped", error=str(e))
