@@ -6,13 +6,18 @@ Errors a user can act on are shown in a notebook as one short message instead of
 Some failures are not bugs but a state of the user's machine or data: no weights and no model hub, a checkpoint
 made for another backbone, an unreadable image, a label file in the wrong format, too few labels. Their message
 already says what to do; the 30-line traceback IPython prints above it only hides that message. IPython asks an
-exception for ``_render_traceback_()`` before formatting a stack (``InteractiveShell.showtraceback``); the
-classes in :data:`USER_ERRORS` answer with two lines: the message and how to see the full traceback.
+exception for ``_render_traceback_()`` before formatting a stack (``InteractiveShell.showtraceback``); once
+:func:`short_errors` has run, :class:`UserError` and the classes in :data:`USER_ERRORS` answer with two lines: the
+message and how to see the full traceback.
 
+The switch is explicit: importing clipiqa (or any of its modules) changes no exception class; every notebook's
+parameters cell calls :func:`short_errors`, so a notebook says what it changes in IPython's error display, and
+a user's own kernel keeps IPython's tracebacks until it asks.
+
+* :func:`short_errors`: the switch (``short_errors(False)``: full tracebacks again);
 * :class:`UserError`: a mixin for such errors (``class MyError(UserError, ValueError)``);
-* :func:`install`: gives the known clipiqa user errors the short rendering (called when ``clipiqa`` loads);
 * :func:`full_traceback`: prints the full traceback of the last error in this kernel;
-* ``CLIPIQA_TRACEBACK=full`` in the environment (or ``set_short_errors(False)``): full tracebacks everywhere.
+* ``CLIPIQA_TRACEBACK=full`` in the environment: full tracebacks even after :func:`short_errors`.
 
 Outside IPython nothing changes: Python's own traceback printing never calls ``_render_traceback_``.
 
@@ -73,15 +78,16 @@ def _render(self) -> list[str]:
 
 
 class UserError(Exception):
-    """Mixin: an error whose message tells the user what to do; notebooks show only that message."""
-
-    _render_traceback_ = _render
+    """Mixin: an error whose message tells the user what to do; after :func:`short_errors`, notebooks show only
+    that message."""
 
 
 def install(names: Iterable[str] = USER_ERRORS) -> list[type]:
-    """Give each ``module:Class`` in ``names`` the short notebook rendering; returns the classes done.
-    A module that cannot be imported is left out (its error cannot occur then)."""
-    done = []
+    """Give :class:`UserError` and each ``module:Class`` in ``names`` the short notebook rendering; returns the
+    classes done (what :func:`short_errors` calls). A module that cannot be imported is left out (its error cannot
+    occur then)."""
+    done = [UserError]
+    UserError._render_traceback_ = _render
     for name in names:
         module_name, _, attr = name.partition(":")
         try:
@@ -97,7 +103,8 @@ def install(names: Iterable[str] = USER_ERRORS) -> list[type]:
 def short_errors(on: bool = True) -> None:
     """What every notebook's parameters cell calls: clipiqa's user errors (no weights, a model name that does not
     exist, a bad image, too few labels, ...) show as one short message from the first cell on (``on=False``: full
-    tracebacks). Explicit, so that a notebook says what it changes in IPython's error display."""
+    tracebacks). Explicit, so that a notebook says what it changes in IPython's error display: importing clipiqa
+    changes no exception class."""
     install()
     set_short_errors(on)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -26,13 +28,24 @@ def test_short_traceback_is_the_message_and_a_hint():
                      "put them in ~/.cache or pass weights=", f"({notebook.HINT})"]
 
 
-def test_known_user_errors_render_short_once_clipiqa_is_loaded():
-    import clipiqa.session  # noqa: F401  (what every notebook loads)
-    from clipiqa.checkpoint import CheckpointMismatchError
-    from clipiqa.imageio import ImageLoadError
-    for cls in (WeightsUnavailableError, CheckpointMismatchError, ImageLoadError):
-        assert "_render_traceback_" in vars(cls), cls
-    assert not hasattr(ValueError("x"), "_render_traceback_")  # ordinary errors keep their traceback
+NO_PATCHED_ERRORS = """
+import inspect, sys
+import clipiqa, clipiqa.session, clipiqa.notebook
+patched = sorted(f"{m.__name__}.{name}" for m in list(sys.modules.values()) if m and m.__name__.startswith("clipiqa")
+                 for name, cls in vars(m).items()
+                 if inspect.isclass(cls) and issubclass(cls, BaseException) and "_render_traceback_" in vars(cls))
+print(patched)
+clipiqa.notebook.short_errors()
+from clipiqa.weights import WeightsUnavailableError
+print("_render_traceback_" in vars(WeightsUnavailableError))
+"""
+
+
+def test_importing_clipiqa_changes_no_exception_class():
+    """Short notebook errors are an explicit switch: importing clipiqa.session (what every notebook loads) gives
+    no exception class a ``_render_traceback_``; ``short_errors()`` does (fresh process: nothing called it)."""
+    done = subprocess.run([sys.executable, "-c", NO_PATCHED_ERRORS], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["[]", "True"], done.stdout + done.stderr
 
 
 def test_full_tracebacks_on_request(capsys):
@@ -54,6 +67,7 @@ def test_ipython_shows_only_the_short_message():
     """The real path: IPython's showtraceback on a user error raised in a cell."""
     pytest.importorskip("IPython")
     from IPython.core.interactiveshell import InteractiveShell
+    notebook.short_errors()  # what every notebook's parameters cell calls
     shell = InteractiveShell.instance()
     captured = {}
     shell._showtraceback = lambda etype, evalue, stb: captured.update(stb=stb)
@@ -61,6 +75,8 @@ def test_ipython_shows_only_the_short_message():
                    "def load():\n    raise WeightsUnavailableError('no weights: pass weights=')\nload()")
     assert _plain(captured["stb"]) == ["WeightsUnavailableError: no weights: pass weights=", f"({notebook.HINT})"]
     assert clipiqa.__version__
+    shell.run_cell("raise ValueError('a bug')")
+    assert any("Traceback" in line for line in _plain(captured["stb"]))  # ordinary errors keep their traceback
 
 
 def _meta_history(best_epoch, rel_move=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clipiqa.finetune import AdaptConfig
+from clipiqa.notebook import short_errors
 from clipiqa.session import NotEnoughLabelsError, Session
 
 CONFIG = AdaptConfig(trainable="prompts", epochs=50, n_views=1, batch_size=2)
@@ -61,5 +62,6 @@ def test_too_few_labels_is_a_user_error(tmp_path, photo_dir):
     with pytest.raises(NotEnoughLabelsError, match="label at least 2") as info:
         s.adapt(CONFIG)
     assert isinstance(info.value, ValueError)
-    lines = info.value._render_traceback_()  # what a notebook shows: the message, no stack
+    short_errors()  # what a notebook's parameters cell turns on
+    lines = info.value._render_traceback_()  # what IPython then shows: the message, no stack
     assert len(lines) == 2 and "label at least 2" in lines[0]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clipiqa.notebook import short_errors
 from clipiqa.protocol import METHODS
 from clipiqa.session import Session
 from clipiqa.widgets import AdaptPanel, AttributionViewer, ComparePanel, LabelPanel
@@ -255,6 +256,7 @@ def test_adapt_panel_blocking_run_reraises_missing_weights_short(session, demo_t
     with pytest.raises(WeightsUnavailableError) as info:
         panel.run(block=True)
     assert "model hub is unreachable" in panel.message.value
+    short_errors()  # what a notebook's parameters cell turns on
     assert len(info.value._render_traceback_()) == 2  # a notebook shows the message and a hint, no stack
 
 

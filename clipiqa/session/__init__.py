@@ -45,15 +45,12 @@ from __future__ import annotations
 import os  # noqa: F401  (tests patch ``clipiqa.session.os.replace``: the one os module, as before the split)
 
 from ..labelstore import LabelNotSaved, LabelStoreUnusable
-from ..notebook import install as _install_short_errors
 from .checkpoints import NotEnoughLabelsError
 from .facade import RANDOM_INIT_BANNER, Session
 from .recover import RECOVERED_RATER, LabelsRecovered
 from .scale import ACR, Scale, as_scale
 from .store import DEFAULT_RATER, REPEAT_SHARE, atomic_write_text, check_rater
 from .suggest import DIVERSE_UNTIL, REPEAT_GAP, pick_repeat
-
-_install_short_errors()  # user errors (no weights, a bad image, ...) show as one short message in notebooks
 
 __all__ = ["Session", "Scale", "ACR", "as_scale", "atomic_write_text", "RANDOM_INIT_BANNER", "DIVERSE_UNTIL",
            "DEFAULT_RATER", "REPEAT_SHARE", "REPEAT_GAP", "check_rater", "pick_repeat", "LabelNotSaved",
