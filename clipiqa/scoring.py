@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
 from .imageio import DEFAULT_MAX_PIXELS, ImageLoadError, list_images, load_image
+from .threads import sharing_cpus
 from .inference import NON_FINITE_REASON, autocast_for, predict_batches, predict_pil
 
 ProgressFn = Callable[[int, int], None]
@@ -85,22 +86,24 @@ def score_files(model, paths: Sequence[str | os.PathLike], *, batch_size: int = 
                         num_workers=num_workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
                         persistent_workers=False)
     done = 0
-    for index, batch, failed in loader:
-        if batch is not None:
-            batch_features: list = []
-            pred = predict_batches(model, [batch], amp=amp, features_out=batch_features if with_features else None)
-            for k, (i, m, s) in enumerate(zip(index.tolist(), pred.margin.tolist(), pred.score.tolist())):
-                if math.isfinite(m) and math.isfinite(s):
-                    margins[i], scores[i] = m, s
-                    if with_features:
-                        features[i] = batch_features[0][k].numpy()
-                else:
-                    errors[i] = non_finite_error(paths[i], m, s)
-        for i, err in failed:
-            errors[i] = err
-        done += len(index) + len(failed)
-        if progress is not None:
-            progress(done, len(paths))
+    with sharing_cpus():  # the cores other work leaves free now (clipiqa.threads), restored after
+        for index, batch, failed in loader:
+            if batch is not None:
+                batch_features: list = []
+                pred = predict_batches(model, [batch], amp=amp,
+                                       features_out=batch_features if with_features else None)
+                for k, (i, m, s) in enumerate(zip(index.tolist(), pred.margin.tolist(), pred.score.tolist())):
+                    if math.isfinite(m) and math.isfinite(s):
+                        margins[i], scores[i] = m, s
+                        if with_features:
+                            features[i] = batch_features[0][k].numpy()
+                    else:
+                        errors[i] = non_finite_error(paths[i], m, s)
+            for i, err in failed:
+                errors[i] = err
+            done += len(index) + len(failed)
+            if progress is not None:
+                progress(done, len(paths))
     table = pd.DataFrame({"path": paths, "score": scores, "logit_margin": margins,
                           "status": ["error" if e else "ok" for e in errors], "error": errors})
     if with_features:

@@ -20,6 +20,11 @@ What :func:`configure` does, by ``CLIPIQA_THREADS``:
   the short spin as in ``auto``;
 * ``keep``: nothing changes (torch's and OpenMP's own defaults).
 
+And at the start of each long piece of work (a training loop, scoring files: :func:`sharing_cpus`), in ``auto``
+mode only, torch's threads drop to the cores that other work leaves free *now* (threads runnable at this moment,
+``/proc/loadavg``'s running count, not the lagging load average), at least one, and are restored after. A run
+alone keeps every core; four runs started together each take one thread instead of fighting over both cores.
+
 The environment variables set here are inherited by every child process (DataLoader workers, which torch runs
 with one thread anyway, torchrun ranks, label-store worker processes, notebook kernels started by a process that
 imported clipiqa), so they spin briefly too. Variables the user set are never overwritten.
@@ -28,12 +33,15 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, MutableMapping, NamedTuple
+from typing import Iterator, Mapping, MutableMapping, NamedTuple
 
 __all__ = ["ENV", "SPIN", "Plan", "plan", "configure", "available_cpus", "cgroup_cpu_limit", "threads_for_load",
-           "status", "ranks_here"]
+           "status", "ranks_here", "runnable_now", "threads_to_share", "sharing_cpus"]
 
 ENV = "CLIPIQA_THREADS"
 SPIN = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
@@ -165,7 +173,50 @@ def configure(environ: MutableMapping[str, str] | None = None) -> Plan:
     if result.torch_threads is not None:
         torch.set_num_threads(result.torch_threads)
     _done["plan"] = result
+    # threads chosen by someone (OMP_NUM_THREADS, CLIPIQA_THREADS=N or keep) are never changed per piece of work
+    _done["share"] = result.mode == "auto" and "OMP_NUM_THREADS" not in environ
     return result
+
+
+def runnable_now(path: str = "/proc/loadavg", samples: int = 5, interval: float = 0.004) -> float | None:
+    """Threads runnable on the machine at this moment other than the one asking: the median, over ``samples``
+    reads ``interval`` seconds apart, of ``/proc/loadavg``'s running count (its fourth field, ``running/total``,
+    which includes the reader) minus one. None where the file does not exist (not Linux)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open(path) as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(counts))
+
+
+def threads_to_share(machine_cpus: int, others: float, current: int) -> int:
+    """Threads for a piece of work when ``others`` threads of other work are runnable on ``machine_cpus`` cores:
+    the cores they leave free, at least 1, never more than the process has now (its cgroup or the user's limit)."""
+    free = int(machine_cpus - others + 0.5)
+    return max(1, min(current, free))
+
+
+@contextmanager
+def sharing_cpus() -> Iterator[int | None]:
+    """Run a long piece of work with the cores other work leaves free now (auto mode; see the module text);
+    yields the thread count it chose (None when it changed nothing) and restores torch's count after."""
+    import torch
+    others = runnable_now() if _done.get("share") else None
+    current = torch.get_num_threads()
+    threads = None if others is None else threads_to_share(os.cpu_count() or 1, others, current)
+    if threads is None or threads == current:
+        yield None
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(current)
 
 
 def status() -> str:

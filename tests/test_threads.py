@@ -150,3 +150,61 @@ def test_a_notebook_kernel_runs_with_the_documented_settings(tmp_path):
         got = json.loads(nb.cells[1].outputs[0]["text"].strip().splitlines()[-1])
         assert got["env"]["GOMP_SPINCOUNT"] == "10000" and got["env"]["KMP_BLOCKTIME"] == "1"
         assert got["threads"] == (threads or got["cpus"])
+
+
+# ------------------------------------------------------------------------------ per piece of work
+def test_runnable_now_reads_the_instant_running_count(tmp_path):
+    """``/proc/loadavg``'s fourth field counts the threads runnable now, the reader included."""
+    from clipiqa.threads import runnable_now
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("3.10 2.00 1.00 5/812 4242\n")
+    assert runnable_now(str(loadavg), samples=3, interval=0) == 4.0
+    loadavg.write_text("0.00 0.00 0.00 1/90 7\n")
+    assert runnable_now(str(loadavg), samples=1) == 0.0
+    assert runnable_now(str(tmp_path / "missing")) is None
+    loadavg.write_text("garbage\n")
+    assert runnable_now(str(loadavg), samples=1) is None
+
+
+def test_threads_to_share_leaves_the_cores_others_use():
+    from clipiqa.threads import threads_to_share
+    assert threads_to_share(2, others=0, current=2) == 2    # alone: every core
+    assert threads_to_share(2, others=3, current=2) == 1    # three others on two cores: one thread, never zero
+    assert threads_to_share(16, others=4, current=16) == 12
+    assert threads_to_share(64, others=30, current=2) == 2  # a 2-CPU container on a busy 64-core host keeps its 2
+    assert threads_to_share(2, others=0, current=1) == 1    # never more than the process has (the user's choice)
+    assert threads_to_share(4, others=1.4, current=4) == 3 and threads_to_share(4, others=1.6, current=4) == 2
+
+
+SHARE = ("import json, subprocess, sys, time\n"
+         "import clipiqa, torch\n"
+         "from clipiqa.threads import sharing_cpus\n"
+         "before = torch.get_num_threads()\n"
+         "burners = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(%d)]\n"
+         "time.sleep(1.0)\n"
+         "try:\n"
+         "    with sharing_cpus() as chosen:\n"
+         "        inside = torch.get_num_threads()\n"
+         "finally:\n"
+         "    for b in burners: b.kill()\n"
+         "print(json.dumps({'before': before, 'chosen': chosen, 'inside': inside,\n"
+         "                  'after': torch.get_num_threads()}))\n")
+
+
+@pytest.mark.skipif(not Path("/proc/loadavg").is_file() or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux's /proc/loadavg and at least 2 cores")
+def test_work_started_beside_busy_processes_takes_the_free_cores_and_gives_them_back():
+    """Two processes spinning on the CPUs: a training or scoring started now gets fewer threads than torch's
+    default (the cores they leave free, at least one), and torch's count is restored after. With
+    ``CLIPIQA_THREADS=2`` (the user's choice) nothing changes."""
+    burners = min(2, (os.cpu_count() or 2) - 1)
+    for extra, expect_change in (({}, True), ({"CLIPIQA_THREADS": "2"}, False)):
+        done = subprocess.run([sys.executable, "-c", SHARE % burners], env=clean_env(**extra),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        assert got["after"] == got["before"]
+        if expect_change:
+            assert got["chosen"] is not None and 1 <= got["inside"] < got["before"], got
+        else:
+            assert got["chosen"] is None and got["inside"] == got["before"] == 2, got

@@ -18,6 +18,7 @@ from ..history import DivergedError, History
 from ..imageio import load_image
 from ..inference import predict_batches
 from ..metrics import plcc, srcc
+from ..threads import sharing_cpus
 from .auto_lam import choose_lam
 from .config import OPTIMISTIC_NOTE, AdaptConfig
 from .recovery import LastGoodState, recover_from_divergence
@@ -91,7 +92,8 @@ def adapt(model, labelled: pd.DataFrame, config: AdaptConfig | None = None, *,
     preloaded = dict(zip(labelled["path"], images)) if images is not None else {}
     train_images = _images_for(train, preloaded)
 
-    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+    # the cores other work leaves free now (clipiqa.threads.sharing_cpus), restored after
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []), sharing_cpus():
         torch.manual_seed(config.seed)
         history.trainable = model.set_trainable(config.trainable, config.tuned_blocks)
         model.prompt_dropout = config.prompt_dropout

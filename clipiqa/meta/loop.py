@@ -15,6 +15,7 @@ import torch
 
 from .. import distributed as ddp
 from ..checkpoint import save_checkpoint
+from ..threads import sharing_cpus
 from ..csvio import write_csv
 from ..data.demo import stable_seed
 from ..data.synthetic_tasks import LABEL_KIND
@@ -116,35 +117,36 @@ def meta_pretrain(model, tasks: Sequence[Task], config: MetaConfig | None = None
     if pos.meta_step == 0 and not history.evals:
         evaluate(0)
     stopped = False
-    while pos.epoch <= config.epochs and not stopped:
-        batches = _meta_batches(train_names, config, pos.epoch)
-        while pos.step_in_epoch < len(batches):
-            batch = batches[pos.step_in_epoch]
-            step = _released_step if config.algorithm == "released" else _meta_step
-            new_theta, record = step(runner, run, batch, pos, config, history, stop, emit, on_task_start,
-                                     on_task_end)
-            if new_theta is None:
-                stopped = True
+    with sharing_cpus():  # the cores other work leaves free now (clipiqa.threads), restored after
+        while pos.epoch <= config.epochs and not stopped:
+            batches = _meta_batches(train_names, config, pos.epoch)
+            while pos.step_in_epoch < len(batches):
+                batch = batches[pos.step_in_epoch]
+                step = _released_step if config.algorithm == "released" else _meta_step
+                new_theta, record = step(runner, run, batch, pos, config, history, stop, emit, on_task_start,
+                                         on_task_end)
+                if new_theta is None:
+                    stopped = True
+                    break
+                run.theta = new_theta
+                pos.step_in_epoch += 1
+                pos.meta_step += 1
+                record.update(epoch=pos.epoch, meta_step=pos.meta_step, step_in_epoch=pos.step_in_epoch,
+                              steps_per_epoch=len(batches), total_steps=total_steps,
+                              rel_move=relative_movement(run.theta, run.theta0), seconds=time.perf_counter() - t0)
+                history.steps.append(record)
+                emit(record)
+                if _poll(stop, device):
+                    stopped = True
+                    break
+            if stopped:
                 break
-            run.theta = new_theta
-            pos.step_in_epoch += 1
-            pos.meta_step += 1
-            record.update(epoch=pos.epoch, meta_step=pos.meta_step, step_in_epoch=pos.step_in_epoch,
-                          steps_per_epoch=len(batches), total_steps=total_steps,
-                          rel_move=relative_movement(run.theta, run.theta0), seconds=time.perf_counter() - t0)
-            history.steps.append(record)
-            emit(record)
-            if _poll(stop, device):
-                stopped = True
-                break
-        if stopped:
-            break
-        epoch = pos.epoch
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            evaluate(epoch)
-        pos.epoch, pos.step_in_epoch = epoch + 1, 0
-        if write and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
-            _save_state(out, model, runner, run, pos, history)
+            epoch = pos.epoch
+            if epoch % config.eval_every == 0 or epoch == config.epochs:
+                evaluate(epoch)
+            pos.epoch, pos.step_in_epoch = epoch + 1, 0
+            if write and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
+                _save_state(out, model, runner, run, pos, history)
     runner.load(run.theta)
     history.stopped = stopped
     if stopped and write:
