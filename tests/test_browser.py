@@ -391,7 +391,7 @@ def test_adapt_in_the_browser_progresses_and_stops(lab, page):
 
 
 def test_adapt_stop_during_run_all_stops_and_keeps_the_model(lab, page):
-    """Issue 20 item 4: during Run All the cell ``panel.run(block=True)`` keeps the kernel busy; the Stop click
+    """Stop works during Run All: the cell ``panel.run(block=True)`` keeps the kernel busy; the Stop click
     used to wait for the cell's end (training ran on for 147 s and its checkpoint became the session's model).
     Run All a copy of 03 with a long budget, click Stop while it trains: the run stops, the panel says the
     checkpoint is kept but not active, the card says stopped, the session's model is unchanged, and the rest of
@@ -474,7 +474,7 @@ def _rater_notebook(path: Path, folder: Path) -> None:
 
 
 def test_two_raters_in_two_tabs_rate_one_session(lab, browser):
-    """Issue 11: two people, two tabs (two notebooks, two kernels), one session folder: both type their name
+    """Two people, two tabs (two notebooks, two kernels), one session folder: both type their name
     once and rate the same images with the keys box; the export holds both ratings of each image."""
     import sqlite3
 

@@ -140,7 +140,7 @@ def test_apply_checkpoint_builds_missing_parts_and_names_conflicting_ones(tmp_pa
         apply_checkpoint(tuned, tmp_path / "vp")
 
 
-# ---------------------------------------------------------------------------------- integrity (issue 11 items 3, 7)
+# ---------------------------------------------------------------- integrity: hashes checked, no pickle
 def _saved(tmp_path, name="ckpt"):
     model = clipiqa.load_model("tiny")
     model.set_trainable("text")

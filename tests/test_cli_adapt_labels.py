@@ -1,5 +1,5 @@
-"""``clipiqa adapt`` label flags: --dataset, --higher-better/--lower-better, --allow-outside-root (issue 10 item 8,
-issue 11 item 5). Most tests parse the flags and read the labels without loading a model."""
+"""``clipiqa adapt`` label flags: --dataset, --higher-better/--lower-better, --allow-outside-root. Most tests parse
+the flags and read the labels without loading a model."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""Issue 15: the compare panel and `clipiqa bench` run the same protocol, so identical arguments give identical
+"""The compare panel and `clipiqa bench` run the same protocol, so identical arguments give identical
 numbers: the same splits and few-shot draws, and per split and arm the same SRCC, PLCC (raw and logistic), KRCC,
 RMSE and bootstrap CI, after bench's CSV round trip."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deployment (issue 12): one ONNX graph (image in; logit margin and score out), the preprocessing JSON and the card's
+"""Deployment: one ONNX graph (image in; logit margin and score out), the preprocessing JSON and the card's
 fingerprint beside it; onnxruntime reproduces torch's margins (1e-4) on 32 demo images for a zero-shot and an
 adapted checkpoint, and the exported scorer runs where neither clipiqa nor torch is imported."""
 from __future__ import annotations

@@ -24,7 +24,8 @@ def _ceiling(value=0.78, lo=0.70, hi=0.84) -> Ceiling:
 
 
 def test_too_few_held_out_labels_to_judge():
-    """Issue 14 item 5: 6 test images, chance band ±0.88, CI -1.00..0.94 were read as 'flattened'."""
+    """Too few held-out labels is said as such: 6 test images (chance band ±0.88, CI -1.00..0.94) are no
+    'flattened' curve."""
     v = verdict(_curve([(16, 6, 0.62, -0.95, 0.97), (24, 6, 0.60, -1.0, 0.94)]), "paper+qgr")
     assert v.too_few and v.grade is None and v.trend is None
     assert "Too few held-out labels to judge (n = 6; chance band ±0.88)" in v.text
@@ -116,7 +117,7 @@ def _point(labelled, n_test, s=0.9, lo=0.8, hi=1.0, n_train=None):
 
 
 def test_recommended_labels_do_not_jump_as_labels_are_added():
-    """Issue 24 item 3: 07 advised 90, 100 and 200 labels in all at 18, 30 and 60 labels (held out: 4 of 18 by
+    """The advice is stable: 07 once advised 90, 100 and 200 labels in all at 18, 30 and 60 labels (held out: 4 of 18 by
     image rounding, 6 of 30, 6 of 60 when content groups fell unevenly). The advice follows the protocol's 20 %
     held-out share; the content groups' smaller share is said as 'up to', not as a new headline."""
     runs = {labelled: verdict(pd.DataFrame([_point(labelled, t)]), "coop+vpt")
@@ -134,7 +135,8 @@ def test_past_the_nominal_count_the_groups_decide_how_many():
 
 
 def test_a_figure_of_tiny_held_out_sets_says_it_says_nothing_yet():
-    """Issue 24 item 3: a CI of [0.816, 1.0] on n = 4 stood beside a chance band of ±1.13 with no comment."""
+    """A tiny held-out set is flagged: a CI of [0.816, 1.0] on n = 4 once stood beside a chance band of ±1.13 with no
+    comment."""
     from clipiqa.feasibility import small_n_note
     curve = learning_curve(pd.DataFrame([_point(18, 4, n_train=10)]))
     note = small_n_note(curve)

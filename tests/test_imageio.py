@@ -257,7 +257,7 @@ def test_list_images(tmp_path):
     assert ".jpg" in IMAGE_EXTENSIONS and ".tif" in IMAGE_EXTENSIONS
 
 
-# ------------------------------------------------ big photos (issue 11 item 6): draft mode, --max-pixels
+# ------------------------------------------------------------------ big photos: draft mode, --max-pixels
 
 BIG = (12000, 9000)  # 108 MP, a current phone camera
 
@@ -323,7 +323,7 @@ def test_mpo_phone_photo_uses_draft_mode_too(tmp_path):
     assert load_image(path, max_pixels=4_000_000, max_side=1000).size == (1000, 750)
 
 
-# ------------------------------------------------------------- odd files (issue 11 item 6)
+# -------------------------------------------------------------------------------- odd files
 
 
 def _in_thread(fn, timeout=10.0):

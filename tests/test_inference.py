@@ -1,5 +1,7 @@
-"""One inference path (DESIGN 2.7, issue 10 items 1-2): the fp32 quality head, margins for ranking, bf16 that
-keeps rankings, preprocessing that travels with the checkpoint, and no other place that computes a score.
+"""One inference path (docs/design.md, 'Scores: one inference path'): the fp32 quality head, margins for ranking,
+bf16 that keeps rankings, preprocessing that travels with the checkpoint, and every way a user gets a score (the
+model's own methods, ``score_files``, ``clipiqa score``, the Session, the protocol's evaluation, the training loss,
+the attribution target) giving the inference path's numbers.
 
 Every model here is the random-init ``tiny`` preset: the numbers check the machinery, never quality."""
 from __future__ import annotations
@@ -8,7 +10,6 @@ import json
 import math
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,6 @@ from clipiqa.inference import (NON_FINITE_REASON, Prediction, from_logits, head_
                                predict_batches, predict_features, predict_hidden, predict_images)
 from clipiqa.scoring import score_files
 
-ROOT = Path(__file__).resolve().parents[1]
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 
@@ -160,7 +160,7 @@ def test_score_files_amp_true_runs_the_encoder_under_cpu_bf16(photo_dir, monkeyp
 
 @pytest.mark.slow
 def test_bf16_scoring_keeps_the_ranking_of_256_demo_images(tmp_path_factory):
-    """Issue 10 'done when': CPU bf16 autocast vs fp32 on 256 images of the demo set: SRCC of the margins
+    """bf16 keeps rankings: CPU bf16 autocast vs fp32 on 256 images of the demo set: SRCC of the margins
     >= 0.999 and as many distinct margins. Measured with tiny: SRCC 0.9995, 256/256 distinct (max |diff| 0.02
     for margins of std 0.34); with vitb32-random: SRCC 0.9997, 256/256 (75 s, too slow for the suite)."""
     from clipiqa.data import build_demo_set
@@ -292,8 +292,9 @@ def paper_checkpoint(tmp_path_factory):
 
 
 def test_paper_checkpoint_scores_identically_everywhere(paper_checkpoint, tmp_path):
-    """Issue 10 'done when': score_files, `clipiqa score --prompts`, the Session and the protocol's evaluation give
-    the same numbers (1e-6) for a checkpoint trained with augment='paper' - all with the paper transform."""
+    """One checkpoint, one set of numbers: score_files, `clipiqa score --prompts`, the Session and the protocol's
+    evaluation give the same numbers (1e-6) for a checkpoint trained with augment='paper' - all with the paper
+    transform."""
     from clipiqa.cli import main
     from clipiqa.protocol import MethodConfig, predict_table
     from clipiqa.session import Session
@@ -364,58 +365,3 @@ def test_adapt_with_model_augment_keeps_the_backbone_transform(photo_dir):
     adapt(model, pd.DataFrame({"path": paths, "q": [0.1, 0.4, 0.6, 0.9]}),
           AdaptConfig(trainable="text", epochs=1, n_views=1))
     assert model.transform_spec == backbone_spec(model)
-
-
-# ---------------------------------------------------------------------------------------------- one path only
-SCORE_PATTERNS = {
-    "softmax": re.compile(r"(?<!log_)softmax\("),
-    "sigmoid": re.compile(r"sigmoid\(|expit\("),
-    ".score(": re.compile(r"\.score\("),
-    "heads(": re.compile(r"\bheads\("),
-    ".logits(": re.compile(r"\.logits\("),
-}
-# (file, pattern name, text on the line): places that may match, and why. Stale entries fail too.
-ALLOWED = {
-    ("clipiqa/model.py", "heads(", "def heads("): "the head itself (computes through inference.head_logits)",
-    ("clipiqa/model.py", "heads(", "self.heads(self.encode_image(images), scenes=False)[0]"):
-        "IQAModel.logits: the quality logits, fp32 head",
-    ("clipiqa/model.py", "heads(", "self.heads(self.encode_image(images))[1]"): "IQAModel.scene_logits",
-    ("clipiqa/finetune/step.py", "heads(", "return model.heads(features)"):
-        "forward_cached: the training loss needs the logits (same fp32 head)",
-    ("clipiqa/losses.py", "softmax", "teacher = F.softmax("): "the semantic loss's teacher scene distribution",
-    ("clipiqa/losses.py", "softmax", "``p_high = softmax(logits)[:, 0]`` in [0, 1]"): "docstring",
-    ("clipiqa/losses.py", "softmax", 'r"""Quality score ``p_high = softmax(logits)[:, 0]``'): "docstring",
-    ("clipiqa/explain/diagnostics.py", "softmax", "probs = s_logits.softmax(-1)"): "scene distribution",
-    ("clipiqa/explain/attribution.py", ".score(", "return self.inner.score(images)"):
-        "ZeroShot.score delegates to IQAModel.score (the inference path)",
-    ("clipiqa/metrics.py", "sigmoid", "expit"): "the 4-parameter logistic fit of predictions, not a model score",
-}
-
-
-def _matches():
-    found = []
-    for folder in ("clipiqa", "widgets"):
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = path.relative_to(ROOT).as_posix()
-            if rel == "clipiqa/inference.py":
-                continue
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                for name, pattern in SCORE_PATTERNS.items():
-                    if pattern.search(line):
-                        found.append((rel, name, number, line.strip()))
-    return found
-
-
-def test_no_other_place_computes_a_score():
-    """Quality scores are computed in clipiqa/inference.py only (issue 10 item 1). A new match means a second
-    scoring path: call clipiqa.inference (predict_features / predict_images / predict_batches / predict_pil)."""
-    used, offenders = set(), []
-    for rel, name, number, line in _matches():
-        key = next((k for k in ALLOWED if k[0] == rel and k[1] == name and k[2] in line), None)
-        if key is None:
-            offenders.append(f"{rel}:{number}: {line}")
-        else:
-            used.add(key)
-    assert not offenders, "scores computed outside clipiqa/inference.py:\n" + "\n".join(offenders)
-    stale = [k for k in ALLOWED if k not in used]
-    assert not stale, f"allow-list entries that no longer match anything (remove them): {stale}"

@@ -1,4 +1,4 @@
-"""Labels that survive their own error messages (issue 23 items 3, 6, 7): a lost or damaged labels.sqlite never
+"""Labels that survive their own error messages: a lost or damaged labels.sqlite never
 leads to an emptied labels.csv, a shrinking export is backed up first, undo takes back only what its own
 Session object did, and a damaged, read-only or deleted database gives one line naming the file and what to do.
 
@@ -65,7 +65,7 @@ def _open_recovering(folder, **kwargs) -> tuple[Session, str]:
     return s, texts[0]
 
 
-# ------------------------------------------------------------------------------------ item 3: a lost database
+# ------------------------------------------------------------------------------------------------ a lost database
 @pytest.mark.parametrize("with_images", [False, True], ids=["open", "open-with-images"])
 def test_a_zero_byte_database_never_wipes_the_labels(tmp_path, with_images):
     """The reported sequence: 5 rated images, labels.sqlite truncated to 0 bytes, Session.open (the old error
@@ -138,7 +138,7 @@ def test_a_shrinking_export_is_backed_up_first(tmp_path):
     assert len(_export(s.labels_path)) == 3 and _backups(s.folder) == [backup]
 
 
-# ------------------------------------------------------------------------------------ item 6: undo per object
+# ------------------------------------------------------------------------------------------------ undo per object
 def test_undo_takes_back_this_objects_own_action_not_the_raters(tmp_path):
     """Two tabs rating as 'default' undid each other's ratings (undo went by rater name)."""
     first = Session(tmp_path / "s", images=_images(4, tmp_path / "img"), model_name="tiny")
@@ -177,7 +177,7 @@ def test_undo_in_two_processes_takes_back_only_each_ones_own(tmp_path):
     assert [p for p, *_ in stored_ratings(s.folder)] == [y]
 
 
-# ------------------------------------------------------------------------------------ item 7: one-line errors
+# ------------------------------------------------------------------------------------------------ one-line errors
 @pytest.mark.parametrize("damage", ["garbage", "half", "page"])
 def test_a_damaged_database_says_which_file_and_what_to_do(tmp_path, damage):
     s, given = _rated_session(tmp_path)

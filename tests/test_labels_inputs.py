@@ -1,5 +1,5 @@
-"""read_labels: a scale that cannot be read upside down (issue 10 item 8) and inputs resolved before
-they are trusted (issue 11 item 5). Each reproduction from the issues is a test here."""
+"""read_labels: a scale that cannot be read upside down and inputs resolved before
+they are trusted. Each failure once reported is a test here."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _images(folder: Path, *names: str) -> None:
         write_image(folder / name, shade=i * 40)
 
 
-# ------------------------------------------------------------------- scale and direction (issue 10 item 8)
+# ------------------------------------------------------------------------------------ scale and direction
 
 
 @pytest.mark.parametrize("dataset,n", [("live", 10), ("csiq", 8)])
@@ -90,7 +90,7 @@ def test_livec_pyiqa_drops_practice_images_with_a_warning(tmp_path: Path) -> Non
     np.testing.assert_allclose(df["mos_std"], 10 + np.arange(8))
 
 
-# ------------------------------------------------------------ resolved before trusted (issue 11 item 5)
+# ---------------------------------------------------------------------------------- resolved before trusted
 
 
 def test_aliased_duplicates_are_caught_naming_both_rows(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Many processes on one Session folder (issue 11): concurrent raters lose nothing, killed writers lose no
+"""Many processes on one Session folder: concurrent raters lose nothing, killed writers lose no
 confirmed rating and leave no temporary file. Children import clipiqa.session without torch (see
 tests/labelstore_workers.py), so each test stays within seconds on 2 cores."""
 from __future__ import annotations

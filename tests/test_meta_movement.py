@@ -1,4 +1,4 @@
-"""Meta pre-training that moves (issue 10 item 4), clean held-out tasks, and the released loop (item 7).
+"""Meta pre-training that moves, clean held-out tasks, and the released loop.
 
 The pure functions (outer-step schedule, relative movement, outer update, shared-image exclusion, released phases)
 are checked on hand-made cases; the loops on the tiny random-init model with synthetic tasks (machinery only:
@@ -303,7 +303,7 @@ def test_auto_meta_init_moves_away_from_the_random_init(tmp_path, monkeypatch):
     assert any(not torch.equal(got[n], fresh[n].detach()) for n in got)
 
 
-# ------------------------------------------------------------------------------------------- selection (issue 21)
+# ------------------------------------------------------------------------------------------------------ selection
 def test_tied_held_out_srcc_selects_the_latest_epoch_and_says_it_barely_moved(tasks, tmp_path):
     """An outer step of 1e-9 leaves every held-out ranking as it was: the held-out SRCC ties at every evaluation.
     Ties go to the latest epoch (a strict '>' kept epoch 0, the untouched start, in best/ without a word), and a

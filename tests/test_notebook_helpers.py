@@ -1,4 +1,4 @@
-"""clipiqa.notebook: user errors render in IPython as one short message (issue 14 item 4, through
+"""clipiqa.notebook: user errors render in IPython as one short message once ``short_errors()`` is called (through
 ``_render_traceback_``), and the lesson figures notebooks call instead of carrying plotting code."""
 from __future__ import annotations
 
@@ -89,14 +89,14 @@ def _meta_history(best_epoch, rel_move=True):
 
 
 def test_meta_selection_text_explains_epoch_zero():
-    """Issue 14 item 8: notebook 06 printed an unexplained "best epoch: 0"."""
+    """A selected epoch 0 is explained (notebook 06 printed a bare "best epoch: 0")."""
     text = notebook.meta_selection_text(_meta_history(0))
     assert "starting parameters" in text and "before any meta step" in text and "4 %" in text
     assert "after epoch 2" in notebook.meta_selection_text(_meta_history(2))
 
 
 def test_plot_meta_history_names_its_lines_and_axes():
-    """Issue 14 item 8: 06's plot had overlapping lines named by raw columns, no y label, half-step ticks."""
+    """Notebook 06's plot: named lines (no raw columns), a y label, whole-epoch ticks."""
     fig = notebook.plot_meta_history(_meta_history(0))
     left, right = fig.axes
     labels = [line.get_label() for line in left.get_lines() if not line.get_label().startswith("_")]
@@ -131,8 +131,8 @@ def test_panels_on_the_lesson_model_say_it_is_a_toy(tmp_path, demo_table):
     plain.close()
 
 
-# The parameters cell every notebook carried before issue 15 (pasted from notebooks/_build.py); settings() must
-# compute the same values from the same switch and environment.
+# The parameters cell every notebook carried before settings() existed (pasted from notebooks/_build.py); settings()
+# must compute the same values from the same switch and environment.
 OLD_SMOKE_SWITCH = '''\
 import os
 
@@ -156,7 +156,7 @@ ENVIRONMENTS = [{}, {"CLIPIQA_SMOKE": "1"}, {"CLIPIQA_REHEARSAL": "1"}, {"CLIPIQ
 @pytest.mark.parametrize("smoke", [True, False])
 @pytest.mark.parametrize("environ", ENVIRONMENTS)
 def test_settings_compute_what_the_pasted_parameters_cell_did(smoke, environ, monkeypatch):
-    """Issue 15 item 4: the smoke switch moved from text pasted into every notebook into clipiqa.notebook.settings."""
+    """The smoke switch computed by clipiqa.notebook.settings gives what the pasted parameters cell gave."""
     for key in ("CLIPIQA_SMOKE", "CLIPIQA_REHEARSAL", "CLIPIQA_MODEL", "CLIPIQA_DEVICE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in environ.items():

@@ -1,4 +1,4 @@
-"""The notebooks on the paths users take next (issue 14): rating by hand with no labels yet, and real mode
+"""The notebooks on the paths users take next: rating by hand with no labels yet, and real mode
 without weights. Each runs one notebook headless in a fresh kernel on a temporary copy of ``notebooks/``, with
 its parameters cell changed the way a user would change it.
 """
@@ -64,7 +64,7 @@ def _errors(nb) -> list:
 
 
 def test_notebook_02_by_hand_with_no_labels_yet(tmp_path, cache):
-    """Issue 14 item 1: with the stand-in rater off, 02 failed at "what is on disk" (FileNotFoundError:
+    """Notebook 02 rated by hand: with the stand-in rater off, 02 once failed at "what is on disk" (FileNotFoundError:
     labels.csv) before the first rating. A session without labels is a normal state."""
     work = _copy(tmp_path)
     nb = nbformat.read(work / "02_label_a_few.ipynb", as_version=4)
@@ -95,10 +95,10 @@ def test_notebook_02_stand_in_leaves_work_for_the_skip_undo_cell(tmp_path, cache
 
 
 def test_notebook_03_real_mode_without_weights_says_so_once(tmp_path, cache):
-    """Issue 14 item 4: with no weights, the adapt panel showed the message, then ``panel.run(block=True)``
-    returned None and the next cell failed with AttributeError under a long traceback. Now the blocking run
-    raises the panel's error, shown as one short message, and nothing runs after it (the model now loads, and fails,
-    where 03 prints its weights line)."""
+    """No weights is one short message and nothing runs after it: the adapt panel once showed the message, then
+    ``panel.run(block=True)`` returned None and the next cell failed with AttributeError under a long traceback. Now
+    the blocking run raises the panel's error, shown as one short message, and nothing runs after it (the model now
+    loads, and fails, where 03 prints its weights line)."""
     work = _copy(tmp_path)
     nb = nbformat.read(work / "03_adapt_on_gpu.ipynb", as_version=4)
     params = _parameters(nb)

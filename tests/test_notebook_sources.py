@@ -1,4 +1,4 @@
-"""The notebooks are real sources (issue 15 item 4): each ``notebooks/NN_name.py`` (Jupytext percent format, the
+"""The notebooks are real sources: each ``notebooks/NN_name.py`` (Jupytext percent format, the
 file a teacher edits) is paired with its ``.ipynb``; the committed pairs agree cell by cell (type, source, tags)
 and carry no outputs, and the check fails on a stale pair until the sync is run."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The guided notebooks: stripped of outputs in git, one parameters cell each, and every one runs top to bottom
 headless in smoke mode (``CLIPIQA_SMOKE=1``: the lesson toy model, embedded demo photos) and, as the dress
-rehearsal of the real path (issue 12), with ``SMOKE = False`` on the paper's ViT-B/16 architecture with random
+rehearsal of the real path, with ``SMOKE = False`` on the paper's ViT-B/16 architecture with random
 weights laid into a temporary Hugging Face cache as the hub lays a download (``tests/rehearsal.py``), offline, on
 the CPU (``DEVICE = "auto"``), with ``CLIPIQA_REHEARSAL=1`` shrinking image counts, epochs and splits only.
 
@@ -46,8 +46,7 @@ def test_notebook_is_stripped_with_one_parameters_cell(name):
 
 
 def test_sources_reproduce_the_notebooks(tmp_path):
-    """Each notebook is written from its Jupytext source ``notebooks/NN_name.py`` (issue 15; it was
-    ``notebooks/_build.py``): syncing a copy changes nothing."""
+    """Each notebook is written from its Jupytext source ``notebooks/NN_name.py``: syncing a copy changes nothing."""
     for name in NOTEBOOKS:
         shutil.copy(NOTEBOOKS_DIR / name, tmp_path / name)
         shutil.copy(NOTEBOOKS_DIR / name.replace(".ipynb", ".py"), tmp_path / name.replace(".ipynb", ".py"))

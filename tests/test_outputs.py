@@ -1,4 +1,4 @@
-"""Issue 11 item 4: outputs that round-trip and are checked before the work starts (tiny random-init model)."""
+"""Outputs that round-trip and are checked before the work starts (tiny random-init model)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Which precision runs (issue 12, item 6): ``amp=None`` keeps today's behaviour (bf16 on CUDA only), ``"auto"``
+"""Which precision runs: ``amp=None`` keeps today's behaviour (bf16 on CUDA only), ``"auto"``
 uses bf16 on CPUs with native bf16 with the pixel stage kept in fp32, and the weights line says which runs."""
 from __future__ import annotations
 

@@ -82,7 +82,8 @@ def test_every_method_sees_the_same_splits_and_draws(result, demo):
 
 
 def test_each_held_out_image_keeps_its_prediction(result):
-    """Issue 24: notebook 07's scatter, gallery and worst-prediction list need the predictions behind each SRCC."""
+    """Per-image predictions are kept: notebook 07's scatter, gallery and worst-prediction list need the predictions
+    behind each SRCC."""
     from clipiqa.metrics import srcc
     ok = result.per_split[result.per_split["status"] == "ok"]
     assert set(result.predictions) == set(zip(ok["split"], ok["method"]))

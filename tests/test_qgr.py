@@ -304,7 +304,7 @@ def test_qgr_step_without_semantic_loss_and_errors():
         qgr_step([model.frozen], lq, None, QGRConfig())
 
 
-# ------------------------------------------------------------------------------------------- edge cases (issue 10, 9)
+# ------------------------------------------------------------------------------------------------ edge cases
 
 
 @pytest.mark.parametrize("scale", [1e-10, 1e-20, 1e-40])

@@ -1,4 +1,4 @@
-"""The int8 scorer (issue 23, item 8): `clipiqa export --int8` writes a quantized graph with the fp32 scorer's input
+"""The int8 scorer: `clipiqa export --int8` writes a quantized graph with the fp32 scorer's input
 and outputs, whose margins rank the demo images as the fp32 margins do (SRCC >= 0.995 on the lesson toy), with a
 sealed JSON that says it is int8; `clipiqa score --onnx` and score_onnx.py run it unchanged."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from clipiqa.metrics import srcc
 from clipiqa.onnx_runner import OnnxScorer, read_metadata
 from clipiqa.quantize import QuantizationError, quantize_scorer
 
-SRCC_BAR = 0.995  # int8 against fp32 margins of the same images (issue 23)
+SRCC_BAR = 0.995  # int8 against fp32 margins of the same images
 
 
 def sha256(path) -> str:

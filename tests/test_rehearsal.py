@@ -1,4 +1,4 @@
-"""Dress rehearsal of the real path (issue 12): the paper's ViT-B/16 architecture with random weights, laid into a
+"""Dress rehearsal of the real path: the paper's ViT-B/16 architecture with random weights, laid into a
 temporary Hugging Face cache exactly as the hub lays a download, offline. Everything a user runs with real weights
 runs here: loading by preset name, `clipiqa score`, `clipiqa adapt` (paper trainable set), `clipiqa explain`, one
 adaptation step and one scoring pass under bf16 autocast on the CPU; and everything printed says random init.

@@ -1,4 +1,4 @@
-"""Exported scorers and checkpoint cards are verified before they score (issue 23): a flipped byte, a swapped graph
+"""Exported scorers and checkpoint cards are verified before they score: a flipped byte, a swapped graph
 or an edited scorer.json / card is refused naming the file; score_onnx.py gives the rows of `clipiqa score` on a
 folder of hostile images (same scan, loader, pixel limits, CSV rule), checks --out before scoring, writes its CSV
 atomically, and turns onnxruntime's raw errors into one line naming the file."""
@@ -93,7 +93,7 @@ def _onnx_cli(onnx, folder, out, capsys, *extra):
     return code, capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------------------------ item 1
+# ------------------------------------------------------------------------------------ a changed byte is refused
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x40
@@ -117,7 +117,7 @@ def test_a_changed_onnx_file_is_refused_before_scoring(deploy, exports, photos, 
     assert not (tmp_path / "b.csv").exists()
 
 
-# ------------------------------------------------------------------------------------------------ item 4: scorer.json
+# ------------------------------------------------------------------------------ an edited scorer.json is refused
 @pytest.mark.parametrize("edit", ["mean", "size", "label"])
 def test_an_edited_scorer_json_is_refused_naming_the_entry(deploy, photos, tmp_path, capsys, edit):
     meta_path = deploy.with_suffix(".json")
@@ -184,7 +184,7 @@ def test_a_truncated_model_that_onnxruntime_cannot_load_is_one_line(deploy, phot
     assert f"{deploy} cannot be loaded by onnxruntime" in done.err and "export" in done.err, done.err
 
 
-# ------------------------------------------------------------------------------------------------ item 2
+# ----------------------------------------------------------------------- score_onnx.py gives clipiqa score's rows
 def test_non_utf8_names_round_trip_like_clipiqa_score(deploy, photos, tmp_path, capsys):
     raw = os.path.join(os.fsencode(photos), b"caf\xe9 \"x\",1.png")
     with open(raw, "wb") as f:
@@ -212,7 +212,7 @@ def test_a_failed_write_leaves_the_previous_csv_and_no_partial_file(deploy, phot
 
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(runner.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     assert runner.main([str(deploy), str(photos), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "No space left" in err and str(out) in err, err
@@ -220,7 +220,7 @@ def test_a_failed_write_leaves_the_previous_csv_and_no_partial_file(deploy, phot
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".clipiqa-tmp")]
 
 
-# ------------------------------------------------------------------------------------------------ item 5
+# ----------------------------------------------------------------- hostile images, --out checked, atomic writes
 def _hostile_folder(root: Path) -> Path:
     folder = root / "hostile"
     write_bad_images(folder)
@@ -268,7 +268,7 @@ def test_hostile_images_give_equal_rows_through_all_three_scorers(deploy, tmp_pa
         assert all(str(folder / name) in err for name in expect_error), err
 
 
-# ------------------------------------------------------------------------------------------------ item 7
+# ------------------------------------------------------------------------- onnxruntime leaves the home alone
 def test_onnxruntime_writes_nothing_under_home(deploy, photos, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -286,7 +286,7 @@ def test_a_pickle_weights_file_is_one_line_naming_it(tmp_path, photos, capsys):
     assert f"weights file {path} cannot be loaded" in err and "never unpickled" in err, err
 
 
-# ------------------------------------------------------------------------------------------------ item 4: cards
+# ------------------------------------------------------------------------------ an edited card is refused
 @pytest.fixture
 def checkpoint(tmp_path):
     model = clipiqa.load_model("tiny")

@@ -84,7 +84,7 @@ def test_crash_in_replace_keeps_previous_file(session, monkeypatch):
 
     def boom(src, dst):
         raise OSError("simulated crash before the rename")
-    monkeypatch.setattr("clipiqa.session.os.replace", boom)
+    monkeypatch.setattr(os, "replace", boom)  # the rename every atomic write ends with
     with pytest.raises(LabelNotSaved, match="simulated.*NOT saved|NOT saved.*simulated"):
         session.label(b, 5)
     monkeypatch.undo()
@@ -144,7 +144,7 @@ def test_resume_restores_labels_position_skips_and_settings(session, tmp_path):
     assert again.current == d and again.position == 3
     assert again.model_name == "tiny" and again.scale == ACR
     assert again.progress_text() == "2 labelled, 1 skipped, 1 to go"
-    assert again.undo() is None  # undo is per object (issue 23 item 6): a reopened Session did nothing yet
+    assert again.undo() is None  # undo is per object: a reopened Session did nothing yet
     assert session.undo() == c  # the object that skipped c can take it back
     assert again.skipped == [] and session.current == c
 
@@ -254,8 +254,8 @@ def _fake_images(n: int, root) -> pd.DataFrame:
 
 
 def test_two_session_objects_on_one_folder_lose_nothing(tmp_path):
-    """Issue 11: every save rewrote labels.csv from one object's memory, so a second object (another kernel, or
-    a re-run cell holding an old one) silently dropped the first one's labels."""
+    """Two Session objects on one folder lose nothing: a save once rewrote labels.csv from one object's memory, so
+    a second object (another kernel, or a re-run cell holding an old one) silently dropped the first one's labels."""
     folder = tmp_path / "s"
     first = Session(folder, images=_fake_images(10, tmp_path / "img"), model_name="tiny")
     second = Session.open(folder)
@@ -283,7 +283,7 @@ def test_next_unlabelled_and_counts_follow_other_writers(tmp_path):
 
 
 def test_a_session_without_labels_is_a_normal_state(tmp_path, photo_dir):
-    """Issue 14 item 1: notebook 02 with the stand-in rater off failed on open(labels.csv) before any rating."""
+    """The export exists, empty, before any rating (notebook 02 rated by hand once failed on open(labels.csv))."""
     s = Session(tmp_path / "fresh", images=photo_dir, model_name="tiny")
     assert open(s.labels_path).read() == "path,mos,mos_std,n_ratings,content_id\n"  # the export exists, empty
     assert s.counts()["labelled"] == 0 and s.counts()["to_go"] == 4 and s.current == s.images[0]
@@ -464,19 +464,20 @@ def test_a_full_disk_fails_loudly_and_keeps_the_old_data_patched_writer(session,
     assert session.labels_path.read_bytes() == before and stored_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
 
 
-def test_a_full_disk_fails_loudly_and_keeps_the_old_data_patched_sqlite(session, monkeypatch):
+def test_a_full_disk_reported_by_sqlite_fails_loudly_and_keeps_the_old_data(session):
     """SQLite reports a full disk inside the transaction: nothing is stored, the export is untouched."""
     a, b = session.images[:2]
     session.label(a, 2)
     before = session.labels_path.read_bytes()
 
-    def full(con):
-        raise sqlite3.OperationalError("database or disk is full")
-    monkeypatch.setattr("clipiqa.labelstore.LabelStore._next_seq", staticmethod(full))
+    with contextlib.closing(sqlite3.connect(session.database_path)) as con, con:  # SQLite fails inside the insert
+        con.execute("CREATE TRIGGER full BEFORE INSERT ON ratings BEGIN "
+                    "SELECT RAISE(ABORT, 'database or disk is full'); END")
     with pytest.raises(LabelNotSaved, match="NOT saved.*database or disk is full") as caught:
         session.label(b, 5)
     assert caught.value.errno == errno.ENOSPC
-    monkeypatch.undo()
+    with contextlib.closing(sqlite3.connect(session.database_path)) as con, con:
+        con.execute("DROP TRIGGER full")
     assert session.labels_path.read_bytes() == before and stored_ratings(session.folder) == [(a, DEFAULT_RATER, 2.0, 0)]
     session.label(b, 5)
     assert _rows(session) == {a: 2.0, b: 5.0}
@@ -546,8 +547,9 @@ def test_a_full_disk_fails_loudly_and_keeps_the_old_data_tmpfs(tmp_path):
 
 
 def test_any_file_name_round_trips_through_the_session(tmp_path):
-    """Issue 11: a \\r in a file name split a labels.csv row and Session.open then failed; names that are not
-    UTF-8 must survive too (stored as their bytes in the database, written by csvio's rule in the export)."""
+    """Any file name round-trips: a \\r in a file name once split a labels.csv row and Session.open then failed; names
+    that are not UTF-8 must survive too (stored as their bytes in the database, written by csvio's rule in the
+    export)."""
     root = tmp_path / "img"
     root.mkdir()
     names = [os.fsdecode(b"caf\xe9.jpg"), "a\rb.jpg", "a\nb.jpg", 'q"uote".jpg', "comma,name.jpg", "NA", " sp .jpg"]

@@ -1,4 +1,4 @@
-"""Which checkpoint a session scores with after an adaptation (issue 14 item 7): a finished run's checkpoint
+"""Which checkpoint a session scores with after an adaptation: a finished run's checkpoint
 becomes the session's model; a stopped, under-trained one is kept on disk but not activated unless asked."""
 from __future__ import annotations
 

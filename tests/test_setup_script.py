@@ -1,6 +1,6 @@
-"""scripts/setup.sh installs only when needed (issue 14): once both `make lab` (no extra) and `make test` (the
+"""scripts/setup.sh installs only when needed: once both `make lab` (no extra) and `make test` (the
 test extra) have run, switching between them never reinstalls, so it never needs the network. It installs torch from
-PyTorch's CPU wheel index on a machine without an NVIDIA GPU (issue 24, item 14), the CUDA wheels otherwise.
+PyTorch's CPU wheel index on a machine without an NVIDIA GPU, the CUDA wheels otherwise.
 
 The script runs on a copy of the repository with a fake virtual environment whose ``bin/python`` only records
 its arguments, and a PATH without apt-get (no Chromium install is attempted) and, unless a test adds a fake one,
@@ -85,7 +85,7 @@ def test_an_old_format_stamp_is_understood(repo):
     assert _setup(repo) == [] and _setup(repo, "test") == []
 
 
-# ------------------------------------------------------------------------------ which torch wheels (issue 24, 14)
+# ------------------------------------------------------------------------------------------ which torch wheels
 def _pins() -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     return [d for d in project["dependencies"] if d.split("==")[0] in ("torch", "torchvision")]

@@ -170,7 +170,7 @@ def test_split_real_reader_output(tmp_path: Path) -> None:
     assert split_dataset(moved, seed=0).hash == split.hash
 
 
-# ------------------------------------------------------------- splits that survive pandas (issue 10 item 5)
+# ---------------------------------------------------------------------------- splits that survive pandas
 
 
 def _pandas_variants(df: pd.DataFrame, tmp_path: Path) -> dict[str, pd.DataFrame]:

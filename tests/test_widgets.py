@@ -113,8 +113,8 @@ def test_label_panel_shows_a_bad_file_instead_of_failing(tmp_path, photo_dir):
 
 
 def test_label_panel_save_needs_a_deliberate_choice(session):
-    """Issue 14 item 2: after rating with the keys, the slider kept the previous image's value, and Save + next
-    stored it on the next, unrated image: a wrong label that looked deliberate."""
+    """Save needs a deliberate choice: after rating with the keys, the slider once kept the previous image's value,
+    and Save + next stored it on the next, unrated image: a wrong label that looked deliberate."""
     panel = LabelPanel(session)
     a = panel.current_path
     panel.key_box.value = "5"  # rate A with 5 through the keys box
@@ -134,7 +134,7 @@ def test_label_panel_save_needs_a_deliberate_choice(session):
 
 
 def test_label_panel_opens_on_the_first_image_without_labels(session):
-    """Issue 14 item 1: a session without labels is a normal state."""
+    """A session without labels is a normal state."""
     panel = LabelPanel(session)
     assert panel.current_path == session.images[0] and panel.count.value == "0 labelled, 0 skipped, 40 to go"
     assert panel.slider.value == NOT_RATED and session.labels_path.read_text().startswith("path,mos,")
@@ -181,7 +181,7 @@ def test_label_panel_write_failure_is_shown_and_nothing_changes(session, monkeyp
 
     def boom(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr("clipiqa.session.os.replace", boom)
+    monkeypatch.setattr(os, "replace", boom)  # the rename every atomic write ends with
     panel.slider.value = 3.0
     panel.save_button.click()
     assert "disk full" in panel.message.value and panel.current_path == path
@@ -218,7 +218,7 @@ def test_adapt_panel_stop_stops(session, demo_table):
     assert panel.status == "stopped" and not panel.running
     assert len(history.steps) < 10000
     assert panel.run_button.disabled is False and panel.stop_button.disabled is True
-    # issue 14 item 7: the stopped, under-trained checkpoint is kept but not activated ...
+    # the stopped, under-trained checkpoint is kept but not activated ...
     table = session.checkpoints()
     assert table["stopped"].tolist() == [True] and table["active"].tolist() == [False] and not session.adapted
     assert "not active" in panel.message.value and panel.use_button.layout.display != "none"
@@ -236,8 +236,9 @@ def test_adapt_panel_shows_errors_in_the_panel(session):
 
 
 def test_adapt_panel_blocking_run_reraises_the_error_it_showed(session):
-    """Issue 14 item 4: ``panel.run(block=True)`` returned None after a failure, so the next cell failed with
-    AttributeError: 'NoneType' object has no attribute 'steps'. It must raise the error the panel showed."""
+    """A failed blocking run raises: ``panel.run(block=True)`` once returned None after a failure, so the next cell
+    failed with AttributeError: 'NoneType' object has no attribute 'steps'. It must raise the error the panel
+    showed."""
     from clipiqa.session import NotEnoughLabelsError
     panel = AdaptPanel(session, epochs=2, trainable="prompts", device="cpu")
     with pytest.raises(NotEnoughLabelsError, match="label at least 2"):
@@ -328,7 +329,7 @@ def test_building_a_compare_panel_leaves_the_arm_registry_alone(demo_table):
 
 
 def test_compare_panel_stopped_after_k_splits_summarises_k_splits_per_arm(demo_table):
-    """Issue 14 item 6: after Stop, QGR off was averaged over 8 splits and QGR on over 7."""
+    """After Stop both arms are averaged over the same splits (once QGR off over 8 splits and QGR on over 7)."""
     panel = ComparePanel(demo_table.head(40), shots=10, n_splits=3, epochs=1, trainable="text", n_boot=20,
                          model_factory=_tiny_factory(), model_name="tiny", n_views=1)
     seen = []
@@ -370,7 +371,7 @@ def test_compare_summaries_use_only_splits_every_arm_finished():
 
 
 def test_compare_names_a_tie_as_identical():
-    """Issue 14 item 6: when both arms tie, the text said "better on 0 of 2" and the chart was empty."""
+    """A tie is named as identical (the text once said "better on 0 of 2" over an empty chart)."""
     from clipiqa.widgets.compare import TIE_TEXT, paired_difference, paired_text
     tie = paired_difference(_rows([0.5, 0.3], [0.5, 0.3]), [0, 1])
     assert tie["identical"] and tie["ties"] == 2
@@ -472,8 +473,8 @@ def _viewer_table(demo_table):
 
 
 def test_attribution_viewer_focus_uses_the_viewed_images_distortion(session, demo_table):
-    """Issue 14 item 8: the focus diagnostic always blurred a rectangle, even for a noise image; its table did
-    not name the image and went stale when the picker moved to another image."""
+    """The focus diagnostic uses the viewed image's distortion: it once always blurred a rectangle, even for a noise
+    image; its table did not name the image and went stale when the picker moved to another image."""
     table = _viewer_table(demo_table)
     names = [p.rsplit("/", 1)[-1] for p in table["path"]]
     viewer = AttributionViewer(session, images=table, method="ig", auto=True,
@@ -541,11 +542,11 @@ print(json.dumps({{"stop": panel.stop_button.model_id, "status": panel.status_la
 
 @pytest.mark.slow
 def test_adapt_panel_stop_click_ends_a_blocking_run_like_run_all_does(tmp_path, demo_table):
-    """Issue 20 item 4: during Run All the cell ``panel.run(block=True)`` keeps the kernel busy, so the Stop click
-    waited for the end of training (147 s) and the checkpoint became active. In a real kernel: queue the
-    blocking cell and the cell after it (what Run All sends), click Stop over the widget protocol (what the
-    browser sends) while it trains; training ends within one step, the checkpoint is kept but not activated,
-    and the next cell runs after the blocking one."""
+    """Stop works in a blocking run: during Run All the cell ``panel.run(block=True)`` keeps the kernel busy, so the
+    Stop click waited for the end of training (147 s) and the checkpoint became active. In a real kernel: queue the
+    blocking cell and the cell after it (what Run All sends), click Stop over the widget protocol (what the browser
+    sends) while it trains; training ends within one step, the checkpoint is kept but not activated, and the next cell
+    runs after the blocking one."""
     import json
     import os
 

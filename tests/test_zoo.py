@@ -1,4 +1,4 @@
-"""Any open_clip CLIP ViT by name (issue 12): ARCH:TAG, hf-hub:ORG/REPO, a local open_clip folder, presets.
+"""Any open_clip CLIP ViT by name: ARCH:TAG, hf-hub:ORG/REPO, a local open_clip folder, presets.
 
 Every supported family (OpenAI, LAION, DataComp, MetaCLIP, DFN) loads from a fake Hugging Face cache laid as the
 hub lays a download and from a folder written by ``export_backbone``, with its own architecture flags (QuickGELU,

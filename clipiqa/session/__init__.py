@@ -42,8 +42,6 @@ blind repeats), :mod:`.checkpoints` (adaptation checkpoints) and :mod:`.facade` 
 """
 from __future__ import annotations
 
-import os  # noqa: F401  (tests patch ``clipiqa.session.os.replace``: the one os module, as before the split)
-
 from ..labelstore import LabelNotSaved, LabelStoreUnusable
 from .checkpoints import NotEnoughLabelsError
 from .facade import RANDOM_INIT_BANNER, Session
