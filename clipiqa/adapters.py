@@ -1,6 +1,7 @@
-"""What is trainable, and how it is built (DESIGN 2.1): the names of the trainable sets and the rule that says, for
-each learnable tensor of an :class:`~clipiqa.model.IQAModel`, whether a set trains it. The model builds the parts
-(``add_visual_prompt``, ``add_tuned_blocks``); this module only decides, with pure functions a test can read.
+"""What is trainable, and how it is built (docs/design.md, 'The model and its adapters'): the names of the
+trainable sets and the rule that says, for each learnable tensor of an :class:`~clipiqa.model.IQAModel`, whether a
+set trains it. The model builds the parts (``add_visual_prompt``, ``add_tuned_blocks``); this module only decides,
+with pure functions a test can read.
 
 The sets:
 

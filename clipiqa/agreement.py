@@ -1,4 +1,4 @@
-"""How much raters agree: the human ceiling a model can reach on a set of labels (DESIGN 2.6, 6).
+"""How much raters agree: the human ceiling a model can reach (docs/design.md, 'Labels and sessions').
 
 Pure functions on a rating table (a ``pandas.DataFrame``, one row per rating, oldest first) with columns
 ``image``, ``rater``, ``score`` and optionally ``is_repeat`` (a blind repeat of an image the rater rated before).

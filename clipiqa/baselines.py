@@ -1,4 +1,4 @@
-"""Baselines for the evaluation protocol (DESIGN 2.6) that need no prompt learning.
+"""Baselines for the evaluation protocol (docs/design.md, 'Evaluation protocol') that need no prompt learning.
 
 - ``clip_features`` + ``ridge_probe``: a ridge regression on frozen CLIP image features (the linear probe);
 - ``classical_table`` + ``classical_ridge``: a CLIP-free check that the task is learnable at all, a ridge on

@@ -1,4 +1,5 @@
-"""Checkpoints: the learned tensors as safetensors plus a JSON card (DESIGN 5). Nothing is unpickled.
+"""Checkpoints: the learned tensors as safetensors plus a JSON card. Nothing is unpickled (a checkpoint from someone
+else must be data, not code; docs/design.md, 'Weights, checkpoints and export').
 
 A checkpoint is a folder (or the pair ``NAME.safetensors`` + ``NAME.json``) holding only the adapter
 tensors (text context, visual prompts, tuned block copies) and a card that records the backbone, the prompt

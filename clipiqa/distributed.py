@@ -1,4 +1,4 @@
-"""Small helpers for PyTorch DDP runs started with ``torchrun`` (DESIGN 8).
+"""Small helpers for PyTorch DDP runs started with ``torchrun`` (docs/design.md, 'Scale: torchrun').
 
 Everything here is a no-op (or the obvious single-process answer) when the process is not part of an
 initialised process group, so library code calls these helpers unconditionally:

@@ -1,5 +1,5 @@
 """Deployment: an adapted (or zero-shot) scorer as one ONNX graph that runs under onnxruntime without clipiqa or
-torch (DESIGN 5).
+torch (docs/design.md, 'Weights, checkpoints and export').
 
 ``export_onnx(model, "scorer.onnx")`` writes:
 

@@ -1,4 +1,4 @@
-"""The one inference path (DESIGN 2.7): every quality score in the package is computed here.
+"""The one inference path (docs/design.md, 'Scores: one inference path'): every score in the package is made here.
 
 The quality head turns image features into two logits, ``z = logit_scale * [cos(f, t_high), cos(f, t_low)]``.
 It always runs in **float32 outside autocast** (features, text features and the logit scale cast to float32),

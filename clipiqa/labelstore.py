@@ -1,4 +1,4 @@
-"""The label store: every rating is a row in SQLite, so any number of writers lose nothing (DESIGN 6).
+"""The label store: every rating is a row in SQLite, so any number of writers lose nothing.
 
 A labelling :class:`~clipiqa.session.Session` keeps its images and ratings in ``<session>/labels.sqlite``
 (stdlib ``sqlite3``, no server). Several Sessions, kernels and processes may rate one folder at the same time:

@@ -1,4 +1,4 @@
-"""Training losses for CLIP-based quality prediction (DESIGN.md section 2.2).
+"""Training losses for CLIP-based quality prediction (docs/design.md, 'Losses').
 
 All functions are pure: they take logits, return a tensor, and keep no state.
 

@@ -1,4 +1,4 @@
-r"""Evaluation metrics for image quality prediction (DESIGN.md section 2.6).
+r"""Evaluation metrics for image quality prediction (docs/design.md, 'Evaluation protocol').
 
 Pure numpy/scipy functions. Inputs may be any array-like (lists, numpy arrays, torch tensors); they are
 flattened to 1-D float64.

@@ -1,4 +1,4 @@
-"""The prompted CLIP quality model: a frozen open_clip model wrapped, never edited (DESIGN 2.1).
+"""The prompted CLIP quality model: open_clip wrapped, never edited (docs/design.md, 'The model and its adapters').
 
 Read top to bottom: ``IQAModel`` holds the frozen ``clip`` and the learnable adapter: the text context, and only
 when declared visual prompts and tuned copies of the last blocks (``adapter_spec`` says which exist; an adapted
@@ -333,7 +333,7 @@ class IQAModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The logit margin ``z_high - z_low`` per image ``[B]`` (float32): the scalar attributions explain by
-        default (DESIGN 2.7; p_high saturates and its gradients vanish). ``clipiqa.inference.p_high_target``
+        default (p_high saturates and its gradients vanish). ``clipiqa.inference.p_high_target``
         explains p_high instead."""
         return predict_images(self, images).margin
 

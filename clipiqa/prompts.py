@@ -1,6 +1,7 @@
 """Learnable prompts that wrap a frozen open_clip model (CoOp text context, VPT-deep visual prompts).
 
-Only the tensors defined here are new parameters; CLIP itself is never edited. See DESIGN 2.1.
+Only the tensors defined here are new parameters; CLIP itself is never edited.
+Why: docs/design.md, 'The model and its adapters'.
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ class VisualPrompt(nn.Module):
     """VPT-deep prompts: one set after ``ln_pre`` and a fresh set before each later prompted block.
 
     Every set passes a shared ``Linear(width, width)`` and dropout; ``norm`` is the extra LayerNorm that
-    sits before CLIP's ``ln_post``. Initialised as released (DESIGN 2.1): tokens uniform with the VPT bound,
+    sits before CLIP's ``ln_post``. Initialised as released: tokens uniform with the VPT bound,
     the projection's weight kaiming-normal with fan-out (its bias keeps ``nn.Linear``'s default, which the
     released code does not re-initialise), the LayerNorm with eps 1e-6.
     """

@@ -1,4 +1,4 @@
-r"""Quality-Aware Gradient Regularization (QGR), DESIGN.md section 2.3.
+r"""Quality-Aware Gradient Regularization (QGR) (docs/design.md, 'Quality-aware gradient regularization (QGR)').
 
 Each training step has two gradients over the trainable tensors: ``g_q`` of the quality loss and ``g_s`` of the
 semantic (scene-distillation) loss. QGR replaces ``g_q`` by

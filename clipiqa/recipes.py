@@ -1,4 +1,4 @@
-"""Training recipes: named, documented settings for few-shot adaptation (DESIGN 2.5, 2.6).
+"""Training recipes: named settings for few-shot adaptation (docs/design.md, 'Few-shot fine-tuning and recipes').
 
 Each adapted arm of the evaluation protocol trains with its own recipe, never one recipe for all: CoOp's own
 schedule for the prompt-only arms, the released GRMP-IQA fine-tuning for the paper's trainable set. A recipe is
@@ -56,7 +56,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("grmp", "GRMP-IQA released fine-tuning (DESIGN 2.5): SGD lr 1e-3, weight decay 1e-4, batch 192, "
+    Recipe("grmp", "GRMP-IQA released fine-tuning: SGD lr 1e-3, weight decay 1e-4, batch 192, "
                    "50 epochs, 244-px squash + random 224 crop + flip, ImageNet mean/std; fixed budget",
            {"trainable": "last-blocks", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.0, "batch_size": 192,
             "epochs": 50, "augment": "grmp", "lr_schedule": "constant"}),

@@ -1,4 +1,4 @@
-"""Where backbone weights come from, in this order (DESIGN 4):
+"""Where backbone weights come from, in this order (docs/design.md, 'Weights, checkpoints and export'):
 
 1. ``weights=`` an explicit local file or folder (or a model named by its folder): never touches the network;
 2. ``$CLIPIQA_WEIGHTS/<name>/``: a local folder in open_clip's ``local-dir`` format, named after the model

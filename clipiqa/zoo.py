@@ -1,4 +1,5 @@
-"""Naming any open_clip CLIP (DESIGN 4): a preset, ``ARCH:TAG``, ``hf-hub:ORG/REPO`` or a local open_clip folder.
+"""Naming any open_clip CLIP (docs/design.md, 'Weights, checkpoints and export'): a preset, ``ARCH:TAG``,
+``hf-hub:ORG/REPO`` or a local open_clip folder.
 
 ``resolve_model(name)`` turns a name into a :class:`clipiqa.presets.Preset` (what the name means: architecture,
 tag, hub repository, folder), without building or downloading anything. ``load_backbone`` then finds the weights.

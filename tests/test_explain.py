@@ -1,4 +1,5 @@
-"""Attributions and diagnostics (DESIGN 7). The tiny model is random-init: its numbers only check machinery.
+"""Attributions and diagnostics (docs/design.md, 'Explainability'). The tiny model is random-init: its numbers
+only check machinery.
 
 The focus metric itself is validated on hand-built score functions whose behaviour is known exactly.
 """
@@ -180,7 +181,7 @@ def test_content_vs_distortion_grid(tiny, refs):
     result = content_vs_distortion(tiny, refs, ["gaussian_blur", "white_noise"], levels=(1, 3, 5))
     t = result.table
     assert len(t) == 4 * (1 + 2 * 3) and set(t["level"]) == {0, 1, 3, 5}
-    assert np.isfinite(t["score"]).all()  # the score explained is the logit margin (DESIGN 2.7), not p_high
+    assert np.isfinite(t["score"]).all()  # the score explained is the logit margin (it does not saturate), not p_high
     for key in ("eta2_level", "eta2_content", "eta2_type"):
         assert 0 <= result.summary[key] <= 1
     assert result.random_init and result.summary["note"] == RANDOM_INIT_NOTE and (t["note"] == RANDOM_INIT_NOTE).all()

@@ -5,8 +5,8 @@ deliberately broken variant (the ``broken`` tests run that variant and assert th
    (in tests/test_lesson.py; its broken variant is a caption recipe without quality words);
 2. few-shot adaptation on a distortion type held out of pre-training raises held-out SRCC above zero-shot by
    more than the bootstrap CI (broken: a learner that cannot move). 100 random frozen visual tokens (the defect
-   DESIGN 2.1 warns about for real CLIP) do *not* make it fail on this toy (measured: adapted 0.35-0.65 with
-   them), so they are no broken variant here;
+   that hurts real CLIP: docs/design.md, 'The model and its adapters') do *not* make it fail on this toy
+   (measured: adapted 0.35-0.65 with them), so they are no broken variant here;
 3. meta pre-training moves its parameters and its held-out source SRCC rises (broken: a zero outer step).
 
 Numbers are a toy's (synthetic distortions, 64 px): they show the machinery learns, not how real CLIP behaves.

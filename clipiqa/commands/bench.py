@@ -1,4 +1,4 @@
-"""``clipiqa bench``: the evaluation protocol (DESIGN 2.6) from the command line.
+"""``clipiqa bench``: the evaluation protocol (docs/design.md, 'Evaluation protocol') from the command line.
 
     clipiqa bench --dataset demo --model tiny --shots 20 --splits 2
     clipiqa bench --dataset koniq10k:/data/koniq --shots 50 --model vitb16-openai --meta-init runs/meta/best

@@ -1,4 +1,4 @@
-"""``clipiqa pretrain``: meta-prompt pre-training over distortion-type tasks (DESIGN 2.4, 8).
+"""``clipiqa pretrain``: meta pre-training over distortion-type tasks (docs/design.md, 'Meta-prompt pre-training').
 
 Task sources (``--tasks``, one or more): ``demo`` (synthetic distortions of the bundled sample photos),
 ``folder:PATH`` (synthetic distortions of your own reference photos), ``kadid10k:ROOT``, ``tid2013:ROOT``.

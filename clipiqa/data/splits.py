@@ -1,7 +1,7 @@
 """Seeded, group-aware train/test splits and few-shot draws for the evaluation protocol.
 
-The protocol (DESIGN 2.6): 10 seeded 80/20 splits, by reference content for synthetic datasets
-(LIVE, CSIQ, TID2013, KADID-10k) and by image for in-the-wild ones; N labelled images are drawn
+The protocol (docs/design.md, 'Evaluation protocol'): 10 seeded 80/20 splits, by reference content
+for synthetic datasets (LIVE, CSIQ, TID2013, KADID-10k) and by image for in-the-wild ones; N labelled images are drawn
 from the 80 % pool only. Which of the two is decided from the data alone: by ``content_id``
 whenever a content groups several rows, by image otherwise — never from ``DataFrame.attrs``,
 which pandas drops in CSV round trips, ``merge`` and ``concat``.

@@ -1,6 +1,6 @@
 """Image transforms. The evaluation transform is a function of one small, validated :class:`TransformSpec`.
 
-A model carries the spec its scores need (``IQAModel.transform_spec``; DESIGN 2.7): by default the backbone's
+A model carries the spec its scores need (``IQAModel.transform_spec``): by default the backbone's
 own preprocessing, or the one it was trained with (recorded in the checkpoint card and restored by
 ``load_model(prompts=ckpt)``). ``eval_transform(spec)`` is the only evaluation transform in the package.
 

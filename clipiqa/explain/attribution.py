@@ -1,11 +1,11 @@
-"""Pixel attributions of a scalar quality score (DESIGN 7).
+"""Pixel attributions of a scalar quality score (docs/design.md, 'Explainability').
 
 One entry point for every method::
 
     maps = attribute(model, images, "ig")          # Tensor[B, H, W], aligned with the input pixels
 
 ``model`` is any ``nn.Module`` mapping preprocessed images ``[B, 3, H, W]`` to one number per image ``[B]``
-(an :class:`~clipiqa.model.IQAModel` returns its logit margin ``z_high - z_low``: the default target, DESIGN 2.7;
+(an :class:`~clipiqa.model.IQAModel` returns its logit margin ``z_high - z_low``: the default target;
 p_high saturates at logit scale 100 and its gradients vanish); ``target_fn(model, images) -> [B]`` picks another
 scalar: ``clipiqa.inference.p_high_target`` for p_high, or e.g. one scene logit. Grad-CAM needs an ``IQAModel``
 (it hooks the ViT blocks).

@@ -74,7 +74,7 @@ def explain_images(model, paths: list[str], methods: list[str], options: dict, o
 
 def explain_one(model, image, path: str, stem: str, methods: list[str], options: dict, out: Path) -> list[dict]:
     x, crop = to_model_input(model, image)
-    margin = float(score_tensors(model, x[None])[0])  # what the attributions explain (DESIGN 2.7)
+    margin = float(score_tensors(model, x[None])[0])  # what the attributions explain
     score = float(score_tensors(model, x[None], target_fn=p_high_target)[0])
     rows = []
     for method in methods:

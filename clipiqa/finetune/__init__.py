@@ -1,4 +1,4 @@
-"""Few-shot fine-tuning with quality-aware gradient regularization (DESIGN 2.2, 2.3, 2.5).
+"""Few-shot fine-tuning with QGR (docs/design.md, 'Few-shot fine-tuning and recipes').
 
 ``adapt(model, labelled, config)`` reads top to bottom:
 

@@ -1,5 +1,6 @@
-"""Few-shot fine-tuning settings (DESIGN 2.5): ``AdaptConfig``, validated at construction, and ``with_qgr``, the
-one helper that turns QGR on or off in a config (the two comparison arms differ in this only)."""
+"""Few-shot fine-tuning settings (docs/design.md, 'Few-shot fine-tuning and recipes'): ``AdaptConfig``,
+validated at construction, and ``with_qgr``, the one helper that turns QGR on or off in a config (the two
+comparison arms differ in this only)."""
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def _check_choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Few-shot fine-tuning settings; defaults follow the released code (DESIGN 2.5)."""
+    """Few-shot fine-tuning settings; defaults follow the released code."""
 
     trainable: str = LAST_BLOCKS     # "last-blocks" (GRMP-IQA's set; formerly "paper"), "prompts", "text"
     tuned_blocks: int = 4

@@ -1,5 +1,5 @@
-"""``adapt``: the few-shot fine-tuning loop (DESIGN 2.2, 2.3, 2.5), its evaluation and model selection, and the
-labels it trains on."""
+"""``adapt``: the few-shot fine-tuning loop (docs/design.md, 'Few-shot fine-tuning and recipes'), its evaluation
+and model selection, and the labels it trains on."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,6 @@
-"""Meta-prompt pre-training: proper first-order meta-learning over distortion-type tasks (DESIGN 2.4).
+"""Meta-prompt pre-training: proper first-order meta-learning over distortion-type tasks.
+
+Why it differs from the released loop, and its step size: docs/design.md, 'Meta-prompt pre-training'.
 
 ``meta_pretrain(model, tasks, config)`` reads top to bottom:
 

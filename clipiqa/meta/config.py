@@ -1,5 +1,5 @@
-"""Meta pre-training settings (DESIGN 2.4): ``MetaConfig``, validated at construction, its choices and defaults,
-and ``OuterSettings``, the outer optimizer a config resolves to."""
+"""Meta pre-training settings (docs/design.md, 'Meta-prompt pre-training'): ``MetaConfig``, validated at
+construction, its choices and defaults, and ``OuterSettings``, the outer optimizer a config resolves to."""
 from __future__ import annotations
 
 import math
@@ -30,7 +30,7 @@ MIN_REL_MOVE = 0.01
 """A run that ends with ``|theta - theta0| / |theta0|`` below this warns: the meta init is the start init."""
 RELEASED_NOTE = ("released meta loop (comparison only): the inner model is never reset to the meta parameters, "
                  "trains on the query set too, and the outer step comes once per dataset phase; not the textbook "
-                 "Reptile/FOMAML (DESIGN 2.4)")
+                 "Reptile/FOMAML")
 SELECTION_METRICS = ("adapted", "init")
 META_TRAINABLE = ("prompts", "text", LAST_BLOCKS)
 
@@ -53,7 +53,7 @@ class OuterSettings:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """Meta pre-training settings; defaults follow the released code where it had one (DESIGN 2.4).
+    """Meta pre-training settings; defaults follow the released code where it had one.
 
     algorithm: ``reptile``, ``fomaml`` (first-order MAML) or ``released`` (the released code's loop, for
         comparison only: see :mod:`clipiqa.meta`).

@@ -1,4 +1,5 @@
-"""The evaluation protocol (DESIGN 2.6): every method on the same seeded splits and the same few-shot draws.
+"""The evaluation protocol (docs/design.md, 'Evaluation protocol'): every method on the same seeded splits and
+the same few-shot draws.
 
 ``run_protocol(dataset, methods, shots, n_splits)`` reads top to bottom:
 

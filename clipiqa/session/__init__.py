@@ -1,4 +1,4 @@
-"""A labelling-and-adaptation session persisted in one folder (DESIGN 6).
+"""A labelling-and-adaptation session persisted in one folder (docs/design.md, 'Labels and sessions').
 
 ``Session(folder, images)`` holds an image set, the labels given so far, the settings, the model (loaded
 lazily) and the checkpoints made from the labels. Everything lives under ``folder/``::
