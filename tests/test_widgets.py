@@ -633,3 +633,48 @@ def test_adapt_panel_trains_menu_says_what_is_trained_not_where(session):
     labels = [label for label, _ in panel.trainable.options]
     assert not any("GPU" in label or "CPU" in label for label in labels)  # "(GPU)" showed on a CPU
     assert labels[0].startswith("last 4 blocks")
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_compare_figures_keep_legends_off_the_data_and_arms_in_their_colours():
+    """Issue 24 item 8: 04's legends sat over the lines, and an arm's colour changed between its two figures."""
+    from types import SimpleNamespace
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_hex
+    from matplotlib.figure import Figure
+
+    from clipiqa.palette import arm_colour
+    from clipiqa.widgets.compare import CompareResult, paired_difference
+    from clipiqa.widgets.compare_plots import draw_srcc, draw_traces
+    df = _rows([0.6, 0.2], [0.4, 0.3]).assign(complete=True)
+    steps = pd.DataFrame({"step": [1, 2, 3], "cosine": [0.2, -0.1, 0.4], "frac_projected": [0.5, 0.0, 1.0]})
+    history = SimpleNamespace(steps_frame=lambda: steps)
+    ceiling = SimpleNamespace(available=True, split_half=0.9, split_half_lo=0.85, split_half_hi=0.95)
+    result = CompareResult(df, pd.DataFrame({"arm": ["x"]}), complete_splits=[0, 1], n_splits=2,
+                           paired=paired_difference(df, [0, 1]), ceiling=ceiling,
+                           histories={(s, a): history for s in (0, 1) for a in ("QGR off", "QGR on")},
+                           methods={"zero-shot": "zero-shot", "QGR off": "coop+vpt", "QGR on": "coop+vpt+qgr"})
+    for draw in (lambda fig: draw_srcc(fig, result, ("zero-shot", "QGR off", "QGR on"), ""),
+                 lambda fig: draw_traces(fig, result)):
+        fig = Figure(figsize=(10, 3.4), dpi=80, layout="constrained")
+        draw(fig)
+        FigureCanvasAgg(fig).draw()  # lays the figure out (constrained layout) as the panel's PNG does
+        renderer = fig.canvas.get_renderer()
+        legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        assert legends, "a legend says what the colours are"
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            assert not any(_overlaps(box, ax.get_window_extent(renderer)) for ax in fig.axes)
+    srcc_fig = Figure(figsize=(10, 3.4), layout="constrained")
+    draw_srcc(srcc_fig, result, ("zero-shot", "QGR off", "QGR on"), "")
+    dots = {to_hex(c.get_facecolor()[0]) for c in srcc_fig.axes[0].collections if len(c.get_offsets())}
+    assert {arm_colour("coop+vpt"), arm_colour("coop+vpt+qgr"), arm_colour("zero-shot")} <= dots
+    trace_fig = Figure(figsize=(10, 3.0), layout="constrained")
+    draw_traces(trace_fig, result)
+    lines = {to_hex(line.get_color()) for line in trace_fig.axes[0].get_lines() if line.get_label() in
+             ("QGR off", "QGR on")}
+    assert lines == {arm_colour("coop+vpt"), arm_colour("coop+vpt+qgr")}

@@ -7,9 +7,27 @@ from typing import Sequence
 
 import seaborn as sns
 
+from clipiqa.palette import CHANCE, HUMAN_CEILING, arm_colour
+
 from ._common import integer_ticks
 
-__all__ = ["draw_srcc", "draw_traces"]
+__all__ = ["draw_srcc", "draw_traces", "arm_colours"]
+
+
+def arm_colours(result, arms: Sequence[str]) -> dict[str, str]:
+    """Each arm in the colour of the protocol method it runs (``QGR off`` is ``coop+vpt`` or ``ft``, ...), so the
+    panel's colours are those of every other chart (:mod:`clipiqa.palette`)."""
+    methods = getattr(result, "methods", None) or {}
+    return {arm: arm_colour(methods.get(arm, arm)) for arm in arms}
+
+
+def _legend_below(fig, ax) -> None:
+    """The legend under the figure (constrained layout makes room), never over the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:  # seaborn may have put one on the axes
+        ax.get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
 
 
 def draw_srcc(fig, result, arms: Sequence[str], tie_label: str) -> None:
@@ -19,21 +37,22 @@ def draw_srcc(fig, result, arms: Sequence[str], tie_label: str) -> None:
     df = result.per_split[result.per_split["complete"] & (result.per_split["status"] == "ok")]
     k = len(result.complete_splits)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[3, 2])
+    colours = arm_colours(result, arms)
     if len(df):
         band = float(df["chance_band"].mean())
-        ax1.axhspan(-band, band, color="grey", alpha=0.15, label=f"chance band (±{band:.2f})")
+        ax1.axhspan(-band, band, color=CHANCE, alpha=0.15, label=f"chance band (±{band:.2f})")
         c = result.ceiling
         if c is not None and c.available:
-            ax1.axhspan(c.split_half_lo, c.split_half_hi, color="tab:green", alpha=0.15,
-                        label=f"human ceiling ({c.split_half:.2f})")
+            ax1.axhspan(c.split_half_lo, c.split_half_hi, color=HUMAN_CEILING, alpha=0.15)
+            ax1.axhline(c.split_half, color=HUMAN_CEILING, lw=1.5, label=f"human ceiling ({c.split_half:.2f})")
         for _, sub in df.groupby("split"):
             sub = sub.set_index("arm").reindex([a for a in arms if a in set(sub["arm"])])
             ax1.plot(range(len(sub)), sub["srcc"].to_numpy(), color="#bbbbbb", lw=0.8, zorder=1)
         sns.stripplot(data=df, x="arm", y="srcc", hue="arm", order=list(arms), ax=ax1, size=6, legend=False,
-                      jitter=False, zorder=2)
+                      jitter=False, zorder=2, palette=colours)
         sns.pointplot(data=df, x="arm", y="srcc", order=list(arms), ax=ax1, color="black", markers="_",
                       linestyles="none", errorbar="sd")
-        ax1.legend(fontsize=8, loc="lower right")
+        _legend_below(fig, ax1)
     paired = result.paired
     if paired and paired["identical"]:
         ax2.text(0.5, 0.5, f"{tie_label}\n(equal on all {paired['splits']} splits)", ha="center", va="center",
@@ -41,8 +60,9 @@ def draw_srcc(fig, result, arms: Sequence[str], tie_label: str) -> None:
         ax2.set_xticks([])
     elif paired:
         diff = paired["diff"]
-        bars = ax2.bar([str(s) for s in diff], list(diff.values()),
-                       color=["#2c7bb6" if d > 0 else "#d7191c" if d < 0 else "#999999" for d in diff.values()])
+        bars = ax2.bar([str(s) for s in diff], list(diff.values()),  # in the colour of the arm that won the split
+                       color=[colours.get("QGR on") if d > 0 else colours.get("QGR off") if d < 0 else "#999999"
+                              for d in diff.values()])
         ax2.bar_label(bars, fmt="%+.3f", fontsize=8)  # an equal split reads "+0.000", not as a missing bar
         lim = max(0.05, 1.3 * max(abs(d) for d in diff.values()))
         ax2.set_ylim(-lim, lim)
@@ -56,7 +76,7 @@ def draw_srcc(fig, result, arms: Sequence[str], tie_label: str) -> None:
     ax1.set_xlabel("")
     ax1.set_title(f"test SRCC per split, {k} split{'s' if k != 1 else ''} per arm (lines join a split)",
                   fontsize=10)
-    ax2.set_title("QGR on - QGR off, per split", fontsize=10)
+    ax2.set_title("QGR on - QGR off per split (winner's colour)", fontsize=10)
     ax2.set_ylabel("SRCC difference")
     if result.caveat:
         fig.suptitle(result.caveat, color="#a15c00", fontsize=10)
@@ -66,7 +86,7 @@ def draw_traces(fig, result) -> None:
     """Per step of every complete split: cosine(quality gradient, semantic gradient) and the share of tensors QGR
     projected, for both adapted arms; says so when no semantic gradient reaches the trainable set."""
     ax1, ax2 = fig.subplots(1, 2)
-    colours = {"QGR off": "#d7191c", "QGR on": "#2c7bb6"}
+    colours = arm_colours(result, ("QGR off", "QGR on"))
     drawn, no_semantic = False, False
     for (split, arm), history in sorted(result.histories.items()):
         if split not in result.complete_splits:
@@ -95,7 +115,7 @@ def draw_traces(fig, result) -> None:
     for ax in (ax1, ax2):
         ax.set_xlabel("step")
         integer_ticks(ax)
-        if drawn:
-            ax.legend(fontsize=8)
+    if drawn:
+        _legend_below(fig, ax1)  # one legend for both panels, under them
     if result.caveat:
         fig.suptitle(result.caveat, color="#a15c00", fontsize=10)
