@@ -247,11 +247,13 @@ def meta_selection_text(history) -> str:
     return f"{text}. NOTE: {note}" if note else text
 
 
-def plot_meta_history(history, random_init: bool = False, fig=None):
+def plot_meta_history(history, random_init: bool = False, fig=None, model=None):
     """Held-out SRCC per epoch (at the meta init and after the inner adaptation steps, mean over the held-out
     tasks, epoch 0 = before any meta step, the selected epoch marked) and, when the records have it, how far the
-    meta parameters moved (``rel_move``, per meta step). Draws on ``fig`` (e.g. ``plt.figure()`` in a notebook,
-    so that it shows inline), else on a new bare ``matplotlib.figure.Figure``; returns the figure."""
+    meta parameters moved (``rel_move``, per meta step, in % on an axis from 0 to at least 1 %: a 0.1 % move looks
+    as small as it is). Draws on ``fig`` (e.g. ``plt.figure()`` in a notebook, so that it shows inline), else on a
+    new bare ``matplotlib.figure.Figure``; returns the figure. ``model``: its :func:`caveat` (toy, random init)
+    goes on the figure; without it, ``random_init`` marks random-init weights."""
     # imported here: clipiqa.session imports this module for the error rendering, and matplotlib alone took
     # 1.3 s to import on the 2-core CI machine; only notebook 06 draws this figure
     import pandas as pd
@@ -283,11 +285,16 @@ def plot_meta_history(history, random_init: bool = False, fig=None):
     if has_move:
         ax2 = axes[1]
         x = steps["meta_step"] if "meta_step" in steps else range(1, len(steps) + 1)
-        ax2.plot(x, 100 * steps["rel_move"], marker="o" if len(steps) < 30 else None)
+        moved = 100 * steps["rel_move"]
+        ax2.plot(x, moved, marker="o" if len(steps) < 30 else None)
+        ax2.set_ylim(0, max(1.0, 1.15 * float(moved.max())))  # from 0: the axis does not blow up a small move
+        ax2.annotate(f"{float(moved.iloc[-1]):.2g} %", (list(x)[-1], float(moved.iloc[-1])), xytext=(0, 5),
+                     textcoords="offset points", ha="center", fontsize=8)
         ax2.set_xlabel("meta step")
         ax2.set_ylabel("|θ - θ0| / |θ0|  (%)")
         ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_title("how far the meta parameters moved", fontsize=10)
-    if random_init:
-        fig.suptitle("random-init weights: meaningless", color="red", fontsize=10)
+    note = caveat(model) if model is not None else RANDOM_INIT_CAVEAT if random_init else ""
+    if note:
+        fig.suptitle(note, color="red" if note == RANDOM_INIT_CAVEAT else "#a15c00", fontsize=9)
     return fig

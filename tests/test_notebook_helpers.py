@@ -108,6 +108,23 @@ def test_plot_meta_history_names_its_lines_and_axes():
     assert len(notebook.plot_meta_history(_meta_history(0, rel_move=False)).axes) == 1  # no column, no panel
 
 
+def test_meta_history_figure_carries_the_toy_caveat_and_a_move_to_scale():
+    """Issue 24 item 8: 06's figures had no toy caveat, and a 0.1 % move of the meta parameters filled the whole
+    height of its axis (which started at the smallest value)."""
+    from types import SimpleNamespace
+    history = _meta_history(0)
+    history.steps = [{**row, "rel_move": 0.0009 + 0.0001 * k} for k, row in enumerate(history.steps)]  # 0.09-0.12 %
+    toy = SimpleNamespace(random_init=False, source=SimpleNamespace(toy=True))
+    fig = notebook.plot_meta_history(history, model=toy)
+    assert fig._suptitle is not None and fig._suptitle.get_text() == notebook.TOY_CAVEAT
+    right = fig.axes[1]
+    lo, hi = right.get_ylim()
+    assert lo == 0 and max(right.get_lines()[0].get_ydata()) < 0.15 * hi  # a small move looks small
+    assert "0.12 %" in [t.get_text() for t in right.texts]
+    random = notebook.plot_meta_history(history, random_init=True)
+    assert random._suptitle.get_text() == notebook.RANDOM_INIT_CAVEAT
+
+
 def test_caveat_names_random_toy_and_real_models():
     from types import SimpleNamespace
 

@@ -93,6 +93,18 @@ def test_each_held_out_image_keeps_its_prediction(result):
         assert srcc(held_out["pred"], held_out["q"]) == pytest.approx(row["srcc"], nan_ok=True)
 
 
+def test_summary_figure_draws_each_method_in_its_colour(result):
+    """Issue 24 item 8: every method in one colour across charts (the summary drew all of them in one blue)."""
+    from matplotlib.colors import to_hex
+
+    from clipiqa.palette import arm_colour
+    ax = result.plot(caveat="toy model, a caveat").axes[0]
+    dots = {to_hex(c.get_facecolor()[0]) for c in ax.collections if len(c.get_offsets()) and len(c.get_facecolor())}
+    ok = result.per_split.loc[result.per_split["status"] == "ok", "method"].unique()
+    assert dots == {arm_colour(m) for m in ok}
+    assert ax.get_title().endswith("toy model, a caveat")
+
+
 def test_splits_are_by_content_and_draws_come_from_the_train_side(result):
     for split, labelled in zip(result.splits, result.labelled):
         assert split.by == "content"

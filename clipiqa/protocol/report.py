@@ -17,6 +17,7 @@ from ..checkpoint import library_versions
 from ..csvio import write_csv
 from ..finetune import OPTIMISTIC_NOTE
 from ..metrics import summarize
+from ..palette import arm_palette
 from ..recipes import OPTIMISTIC_RECIPE_NOTE, RECIPES
 
 __all__ = ["METRICS", "NOTE_AUTO_META", "NOTE_RANDOM_INIT", "NOTE_SYNTHETIC_LABELS", "ProtocolResult",
@@ -184,8 +185,10 @@ def _f(x: float) -> str:
     return "nan" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
 
-def plot_summary(per_split: pd.DataFrame, summary: pd.DataFrame, notes: Sequence[str] = ()):
-    """SRCC per method: one dot per split, the mean with a std bar, the chance band shaded around 0.
+def plot_summary(per_split: pd.DataFrame, summary: pd.DataFrame, notes: Sequence[str] = (), caveat: str = ""):
+    """SRCC per method: one dot per split in the method's colour of every chart (:mod:`clipiqa.palette`), the mean
+    with a std bar, the chance band shaded around 0; ``caveat`` (e.g. :func:`clipiqa.notebook.caveat` of the
+    model: toy, random init) under the title.
 
     Uses a bare ``matplotlib.figure.Figure`` (no pyplot state, no backend change)."""
     # seaborn (with matplotlib) adds about 1 s to `import clipiqa.protocol` (measured on the 2-core machine):
@@ -203,18 +206,19 @@ def plot_summary(per_split: pd.DataFrame, summary: pd.DataFrame, notes: Sequence
         ax.axhspan(-band, band, color="grey", alpha=0.2, label=f"chance band (95 %, ±{band:.2f})")
     ax.axhline(0.0, color="grey", lw=0.8)
     if len(ok):
-        sns.stripplot(data=ok, x="method", y="srcc", order=order, ax=ax, color="tab:blue", alpha=0.6, size=5,
-                      jitter=0.15)
+        sns.stripplot(data=ok, x="method", y="srcc", order=order, ax=ax, hue="method", palette=arm_palette(order),
+                      legend=False, alpha=0.8, size=6, jitter=0.15, zorder=3)  # dots over the mean marker
     x = np.arange(len(order))
     ax.errorbar(x, summary["srcc_mean"], yerr=summary["srcc_std"].fillna(0), fmt="D", color="black", capsize=4,
-                label="mean ± std over splits")
+                markerfacecolor="none", markersize=9, label="mean ± std over splits")
     ax.set_xticks(x, labels, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(order) - 0.4)
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("SRCC on the held-out split")
     ax.set_xlabel("")
     warn = [n for n in notes if n in (NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS) or n == OPTIMISTIC_NOTE]
-    ax.set_title("\n".join(["SRCC per method and split"] + warn), fontsize=9)
+    ax.set_title("\n".join(["SRCC per method and split"] + warn + ([caveat] if caveat and caveat not in warn else [])),
+                 fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
@@ -247,9 +251,10 @@ class ProtocolResult:
         """The summary as a fixed-width table followed by the notes (what ``clipiqa bench`` prints)."""
         return format_summary(self.summary, self.notes)
 
-    def plot(self):
-        """A matplotlib Figure: SRCC per split and method, mean with std, the chance band shaded."""
-        return plot_summary(self.per_split, self.summary, self.notes)
+    def plot(self, caveat: str = ""):
+        """A matplotlib Figure: SRCC per split and method, mean with std, the chance band shaded; ``caveat`` (toy,
+        random init) under the title."""
+        return plot_summary(self.per_split, self.summary, self.notes, caveat)
 
     def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``per_split.csv``, ``summary.csv``, ``summary.json`` and ``summary.png``."""
