@@ -28,7 +28,6 @@ N_IMAGES = 80 if SMOKE else 16 if REHEARSAL else None  # how many demo images to
 
 # %%
 import matplotlib.pyplot as plt
-import seaborn as sns
 
 import clipiqa
 from clipiqa.data import build_demo_set
@@ -68,16 +67,28 @@ say_if_random_init(model)
 
 # %%
 from clipiqa.notebook import caveat
-distorted = table[table["level"] > 0]
+from clipiqa.plots import plot_levels
+from clipiqa.review import level_summary
+
+levels = level_summary(table[table["level"] > 0])  # mean, SD and n per distortion and level
 fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
-sns.lineplot(data=distorted, x="level", y="score", hue="distortion", marker="o", ax=ax, errorbar=None)
-ax.set_xticks(sorted(distorted["level"].unique()))  # levels are whole numbers
+plot_levels(levels, ylabel="zero-shot score p(good)", caveat=caveat(model), ax=ax)
 ax.set_ylim(0, 1)  # the score's whole range: a small difference looks small
-ax.set_ylabel("zero-shot score p(good)")
-ax.legend(title="distortion", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not over them
-ax.set_title("zero-shot score vs distortion level" + (f"\n({caveat(model)})" if caveat(model) else ""),
-             fontsize=9)
 plt.show()
+
+# %% [markdown]
+# The images themselves, from the lowest score to the highest (a few, evenly spread over the order), and every
+# score against its severity label: a good scorer puts the dots on a rising band.
+
+# %%
+from IPython.display import display
+
+from clipiqa.plots import plot_fit, plot_gallery
+from clipiqa.review import fit_summary, gallery_picks
+
+display(plot_gallery(gallery_picks(table, "score", k=12), label="q", score_name="p(good)", caveat=caveat(model)))
+display(plot_fit(table["score"], table["q"], fit_summary(table["score"], table["q"]), what="zero-shot",
+                 xlabel="synthetic severity label q", ylabel="zero-shot score p(good)", caveat=caveat(model)))
 
 # %% [markdown]
 # ## The scene branch

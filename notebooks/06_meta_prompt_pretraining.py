@@ -85,7 +85,7 @@ if caveat(model):
 
 # %%
 # left: held-out SRCC at the meta init and after the inner steps; right: how far the meta parameters moved
-plot_meta_history(history, random_init=model.random_init, fig=plt.figure(figsize=(10, 3.4), layout="constrained"))
+plot_meta_history(history, model=model, fig=plt.figure(figsize=(10, 3.4), layout="constrained"))
 plt.show()
 
 # %% [markdown]
@@ -119,3 +119,4 @@ result = run_protocol(target, methods=["zero-shot", "coop+vpt", "meta+ft"], shot
                       overrides={"epochs": EPOCHS, "n_views": N_VIEWS}, meta_init=f"{WORK}/meta/best",
                       n_boot=200)
 print(result.to_text())
+display(result.plot(caveat=caveat(model)))  # each arm in its colour of every chart (clipiqa.palette)

@@ -94,6 +94,7 @@ for n in counts:  # the same seeded splits for every n; the smaller draws are ne
                           model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE),
                           overrides={"epochs": EPOCHS, "n_views": N_VIEWS}, n_boot=300)
     runs.append(result.per_split)
+held_out = result.predictions.get((0, METHOD)) if counts else None  # split 0's test images, most labels
 curve = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame()
 if not counts:
     print(f"only {len(table)} labels: label at least {int(LABEL_COUNTS[0] / 0.8) + 1} images, then rerun")
@@ -101,40 +102,37 @@ else:
     print(f"{len(table)} labels; test sets of about {int(curve['n_test'].mean())} images per split")
 
 # %%
-from clipiqa.feasibility import learning_curve
+from clipiqa.feasibility import learning_curve, small_n_note
 from clipiqa.notebook import caveat
+from clipiqa.plots import plot_learning_curve
 
 ceiling = session.agreement(n_boot=300)  # inter-rater (split-half, Spearman-Brown) and test-retest SRCC
 if len(curve):
     agg = learning_curve(curve)
+    note = small_n_note(agg)  # what the figure says when its held-out sets are too small to judge
     fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
-    band = agg["band"].mean()
-    ax.axhspan(-band, band, color="grey", alpha=0.2, label=f"chance band (+-{band:.2f})")
-    if ceiling.available:
-        ax.axhspan(ceiling.split_half_lo, ceiling.split_half_hi, color="tab:green", alpha=0.15)
-        ax.axhline(ceiling.split_half, color="tab:green", lw=1.5,  # a line too: a CI of zero width is no band
-                   label=f"human ceiling ({ceiling.split_half:.2f})")
-    zero = agg[agg["method"] == "zero-shot"]
-    if len(zero):  # zero-shot uses no labels: one level, not a curve over label counts
-        level = zero["srcc"].mean()
-        ax.axhline(level, color="tab:gray", ls="--", label=f"zero-shot, no labels ({level:.2f})")
-    learned = agg[agg["method"] != "zero-shot"]
-    methods = list(dict.fromkeys(learned["method"]))
-    for k, (method, sub) in enumerate(learned.groupby("method", sort=False)):
-        dodge = (k - (len(methods) - 1) / 2) * 0.8  # side by side, so the CIs do not hide each other
-        ax.errorbar(sub["n_train"] + dodge, sub["srcc"], yerr=[sub["srcc"] - sub["lo"], sub["hi"] - sub["srcc"]],
-                    marker="o", capsize=3, label=method)
-    ax.set_xlabel("labelled images used for training")
-    ax.set_xticks(sorted(agg["n_train"].unique()))  # label counts are whole numbers
-    n_splits = int(agg["n_splits"].max())
-    ax.set_ylabel(f"held-out SRCC ({'mean over ' + str(n_splits) + ' splits' if n_splits > 1 else 'one split'}, "
-                  "95% CI)")
-    ax.set_ylim(-1, 1)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the data, not over it
-    if caveat(session):
-        ax.set_title(caveat(session), color="red", fontsize=8)
+    plot_learning_curve(agg, ceiling=ceiling, note=note, caveat=caveat(session), ax=ax)
     plt.show()
     display(agg.round(3))
+    if note:
+        print(note)
+
+# %% [markdown]
+# What the adapted model predicts for the held-out images of the first split (at the largest label count): its
+# predictions against your labels, the images in its order from worst to best, and the ones it ranks furthest
+# from your labels (look at those first: a label slip, an unusual defect, or what the model cannot see yet).
+
+# %%
+from clipiqa.plots import plot_fit, plot_gallery, plot_worst
+from clipiqa.review import fit_summary, gallery_picks, worst_predictions
+
+if held_out is not None and len(held_out):
+    what = f"{METHOD}, {len(held_out)} held-out images of split 0 ({int(agg['n_train'].max())} labels)"
+    display(plot_fit(held_out["pred"], held_out["q"], fit_summary(held_out["pred"], held_out["q"]), what=what,
+                     xlabel="your label (q, 0 = worst)", ylabel="prediction (logit margin)", caveat=caveat(session)))
+    display(plot_gallery(gallery_picks(held_out, "pred", k=12), "pred", label="q", score_name="pred",
+                         caveat=caveat(session)))
+    display(plot_worst(worst_predictions(held_out, "pred", "q", k=6), caveat=caveat(session)))
 
 # %% [markdown]
 # ## Verdict

@@ -14,8 +14,11 @@ or update checks, read-only extension manager) on a temporary copy of ``notebook
   and see it stop, with a checkpoint marked stopped on disk and not made active.
 * 03 Stop during Run All: a copy with a long budget; Stop clicked while the blocking cell trains ends the run
   (the busy kernel serves the click), the checkpoint is marked stopped and not made active, the rest runs.
-* 04 and 07: run all cells; the compare panel summarises "k splits per arm", 07 shows the learning curve and the
-  verdict (screenshots for a person to look at).
+* the label panel's reading aids: the scale's words under the slider's stops (lined up with the handle), the
+  progress bar after a rating, the 100 % zoom (own pixels, scrollable, file name still hidden), and the review grid
+  of one's labels (screenshot ``label_panel.png``).
+* 04 and 07: run all cells; the compare panel summarises "k splits per arm", 07 shows the learning curve, the
+  held-out scatter, gallery and worst predictions, and the verdict (screenshots for a person to look at).
 
 Screenshots go to ``test-output/browser/`` in the repository (printed at the end). Skipped when
 ``/usr/bin/chromium`` is missing (``scripts/setup.sh test`` installs it as root).
@@ -458,9 +461,13 @@ def test_feasibility_in_the_browser_shows_curve_and_verdict(lab, page):
     curve.scroll_into_view_if_needed()
     assert curve.locator(".jp-OutputArea-output img").count() >= 1
     _shot(curve, "07_learning_curve.png")
+    review = page.locator(".jp-CodeCell").filter(has_text="worst_predictions(held_out")
+    assert review.locator(".jp-OutputArea-output img").count() == 3  # scatter, gallery, worst predictions
     verdict = page.locator(".jp-CodeCell").filter(has_text="print(verdict(")
     verdict.scroll_into_view_if_needed()
-    assert "too few held-out labels" in verdict.inner_text().lower()  # smoke mode: test sets of a few images
+    text = verdict.inner_text().lower()
+    assert "too few held-out labels" in text  # smoke mode: test sets of a few images
+    assert "label about 100 images in all" in text  # the protocol's 20 % held out, whatever this split held out
     _shot(verdict, "07_verdict.png")
 
 
@@ -535,3 +542,74 @@ def test_two_raters_in_two_tabs_rate_one_session(lab, browser):
         _shot(panel, f"two_raters_{rater}.png")
     for context, _, _ in tabs.values():
         context.close()
+
+
+def test_label_panel_reading_aids_and_review_grid(lab, page):
+    """The scale's words under the slider's stops (lined up with the handle), the progress bar, the 100 % zoom
+    (the image's own pixels, scrollable, the file name still hidden) and the review grid of one's labels."""
+    from PIL import Image
+    from skimage import data
+
+    from clipiqa.session import Session
+    url, notebooks = lab
+    images = notebooks / "reading-aids-images"
+    images.mkdir()
+    for name in ("astronaut", "coffee", "rocket"):  # 512 x 512, 600 x 400, 427 x 640: larger than the fitted view
+        Image.fromarray(getattr(data, name)()).save(images / f"{name}.png")
+    folder = notebooks / "clipiqa-work" / "reading-aids"
+    Session(folder, images=sorted(map(str, images.glob("*.png"))), model_name="tiny", device="cpu").close()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
+        f"from clipiqa.session import Session\nfrom clipiqa.widgets import LabelPanel, review_grid\n\n"
+        f"session = Session.open({str(folder)!r})\npanel = LabelPanel(session)\npanel",
+        "review_grid(session)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, notebooks / "reading_aids.ipynb")
+    _open(page, url, "reading_aids.ipynb")
+    _run_all(page)
+    _wait_all_executed(page)
+    panel = page.locator(".clipiqa-label-panel")
+    ticks = panel.locator(".clipiqa-slider-ticks")
+    assert ticks.inner_text().split() == "1 bad 2 poor 3 fair 4 good 5 excellent".split()
+    progress = panel.locator(".widget-hprogress")
+    assert "Rated 0 of 3" in progress.inner_text() and _progress(panel) == 0
+    # the words stand under the stops: one ArrowRight puts the handle on "1 bad", right above its word
+    panel.locator(".noUi-handle").focus()
+    page.keyboard.press("ArrowRight")
+    _wait_for(lambda: panel.locator(".widget-readout").inner_text() == "1 bad", what="the slider at 1 bad")
+    time.sleep(0.5)  # the handle's move is animated
+
+    def centre(box) -> float:
+        return box["x"] + box["width"] / 2
+    word = ticks.locator("span", has_text="1 bad").first
+    assert abs(centre(panel.locator(".noUi-handle").bounding_box()) - centre(word.bounding_box())) < 6
+    # rate one with the keys box: the bar moves
+    keys = panel.locator(".widget-text").filter(has_text="Keys").locator("input")
+    keys.click()
+    page.keyboard.type("4")
+    page.keyboard.press("Enter")
+    _wait_for(lambda: "Rated 1 of 3" in progress.inner_text(), 60, "the progress bar to count the rating")
+    _wait_for(lambda: abs(_progress(panel) - 100 / 3) < 1, 30, "the bar at a third")
+    panel.scroll_into_view_if_needed()
+    _shot(panel, "label_panel.png")
+    # 100 %: the image at its own pixels in a scrolling box, and still no file name in the title
+    panel.get_by_role("button", name="100 %").click()
+    title = panel.locator(".widget-html-content").nth(1)
+    _wait_for(lambda: "shown at 100 %" in title.inner_text(), 60, "the 100 % view")
+    img = panel.locator(".widget-image").first
+    _wait_for(lambda: img.evaluate("e => e.naturalWidth > 0 && e.getBoundingClientRect().width === e.naturalWidth"),
+              30, "the image drawn at its own pixels")
+    size = re.search(r"(\d+) x (\d+) px", title.inner_text()).groups()
+    assert img.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [int(size[0]), int(size[1])]
+    viewer = img.locator("xpath=..")
+    assert viewer.evaluate("e => e.scrollWidth > e.clientWidth || e.scrollHeight > e.clientHeight")
+    assert not re.search(r"\S+\.png", title.inner_text())
+    _shot(panel, "label_panel_zoom_100.png")
+    # the review grid, run again after rating: my one label under its level, with its file name
+    cell = page.locator(".jp-CodeCell").filter(has_text="review_grid(session)").last
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    grid = cell.locator(".clipiqa-review-grid")
+    _wait_for(lambda: grid.count() and "4 good (1)" in grid.inner_text(), 60, "the review grid with the rating")
+    assert re.search(r"(astronaut|coffee|rocket)\.png", grid.inner_text())
+    assert grid.locator("img").count() == 1
+    _shot(cell, "label_review_grid.png")

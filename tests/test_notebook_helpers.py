@@ -109,7 +109,7 @@ def test_plot_meta_history_names_its_lines_and_axes():
 
 
 def test_meta_history_figure_carries_the_toy_caveat_and_a_move_to_scale():
-    """Issue 24 item 8: 06's figures had no toy caveat, and a 0.1 % move of the meta parameters filled the whole
+    """06's figures had no toy caveat, and a 0.1 % move of the meta parameters filled the whole
     height of its axis (which started at the smallest value)."""
     from types import SimpleNamespace
     history = _meta_history(0)

@@ -94,7 +94,7 @@ def test_each_held_out_image_keeps_its_prediction(result):
 
 
 def test_summary_figure_draws_each_method_in_its_colour(result):
-    """Issue 24 item 8: every method in one colour across charts (the summary drew all of them in one blue)."""
+    """Each method in its one colour of every chart (the summary drew all of them in one blue), caveat in the title."""
     from matplotlib.colors import to_hex
 
     from clipiqa.palette import arm_colour

@@ -1,4 +1,4 @@
-"""Issue 24: what users of quality tools expect after a score (a gallery in score order, prediction against label,
+"""What users of quality tools expect after a score (a gallery in score order, prediction against label,
 the worst misses), computed in clipiqa.review and drawn by clipiqa.plots, on hand-made tables; and one colour per
 arm in every chart (clipiqa.palette)."""
 from __future__ import annotations
@@ -90,8 +90,8 @@ def _legend(ax) -> list[str]:
 
 
 def test_learning_curve_says_what_it_shows():
-    """Issue 24 item 3: 'mean over splits' for one split, zero-shot drawn as if it used labels, a ceiling at 1.00
-    invisible on the frame though in the legend, no comment on a CI from 4 images."""
+    """The learning curve says "one split" (not a mean) for one split, draws zero-shot as one no-labels level, keeps a
+    ceiling at 1.00 inside the frame (it vanished on the frame though in the legend), and comments a CI from 4 images."""
     from types import SimpleNamespace
     from clipiqa.feasibility import small_n_note
     ceiling = SimpleNamespace(available=True, split_half=1.0, split_half_lo=1.0, split_half_hi=1.0)

@@ -640,7 +640,8 @@ def _overlaps(a, b) -> bool:
 
 
 def test_compare_figures_keep_legends_off_the_data_and_arms_in_their_colours():
-    """Issue 24 item 8: 04's legends sat over the lines, and an arm's colour changed between its two figures."""
+    """The compare panel's legends lie outside every axes (they sat over the lines), and each arm has its method's
+    colour in both figures (it changed between them)."""
     from types import SimpleNamespace
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
