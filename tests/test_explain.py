@@ -221,6 +221,190 @@ def test_scene_drift_table_per_image(tiny, refs):
     assert summary.loc[0, "scene_drift_mean"] == pytest.approx(table["scene_drift"].mean())
 
 
+# ---------------------------------------------------------------------------------------------- reading the numbers
+def _focus_table(focus, clean, drop=None, note="", distortion="gaussian_blur"):
+    n = len(focus)
+    return pd.DataFrame({"reference": [f"r{i}" for i in range(n)], "distortion": distortion, "level": 4,
+                         "focus": focus, "focus_clean": clean, "score_drop": drop if drop is not None else [0.5] * n,
+                         "score_unit": "margin", "note": note})
+
+
+def test_focus_verdict_reads_the_gain_against_the_clean_control_and_its_spread():
+    """The case users misread: focus above 1 (1.98) while the same region of the clean photo draws more (2.13):
+    the attribution moved away from the damage, whatever "above 1" suggests."""
+    from clipiqa.explain.reading import focus_verdict
+    away = focus_verdict(_focus_table([1.95, 2.0, 1.99, 1.98], [2.12, 2.15, 2.11, 2.14]))
+    assert "distortion: the attribution moves away from the distorted region" in away
+    assert "focus 1.98 vs clean control 2.13" in away and "gain -0.15 ± 0.01 SE, n = 4" in away
+    assert "onto" not in away
+    onto = focus_verdict(_focus_table([2.4, 2.6, 2.5], [1.0, 1.1, 0.9]))
+    assert "moves onto the distorted region" in onto and "gain +1.50" in onto
+    still = focus_verdict(_focus_table([1.2, 0.8, 1.1, 0.9], [1.0, 1.0, 1.0, 1.0]))
+    assert "content: the distortion does not move the attribution" in still
+    one = focus_verdict(_focus_table([1.5], [1.0]))
+    assert "no spread, indicative only" in one and "n = 1" in one
+    assert "margin drop +0.50" in onto and "the distorted photo scores lower" in onto
+    flat = focus_verdict(_focus_table([2.4, 2.6, 2.5], [1.0, 1.1, 0.9], drop=[-0.1, 0.1, 0.0]))
+    assert "the score does not count it as worse" in flat
+
+
+def test_verdicts_say_toy_model_and_random_init_with_the_existing_caveats():
+    from clipiqa.explain.reading import focus_verdict
+    from clipiqa.notebook import TOY_CAVEAT
+    assert focus_verdict(_focus_table([2.5, 2.6, 2.4], [1, 1, 1], note=TOY_CAVEAT)).endswith(
+        "[toy model trained on synthetic distortions]")
+    assert focus_verdict(_focus_table([2.5, 2.6, 2.4], [1, 1, 1], note=RANDOM_INIT_NOTE)).endswith(
+        "[random init: meaningless]")
+
+
+def test_a_position_agnostic_sharpness_score_reads_as_distortion(refs):
+    noisy = distortion_focus(Sharpness(), refs, "white_noise", 4, n_steps=8)
+    assert "moves onto the distorted region" in noisy.verdict, noisy.table  # gain ~ +2: noise draws the maps
+    assert noisy.summary["focus_gain_se"] > 0 and noisy.summary["score_unit"] == "margin"
+    flat = distortion_focus(Brightness(), refs, "white_noise", 4, n_steps=8)
+    assert flat.verdict.startswith("white_noise 4 - distortion or content? content"), flat.table
+
+
+def test_per_type_tables_and_model_verdicts(tiny, refs):
+    from clipiqa.explain.reading import type_table, verdicts
+    few = dict(list(refs.items())[:3])
+    table, tables = compare_models({"zero-shot": zero_shot(tiny), "adapted": tiny}, few,
+                                   distortion=["gaussian_blur", "white_noise"], types=["gaussian_blur", "white_noise"],
+                                   levels=(1, 5), method="gradcam", return_tables=True)
+    assert {"distortion_focus: gaussian_blur", "distortion_focus: white_noise"} <= set(table["diagnostic"])
+    units = table.set_index(["model", "diagnostic", "metric"])["unit"]
+    assert units[("adapted", "distortion_focus: white_noise", "score_drop_mean")] == "margin"
+    assert units[("adapted", "content_vs_distortion", "eta2_level")] == "share of margin variance"
+    per_type = type_table(tables["focus"], tables["content"])
+    assert len(per_type) == 4 and set(per_type["distortion"]) == {"gaussian_blur", "white_noise"}
+    assert {"focus_gain", "gain_se", "attribution", "margin_drop", "srcc_level", "eta2_level"} <= set(per_type)
+    assert (per_type["n"] == 3).all()
+    lines = verdicts(tables)
+    assert set(lines) == {"zero-shot", "adapted"}
+    for line in lines.values():
+        assert line.startswith("distortion or content? ") and "of the margin variance" in line
+        assert "gaussian_blur" in line and "white_noise" in line and line.endswith("[random init: meaningless]")
+
+
+def test_scores_say_their_unit(tiny, refs):
+    from clipiqa.explain import p_high_target, plots
+    few = dict(list(refs.items())[:2])
+    margin = content_vs_distortion(tiny, few, ["gaussian_blur"], levels=(1, 5))
+    prob = content_vs_distortion(tiny, few, ["gaussian_blur"], levels=(1, 5), target_fn=p_high_target)
+    assert set(margin.table["score_unit"]) == {"margin"} and set(prob.table["score_unit"]) == {"p(good)"}
+    assert prob.table["score"].between(0, 1).all()
+    fig = plots.plot_content_vs_distortion(prob.table)
+    assert "p(good)" in fig.axes[0].get_ylabel()
+    assert "logit margin" in plots.plot_content_vs_distortion(margin.table).axes[0].get_ylabel()
+    from matplotlib import pyplot as plt
+    plt.close("all")
+
+
+def _toy(model):
+    """The tiny model labelled as the lesson toy (trained here: not random, not real CLIP)."""
+    import dataclasses
+    model.source = dataclasses.replace(model.source, random_init=False, toy=True)
+    return model
+
+
+def test_figures_of_the_toy_say_toy_model_and_draw_the_test_region(tiny, refs):
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from clipiqa.explain import plots
+    from clipiqa.notebook import TOY_CAVEAT
+    toy = _toy(tiny)
+    few = dict(list(refs.items())[:2])
+    focus = distortion_focus(toy, few, method="gradcam")
+    assert (focus.table["note"] == TOY_CAVEAT).all() and focus.verdict.endswith("[toy model trained on synthetic "
+                                                                                "distortions]")
+    cvd = content_vs_distortion(toy, few, ["gaussian_blur"], levels=(1, 5))
+    scene = scene_drift_table({"zero-shot": zero_shot(toy), "adapted": toy}, few)
+    for fig in (plots.plot_focus(focus.table), plots.plot_content_vs_distortion(cvd.table),
+                plots.plot_scene_drift(scene), plots.plot_focus_maps(focus)):
+        assert any("toy model" in t.get_text() for t in fig.texts), fig
+    maps = plots.plot_focus_maps({"adapted": focus})
+    boxes = [p for ax in maps.axes for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(boxes) == 2  # the distorted rectangle on each photo
+    top, left, bottom, right = focus.boxes[0]
+    assert boxes[0].get_width() == right - left and boxes[0].get_height() == bottom - top
+    with pytest.raises(ValueError, match="keep_maps=True"):
+        plots.plot_focus_maps(distortion_focus(toy, few, method="gradcam", keep_maps=False))
+    plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------------- sanity check
+class Weighted(nn.Module):
+    """A linear score ``sum(w * x)`` whose learned weights ``w`` favour the top-left: its attributions are the
+    weights (times the input), so re-initialising ``w`` must change them."""
+
+    def __init__(self, size=32):
+        super().__init__()
+        self.layer = nn.Linear(1, 1)  # a layer with reset_parameters, holding nothing the score uses
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        blob = torch.exp(-((yy - 6.0) ** 2 + (xx - 6.0) ** 2) / 30.0)
+        self.weights = Pattern(blob.expand(3, size, size).clone())
+
+    def forward(self, x):
+        return (self.weights.w * x).sum(dim=(1, 2, 3)) + 0 * self.layer.weight.sum()
+
+
+class Pattern(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def reset_parameters(self):
+        nn.init.normal_(self.w)
+
+
+def test_randomization_check_fails_for_a_model_compared_with_itself(tiny, refs):
+    from clipiqa.explain.sanity import randomization_check
+    few = dict(list(refs.items())[:2])
+    result = randomization_check(tiny, few, "ig", randomized=tiny, n_steps=4)
+    assert result.table["spearman"].tolist() == pytest.approx([1.0, 1.0])
+    assert not result.passed and "fails the sanity check" in result.line and "median 1.00" in result.line
+    assert result.line.endswith("[random init: meaningless]")
+
+
+def test_randomization_check_reinitialises_a_copy_never_the_model(tiny, refs):
+    from clipiqa.explain.sanity import randomization_check
+    few = dict(list(refs.items())[:2])
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    state = torch.random.get_rng_state()
+    cascading = randomization_check(tiny, few, "gradcam", blocks=2)
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())  # the user's model is untouched
+    assert torch.equal(state, torch.random.get_rng_state())  # and so is the global random state
+    assert cascading.table["step"].unique().tolist() == ["visual block 1 re-initialised",
+                                                         "visual blocks 0-1 re-initialised"]
+    assert len(cascading.table) == 4 and cascading.table["spearman"].lt(1).all()
+    independent = randomization_check(zero_shot(tiny), few, "gradcam", blocks=2, mode="independent")
+    assert independent.table["step"].unique().tolist() == ["visual block 1 re-initialised",
+                                                           "visual block 0 re-initialised"]
+    with pytest.raises(ValueError, match="blocks=3 is not allowed; this model has 2 visual blocks"):
+        randomization_check(tiny, few, blocks=3)
+    with pytest.raises(TypeError, match="layers="):
+        randomization_check(Brightness(), few)
+
+
+def test_randomization_check_passes_when_the_maps_follow_the_learned_weights():
+    from matplotlib import pyplot as plt
+
+    from clipiqa.explain import plots
+    from clipiqa.explain.sanity import randomization_check
+    model = Weighted()
+    x = torch.ones(2, 3, 32, 32)  # a flat input: the maps are the weights alone
+    result = randomization_check(model, x, "ig", layers=["weights"], n_steps=8)
+    assert result.passed and "passes" in result.line, result.table
+    assert result.table["spearman"].abs().max() < 0.3
+    assert torch.equal(model.weights.w[0, 6, 6], torch.tensor(1.0))  # the model keeps its weights
+    fig = plots.plot_sanity_check(result)
+    assert "passes" in fig._suptitle.get_text()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="changed none of its parameters"):  # a module with nothing to reset
+        randomization_check(Brightness(), x, layers=[""], n_steps=2)
+
+
 # ---------------------------------------------------------------------------------------------- plots
 def test_plots_return_figures_with_the_random_init_caption(tiny, refs):
     from matplotlib import pyplot as plt

@@ -1,19 +1,24 @@
-"""Quantified diagnostics: does a quality score track distortions or content? (DESIGN 7)
+"""Quantified diagnostics: does a quality score track distortions or content? (docs/design.md, 'Explainability')
 
 * :func:`distortion_focus` distorts a known rectangle of each clean reference and measures how much of the
-  attribution mass falls inside it, relative to its area (1 = no preference, > 1 = the score looks at the
-  distortion).
+  attribution mass falls inside it, relative to its area (1 = no preference). The same rectangle of the clean
+  image is the control (``focus_clean``: photo content alone can draw the attribution there, e.g. 2.1 on a sharp
+  corner); what the distortion does is the gain ``focus - focus_clean``: above 0 the attribution moves onto the
+  damage, below 0 away from it (to the detail left intact), near 0 within its spread it does not move.
+  :mod:`clipiqa.explain.reading` turns these numbers into one verdict line.
 * :func:`content_vs_distortion` scores a grid references x distortion types x levels and reports the share of
   score variance explained by the distortion level, by the content and by the type (eta squared).
 * :func:`scene_drift_table` measures how far each model's scene distribution moved from zero-shot CLIP.
 * :func:`compare_models` runs the three for several models into one tidy table.
 
-"Score" here is the model's output: for an ``IQAModel`` the logit margin ``z_high - z_low`` (DESIGN 2.7; it does
+"Score" here is the model's output: for an ``IQAModel`` the logit margin ``z_high - z_low`` (it does
 not saturate, so eta squared, score drops and attributions stay informative), unless a ``target_fn`` is given
 (``clipiqa.inference.p_high_target`` for p_high).
 
 Every result says whether a random-init model took part (``random_init``); then its numbers describe the
-machinery only and carry the note "random-init weights: meaningless".
+machinery only and carry the note "random-init weights: meaningless". Numbers of the lesson toy carry its caveat
+(:func:`clipiqa.notebook.caveat`) in the same ``note`` column. ``score_unit`` says what the scores are: "margin"
+(the logit margin, the default) or "p(good)" (with ``target_fn=p_high_target``).
 
 Geometry: :func:`to_model_input` resizes and centre-crops exactly like the model's own preprocessing, so that
 masks and attribution maps live in the same (input pixel) coordinates.
@@ -28,32 +33,36 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from ..data.demo import DEFAULT_TYPES
 from ..data.distortions import apply_distortion
-from ..losses import scene_drift
-from ..prompts import SCENE_LABELS, SCENES
-from .attribution import (TargetFn, ZeroShot, attribute, frozen_eval, is_random_init,
-                          model_device, unwrap, zero_shot)
-from .inputs import ImageLike, model_preprocess, pixels_to_input, score_tensors, split_transform, to_model_input
-
-RANDOM_INIT_NOTE = "random-init weights: meaningless"
-References = Mapping[str, ImageLike] | Sequence[ImageLike]
+from .attribution import TargetFn, ZeroShot, attribute, is_random_init, zero_shot
+from .inputs import (References, as_named, model_preprocess, pixels_to_input, score_tensors, split_transform,
+                     to_model_input)
+from .notes import RANDOM_INIT_NOTE, note_for, score_unit, with_notes
+from .scene import scene_drift_table, summarize_scene_drift
 
 
 # ---------------------------------------------------------------------------------------------- results
 @dataclass
 class FocusResult:
-    """:func:`distortion_focus` output: ``summary`` numbers, one ``table`` row per reference, and the maps."""
+    """:func:`distortion_focus` output: ``summary`` numbers, one ``table`` row per reference, and the maps
+    (``boxes``: the distorted rectangles as ``(top, left, bottom, right)``, for the figures)."""
     summary: dict[str, Any]
     table: pd.DataFrame
     random_init: bool
     images: list[np.ndarray] = field(default_factory=list, repr=False)  # distorted uint8 crops
     masks: list[np.ndarray] = field(default_factory=list, repr=False)   # bool H x W
     maps: Tensor | None = field(default=None, repr=False)               # |attribution| [N, H, W]
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list, repr=False)
+
+    @property
+    def verdict(self) -> str:
+        """One line: does the attribution move onto the distortion? (:func:`clipiqa.explain.reading.focus_verdict`)"""
+        from .reading import focus_verdict
+        return focus_verdict(self.table)
 
 
 @dataclass
@@ -62,20 +71,6 @@ class CVDResult:
     summary: dict[str, Any]
     table: pd.DataFrame
     random_init: bool
-
-
-def note_for(random_init: bool) -> str:
-    """The note every table and figure carries for random-init models ("" otherwise)."""
-    return RANDOM_INIT_NOTE if random_init else ""
-
-
-def _as_named(references: References | ImageLike, prefix: str = "image") -> dict[str, ImageLike]:
-    """A name -> image dict from a dict, a list, or one image."""
-    if isinstance(references, Mapping):
-        return dict(references)
-    if isinstance(references, Image.Image) or (isinstance(references, np.ndarray) and references.ndim == 3):
-        references = [references]  # one image
-    return {f"{prefix}{i}": im for i, im in enumerate(references)}
 
 
 # ---------------------------------------------------------------------------------------------- focus
@@ -136,8 +131,8 @@ def distortion_focus(model: nn.Module, references: References, distortion: str =
         raise ValueError(f"placement={placement!r} is not allowed; use 'random' or 'quadrants'")
     rng = np.random.default_rng(seed)
     random_init = is_random_init(model)
-    rows, images, masks, maps = [], [], [], []
-    for i, (name, reference) in enumerate(_as_named(references, "reference").items()):
+    rows, images, masks, maps, boxes = [], [], [], [], []
+    for i, (name, reference) in enumerate(as_named(references, "reference").items()):
         x_clean, crop = to_model_input(model, reference, transform)
         corner = i % 4 if placement == "quadrants" else None
         mask, box = rectangle_mask(crop.shape[0], crop.shape[1], mask_fraction, rng, corner)
@@ -150,7 +145,7 @@ def distortion_focus(model: nn.Module, references: References, distortion: str =
         row = {"reference": name, "distortion": distortion, "level": level, "method": method,
                "mask_fraction": float(mask.mean()), "mask_top": box[0], "mask_left": box[1], "mask_bottom": box[2],
                "mask_right": box[3], "mask_pixels_changed": changed, "focus": focus_ratio(attr[0], mask),
-               "score_distorted": float(scores[0])}
+               "score_distorted": float(scores[0]), "score_unit": score_unit(target_fn)}
         if control:
             row.update(focus_clean=focus_ratio(attr[1], mask), score_clean=float(scores[1]),
                        score_drop=float(scores[1] - scores[0]))
@@ -159,9 +154,10 @@ def distortion_focus(model: nn.Module, references: References, distortion: str =
             images.append(distorted)
             masks.append(mask)
             maps.append(attr[0])
-    table = _finish(pd.DataFrame(rows), random_init)
+            boxes.append(box)
+    table = with_notes(pd.DataFrame(rows), random_init, model)
     summary = _focus_summary(table, distortion, level, method, mask_fraction, random_init)
-    return FocusResult(summary, table, random_init, images, masks, torch.stack(maps) if maps else None)
+    return FocusResult(summary, table, random_init, images, masks, torch.stack(maps) if maps else None, boxes)
 
 
 def _focus_summary(table: pd.DataFrame, distortion: str, level: int, method: str, mask_fraction: float,
@@ -171,11 +167,18 @@ def _focus_summary(table: pd.DataFrame, distortion: str, level: int, method: str
                "focus_median": float(table["focus"].median()) if len(table) else float("nan"),
                "share_focus_above_1": float((table["focus"] > 1).mean()) if len(table) else float("nan")}
     if "focus_clean" in table:
-        summary.update(focus_clean_mean=_mean(table, "focus_clean"),
-                       focus_gain_mean=float((table["focus"] - table["focus_clean"]).mean()),
-                       score_drop_mean=_mean(table, "score_drop"))
-    summary.update(random_init=random_init, note=note_for(random_init))
+        gain = table["focus"] - table["focus_clean"]
+        summary.update(focus_clean_mean=_mean(table, "focus_clean"), focus_gain_mean=float(gain.mean()),
+                       focus_gain_se=_standard_error(gain), score_drop_mean=_mean(table, "score_drop"))
+    summary.update(score_unit=table["score_unit"].iloc[0] if len(table) else "", random_init=random_init,
+                   note=table["note"].iloc[0] if len(table) else note_for(random_init))
     return summary
+
+
+def _standard_error(values: pd.Series) -> float:
+    """Standard error of the mean of the finite values (NaN below two)."""
+    v = values.dropna().to_numpy(dtype=np.float64)
+    return float(v.std(ddof=1) / math.sqrt(v.size)) if v.size >= 2 else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------- content vs distortion
@@ -227,15 +230,16 @@ def content_vs_distortion(model: nn.Module, references: References, types: Itera
         scores.append(score_tensors(model, torch.stack([x for _, x in chunk]), batch_size, target_fn))
     table = pd.DataFrame(rows, columns=["reference", "distortion", "level"])
     table["score"] = np.concatenate(scores) if scores else np.zeros(0)
+    table["score_unit"] = score_unit(target_fn)
     random_init = is_random_init(model)
-    table = _finish(table, random_init)
+    table = with_notes(table, random_init, model)
     return CVDResult(cvd_summary(table, random_init), table, random_init)
 
 
 def _distorted_grid(model: nn.Module, references: References, types: list[str], levels: list[int], seed: int,
                     include_reference: bool, transform: Callable | None) -> Iterator[tuple[dict, Tensor]]:
     """Yield ``(row, input tensor)`` for every reference (level 0) and reference x type x level."""
-    for r, (name, reference) in enumerate(_as_named(references, "reference").items()):
+    for r, (name, reference) in enumerate(as_named(references, "reference").items()):
         x_clean, crop = to_model_input(model, reference, transform)
         if include_reference:
             yield {"reference": name, "distortion": "reference", "level": 0}, x_clean
@@ -270,7 +274,8 @@ def cvd_summary(table: pd.DataFrame, random_init: bool = False) -> dict[str, Any
                                               for _, c in grid.groupby(["reference", "distortion"])])}
     summary["dominant"] = ("distortion level" if summary["eta2_level"] > summary["eta2_content"]
                            else "content" if summary["eta2_content"] > summary["eta2_level"] else "undecided")
-    summary.update(random_init=random_init, note=note_for(random_init))
+    note = table["note"].iloc[0] if "note" in table and len(table) else note_for(random_init)
+    summary.update(random_init=random_init, note=note)
     return summary
 
 
@@ -292,120 +297,67 @@ def _mean(table: pd.DataFrame, column: str) -> float:
     return float(table[column].mean()) if len(table) else float("nan")
 
 
-def _finish(table: pd.DataFrame, random_init: bool) -> pd.DataFrame:
-    table["random_init"] = random_init
-    table["note"] = note_for(random_init)
-    return table
-
-
-# ---------------------------------------------------------------------------------------------- scene drift
-def scene_drift_table(models: Mapping[str, nn.Module], images: Tensor | References, teacher: nn.Module | None = None,
-                      batch_size: int = 32, transform: Callable | None = None) -> pd.DataFrame:
-    """Per model and image: ``KL(teacher || model)`` of the scene distribution and the top scenes.
-
-    ``images``: preprocessed ``[N, 3, H, W]``, or raw images (arrays / PIL, a list or a name -> image dict)
-    that each model preprocesses itself. ``teacher``: zero-shot CLIP; by default the first model with its
-    adapters off; an ``IQAModel`` given here is also used with its adapters off (the teacher is the frozen
-    CLIP by definition). Columns: ``model, image, scene_drift, top_scene, top_scene_label, top_prob,
-    teacher_top_scene, same_top_scene, random_init, note``; :func:`summarize_scene_drift` gives the means.
-    """
-    if not models:
-        raise ValueError("give at least one model")
-    teacher = zero_shot(teacher if teacher is not None else next(iter(models.values())))
-    names = _image_names(images)
-    t_logits = _scene_logits(teacher, images, batch_size, transform)
-    scenes = _scenes_of(teacher)
-    random_init = any(is_random_init(m) for m in models.values()) or is_random_init(teacher)
-    rows = []
-    for label, model in models.items():
-        s_logits = _scene_logits(model, images, batch_size, transform)
-        probs = s_logits.softmax(-1)
-        for i, name in enumerate(names):
-            top, t_top = int(probs[i].argmax()), int(t_logits[i].argmax())
-            rows.append({"model": label, "image": name,
-                         "scene_drift": float(scene_drift(s_logits[i:i + 1], t_logits[i:i + 1])),
-                         "top_scene": scenes[top], "top_scene_label": _scene_label(scenes[top]),
-                         "top_prob": float(probs[i, top]), "teacher_top_scene": scenes[t_top],
-                         "same_top_scene": top == t_top})
-    table = _finish(pd.DataFrame(rows), random_init)
-    table.attrs["random_init"] = random_init
-    return table
-
-
-def summarize_scene_drift(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: mean and median scene drift, share of images whose top scene stayed the teacher's."""
-    out = table.groupby("model", sort=False).agg(
-        scene_drift_mean=("scene_drift", "mean"), scene_drift_median=("scene_drift", "median"),
-        top_scene_agreement=("same_top_scene", "mean"), n_images=("image", "size")).reset_index()
-    random_init = bool(table["random_init"].any()) if "random_init" in table else False
-    return _finish(out, random_init)
-
-
-def _image_names(images: Tensor | References) -> list[str]:
-    if isinstance(images, Tensor):
-        return [f"image{i}" for i in range(images.shape[0])]
-    return list(_as_named(images).keys())
-
-
-@torch.no_grad()
-def _scene_logits(model: nn.Module, images: Tensor | References, batch_size: int,
-                  transform: Callable | None) -> Tensor:
-    if not isinstance(images, Tensor):
-        images = torch.stack([to_model_input(model, im, transform)[0] for im in _as_named(images).values()])
-    out = []
-    with unwrap(model) as core, frozen_eval(core):
-        device = model_device(core)
-        for start in range(0, images.shape[0], batch_size):
-            out.append(core.scene_logits(images[start:start + batch_size].to(device, torch.float32)).float().cpu())
-    return torch.cat(out)
-
-
-def _scenes_of(model: nn.Module) -> tuple[str, ...]:
-    return tuple(getattr(model, "scenes", SCENES))
-
-
-def _scene_label(scene: str) -> str:
-    return SCENE_LABELS.get(scene, scene.replace("_", " "))
-
-
 # ---------------------------------------------------------------------------------------------- comparison
-def compare_models(models: Mapping[str, nn.Module], references: References, *, distortion: str = "gaussian_blur",
-                   level: int = 4, mask_fraction: float = 0.25, method: str = "ig",
-                   types: Iterable[str] | None = None, levels: Iterable[int] = (1, 2, 3, 4, 5), seed: int = 0,
-                   batch_size: int = 32, scene_images: Tensor | References | None = None,
-                   teacher: nn.Module | None = None, return_tables: bool = False, **attr_options: Any
-                   ) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """Run the three diagnostics for every model; one tidy table ``model, diagnostic, metric, value``.
+UNITS = {"focus_mean": "ratio (1 = no preference)", "focus_median": "ratio (1 = no preference)",
+         "share_focus_above_1": "share of images", "focus_clean_mean": "ratio (1 = no preference)",
+         "focus_gain_mean": "focus - focus_clean", "focus_gain_se": "focus - focus_clean",
+         "score_drop_mean": "{unit}", "eta2_level": "share of {unit} variance",
+         "eta2_content": "share of {unit} variance", "eta2_type": "share of {unit} variance",
+         "srcc_level": "rank correlation", "srcc_level_within": "rank correlation",
+         "scene_drift_mean": "KL (nats)", "top_scene_agreement": "share of images"}
+"""The unit of each metric of :func:`compare_models` (``{unit}``: the scores' unit, "margin" or "p(good)")."""
+FOCUS_METRICS = ("focus_mean", "focus_median", "share_focus_above_1", "focus_clean_mean", "focus_gain_mean",
+                 "focus_gain_se", "score_drop_mean")
+
+
+def compare_models(models: Mapping[str, nn.Module], references: References, *,
+                   distortion: str | Sequence[str] = "gaussian_blur", level: int = 4, mask_fraction: float = 0.25,
+                   method: str = "ig", types: Iterable[str] | None = None, levels: Iterable[int] = (1, 2, 3, 4, 5),
+                   seed: int = 0, batch_size: int = 32, scene_images: Tensor | References | None = None,
+                   teacher: nn.Module | None = None, return_tables: bool = False, keep_maps: bool = False,
+                   **attr_options: Any) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, Any]]:
+    """Run the three diagnostics for every model; one tidy table ``model, diagnostic, metric, unit, value``.
 
     ``models``: labels -> models, e.g. ``{"zero-shot": zero_shot(m), "adapted": m, "adapted + QGR": m_qgr}``.
-    The scene drift uses ``scene_images`` (default: the clean references) against ``teacher`` (default: the
-    first model with adapters off). With ``return_tables`` also the detailed tables (``focus``, ``content``,
-    ``scene``), each with a ``model`` column, ready for the plots.
+    ``distortion``: the focus test's distortion, or a list of them (then one ``distortion_focus: TYPE``
+    diagnostic per type, the per-type tables of :func:`clipiqa.explain.reading.type_table`). The scene drift uses
+    ``scene_images`` (default: the clean references) against ``teacher`` (default: the first model with adapters
+    off). With ``return_tables`` also the detailed tables (``focus``, ``content``, ``scene``), each with a
+    ``model`` column, ready for the plots; with ``keep_maps`` also ``focus_results``: ``{(model, distortion):
+    FocusResult}`` with the maps and rectangles (:func:`clipiqa.explain.plots.plot_focus_maps`).
     """
+    kinds = [distortion] if isinstance(distortion, str) else list(distortion)
     types = None if types is None else list(types)
     levels = tuple(levels)
-    rows, focus_tables, cvd_tables = [], [], []
+    rows, focus_tables, cvd_tables, results = [], [], [], {}
     for label, model in models.items():
-        focus = distortion_focus(model, references, distortion, level, mask_fraction, method, seed,
-                                 keep_maps=False, **attr_options)
+        for kind in kinds:
+            focus = distortion_focus(model, references, kind, level, mask_fraction, method, seed,
+                                     keep_maps=keep_maps, **attr_options)
+            name = "distortion_focus" if isinstance(distortion, str) else f"distortion_focus: {kind}"
+            rows += _metric_rows(label, name, focus.summary, FOCUS_METRICS)
+            focus_tables.append(focus.table.assign(model=label))
+            results[(label, kind)] = focus
         cvd = content_vs_distortion(model, references, types, levels, seed, batch_size)
-        rows += _metric_rows(label, "distortion_focus", focus.summary,
-                             ("focus_mean", "focus_median", "share_focus_above_1", "focus_clean_mean",
-                              "focus_gain_mean", "score_drop_mean"))
         rows += _metric_rows(label, "content_vs_distortion", cvd.summary,
                              ("eta2_level", "eta2_content", "eta2_type", "srcc_level", "srcc_level_within"))
-        focus_tables.append(focus.table.assign(model=label))
         cvd_tables.append(cvd.table.assign(model=label))
     scene = scene_drift_table(models, scene_images if scene_images is not None else references, teacher, batch_size)
     for _, r in summarize_scene_drift(scene).iterrows():
         rows += _metric_rows(r["model"], "scene_drift", r, ("scene_drift_mean", "top_scene_agreement"))
     random_init = any(is_random_init(m) for m in models.values())
-    table = _finish(pd.DataFrame(rows, columns=["model", "diagnostic", "metric", "value"]), random_init)
+    table = pd.DataFrame(rows, columns=["model", "diagnostic", "metric", "value"])
+    unit = focus_tables[0]["score_unit"].iloc[0] if focus_tables and len(focus_tables[0]) else "margin"
+    table.insert(3, "unit", table["metric"].map(lambda m: UNITS.get(m, "").format(unit=unit)))
+    table = with_notes(table, random_init, next(iter(models.values())))
     table.attrs["random_init"] = random_init
     if not return_tables:
         return table
-    tables = {"focus": _move_model_first(pd.concat(focus_tables, ignore_index=True)),
-              "content": _move_model_first(pd.concat(cvd_tables, ignore_index=True)), "scene": scene}
+    tables: dict[str, Any] = {"focus": _move_model_first(pd.concat(focus_tables, ignore_index=True)),
+                              "content": _move_model_first(pd.concat(cvd_tables, ignore_index=True)),
+                              "scene": scene}
+    if keep_maps:
+        tables["focus_results"] = results
     return table, tables
 
 
@@ -421,4 +373,4 @@ def _move_model_first(table: pd.DataFrame) -> pd.DataFrame:
 __all__ = ["FocusResult", "CVDResult", "RANDOM_INIT_NOTE", "focus_ratio", "rectangle_mask", "distortion_focus",
            "eta_squared", "content_vs_distortion", "cvd_summary", "scene_drift_table", "summarize_scene_drift",
            "compare_models", "to_model_input", "pixels_to_input", "model_preprocess", "split_transform",
-           "score_tensors", "note_for", "ZeroShot", "zero_shot"]
+           "score_tensors", "note_for", "score_unit", "UNITS", "ZeroShot", "zero_shot"]

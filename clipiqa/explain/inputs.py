@@ -5,7 +5,7 @@ explains.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,16 @@ from ..data.transforms import TransformSpec, eval_transform
 from .attribution import TargetFn, ZeroShot, frozen_eval, model_device, unwrap
 
 ImageLike = np.ndarray | Image.Image
+References = Mapping[str, ImageLike] | Sequence[ImageLike]
+
+
+def as_named(references: References | ImageLike, prefix: str = "image") -> dict[str, ImageLike]:
+    """A name -> image dict from a dict, a list, or one image."""
+    if isinstance(references, Mapping):
+        return dict(references)
+    if isinstance(references, Image.Image) or (isinstance(references, np.ndarray) and references.ndim == 3):
+        references = [references]  # one image
+    return {f"{prefix}{i}": im for i, im in enumerate(references)}
 
 
 def model_preprocess(model: nn.Module) -> Callable:
