@@ -1,6 +1,7 @@
 """ipywidgets panels for the notebook loop (installed as ``clipiqa.widgets``).
 
-* :class:`LabelPanel` - rate images on a named scale; autosave, skip, undo, resume, suggestions.
+* :class:`LabelPanel` - rate images on a named scale; autosave, skip, undo, resume, suggestions, zoom.
+* :func:`review_grid` - a rater's labels as thumbnails grouped by rating, with file names.
 * :class:`AdaptPanel` - adaptation settings, Run/Stop, live progress, loss and SRCC curves.
 * :class:`ComparePanel` - with vs without QGR on identical splits: table, plots, gradient-cosine traces.
 * :class:`AttributionViewer` - attribution maps before/after adaptation, overlay, diagnostics.
@@ -15,5 +16,7 @@ from .attribution import AttributionViewer
 from .compare import CompareResult, ComparePanel
 from .dashboard import LineDashboard
 from .label import LabelPanel
+from .review import review_grid, review_table
 
-__all__ = ["LabelPanel", "AdaptPanel", "ComparePanel", "CompareResult", "AttributionViewer", "LineDashboard"]
+__all__ = ["LabelPanel", "review_grid", "review_table", "AdaptPanel", "ComparePanel", "CompareResult",
+           "AttributionViewer", "LineDashboard"]

@@ -24,6 +24,11 @@ Keyboard (what works in JupyterLab 4 with stock ipywidgets 8; each point is exer
   leftmost position is "not rated").
 * **buttons**: Tab moves the focus from one to the next, and Space or Enter presses the focused one.
 
+What else the panel shows: the scale's words under the slider's stops (``1 bad`` ... ``5 excellent`` on ACR); a
+**Zoom** choice (*fit*: scaled down to the panel; *100 %*: the image's own pixels, scrollable, to judge fine
+detail such as noise or slight blur; *200 %*: each pixel as a 2 x 2 square); a progress bar of the images this
+rater has rated out of all images of the session. :func:`clipiqa.widgets.review_grid` shows your labels afterwards.
+
 Stock ipywidgets 8 buttons have no access keys, and a panel cannot capture key presses outside its own inputs
 without a custom front-end extension, so single-key shortcuts without the text box are not offered.
 """
@@ -36,18 +41,44 @@ import ipywidgets as w
 
 from clipiqa.session import DEFAULT_RATER, Session
 
-from ._common import banner, note, thumbnail_bytes
+from ._common import banner, note, thumbnail_bytes, zoomed_bytes
 
 NOT_RATED = "not rated"
 """The slider's value before a level is chosen (its leftmost position)."""
+ZOOMS = (("fit", "fit"), ("100 %", 1), ("200 %", 2))
+"""The Zoom choices: scaled down to fit the panel, or the image's own pixels x 1 or x 2 (scrollable)."""
+SLIDER_LABEL_PX, READOUT_PX = 56, 110  # fixed, so that the words under the slider line up with its stops
+
+
+def _two_lines(label: str) -> str:
+    """ "5 excellent" as the number over its word (narrow enough for neighbouring stops)."""
+    number, _, word = label.partition(" ")
+    return html.escape(number) + (f"<br>{html.escape(word)}" if word else "")
+
+
+def slider_ticks(scale) -> str:
+    """HTML of the scale's words placed under the rating slider's stops (its first stop is "not rated"), with the
+    style that fixes the slider's label and readout widths (the readout would otherwise resize the track)."""
+    n = len(scale.values)  # stops: not rated + n levels, evenly spaced over the track
+    ticks = "".join(
+        f'<span style="position:absolute;left:{100 * (i + 1) / n:.3f}%;transform:translateX(-50%);'
+        f'text-align:center;white-space:nowrap;line-height:1.25"><span style="display:block;width:1px;height:5px;'
+        f'margin:0 auto;background:#888"></span>{_two_lines(scale.label(v))}</span>'
+        for i, v in enumerate(scale.values))
+    edge = "(var(--jp-widgets-slider-handle-size) / 2 - 2 * var(--jp-widgets-slider-border-width))"
+    style = (f"<style>.clipiqa-rating-slider .widget-readout{{flex:0 0 {READOUT_PX}px;min-width:{READOUT_PX}px;"
+             f"max-width:{READOUT_PX}px}}</style>")
+    return (f'{style}<div class="clipiqa-slider-ticks" style="position:relative;height:3.3em;font-size:90%;'
+            f'color:#555;margin-left:calc({SLIDER_LABEL_PX}px + 2 * var(--jp-widgets-inline-margin) + {edge});'
+            f'margin-right:calc({READOUT_PX}px + var(--jp-widgets-inline-margin) + {edge})">{ticks}</div>')
 
 
 class LabelPanel(w.VBox):
     """Label the images of a :class:`~clipiqa.session.Session` one by one.
 
     Methods used from code and tests (the buttons call the same ones): ``rate(score)``, ``skip()``,
-    ``undo()``, ``next()``, ``previous()``, ``suggest()``, ``command(text)`` and the ``current_path``
-    property. ``rater_box`` sets ``session.rater`` (Enter); ``slider`` starts at :data:`NOT_RATED`.
+    ``undo()``, ``next()``, ``previous()``, ``suggest()``, ``goto(image)``, ``command(text)`` and the
+    ``current_path`` property. ``rater_box`` sets ``session.rater`` (Enter); ``slider`` starts at :data:`NOT_RATED`.
 
     advance: after a rating, go to the next unlabelled image in list order (``"next"``) or to the next
         suggestion of ``Session.suggest_next`` (``"suggest"``).
@@ -63,11 +94,19 @@ class LabelPanel(w.VBox):
         self.banner = banner(session.random_init, toy=session.toy)
         self.title = w.HTML()
         self.image = w.Image(format="jpeg", layout=w.Layout(max_width=f"{max_side}px", border="1px solid #ccc"))
+        self.viewer = w.Box([self.image])  # scrolls at 100 % / 200 %
+        self.zoom = w.ToggleButtons(options=ZOOMS, value="fit",
+                                    tooltips=["scaled down to fit the panel", "the image's own pixels (scroll)",
+                                              "each pixel as a 2 x 2 square (scroll)"],
+                                    style={"button_width": "64px"})
+        self.zoom.observe(lambda _: self._safely(self.refresh), names="value")
         options = [(f"- {NOT_RATED} -", NOT_RATED)] + [(scale.label(v), v) for v in scale.values]
+        width = f"{max(max_side + 120, 560)}px"  # room for the words under the stops
         self.slider = w.SelectionSlider(options=options, value=NOT_RATED,
-                                        description="Rating", continuous_update=False,
-                                        layout=w.Layout(width=f"{max(max_side, 360)}px"),
-                                        style={"description_width": "initial"})
+                                        description="Rating", continuous_update=False, layout=w.Layout(width=width),
+                                        style={"description_width": f"{SLIDER_LABEL_PX}px"})
+        self.slider.add_class("clipiqa-rating-slider")
+        self.ticks = w.HTML(slider_ticks(scale), layout=w.Layout(width=width))
         self.rater_box = w.Text(value="" if session.rater == DEFAULT_RATER else session.rater,
                                 placeholder="your name (asked once)", description="Rater",
                                 continuous_update=False, layout=w.Layout(width="260px"))
@@ -98,6 +137,9 @@ class LabelPanel(w.VBox):
                                         tooltip="file names can give the answer away (e.g. 'blur_5'), so they "
                                                 "are hidden until you have rated the image")
         self.show_name.observe(lambda _: self.refresh(), names="value")
+        self.progress = w.IntProgress(min=0, max=max(len(session.images), 1), description="Rated",
+                                      bar_style="success", layout=w.Layout(width="220px"),
+                                      style={"description_width": "initial"})
         self.count = w.Label()
         self.message = w.HTML()
         self._pending_rater: str | None = None
@@ -105,10 +147,12 @@ class LabelPanel(w.VBox):
                                       layout=w.Layout(width="auto", display="none"))
         self.confirm_rater.on_click(lambda _: self._safely(lambda: self._set_rater(self._pending_rater)))
         super().__init__(children=[
-            self.banner, w.HBox([self.rater_box, self.confirm_rater]), self.title, self.image, self.slider,
+            self.banner, w.HBox([self.rater_box, self.confirm_rater]), self.title, self.viewer,
+            w.HBox([w.Label("Zoom", layout=w.Layout(width=f"{SLIDER_LABEL_PX}px")), self.zoom]),
+            self.slider, self.ticks,
             w.HBox([self.save_button, self.skip_button, self.undo_button, self.prev_button, self.next_button,
                     self.suggest_button]),
-            self.key_box, w.HBox([self.count, self.show_name]), self.message])
+            self.key_box, w.HBox([self.progress, self.count, self.show_name]), self.message])
         self.add_class("clipiqa-label-panel")
         self.refresh()
 
@@ -166,6 +210,15 @@ class LabelPanel(w.VBox):
             self._say("nothing left to suggest: every image is labelled or skipped")
         self.refresh()
 
+    def goto(self, where: int | str | os.PathLike) -> None:
+        """Show an image again (to re-rate it: the latest rating counts): a position (0 = the first), a path, or a
+        file name as :func:`clipiqa.widgets.review_grid` shows it."""
+        if isinstance(where, str) and os.sep not in where:
+            named = [p for p in self.session.images if os.path.basename(p) == where]
+            where = named[0] if len(named) == 1 else where
+        self.session.goto(where)
+        self.refresh()
+
     def command(self, text: str) -> bool:
         """Run a keyboard command (what the keys box does); returns False for an unknown one."""
         text = text.strip().lower()
@@ -192,8 +245,7 @@ class LabelPanel(w.VBox):
         repeat, which looks like an image not rated yet)."""
         s = self.session
         path = s.current
-        data, err = thumbnail_bytes(path, self.max_side)
-        self.image.value = data
+        size, err = self._show_image(path)
         blind = s.repeat_pending == path
         mine = None if blind else s.my_labels.get(path)
         state = (f"labelled <b>{html.escape(s.scale.label(mine))}</b>" if mine is not None
@@ -201,11 +253,31 @@ class LabelPanel(w.VBox):
         # the name only once this rater has rated the image, or on request: names often say the answer
         name = (f"<b>{html.escape(os.path.basename(path))}</b> &nbsp; " if mine is not None or self.show_name.value
                 else "")
-        self.title.value = f"{name}image {s.position + 1} of {len(s.images)} &middot; {state}"
+        zoom = f" &middot; {size[0]} x {size[1]} px, shown at {self.zoom.label}" if size else ""
+        self.title.value = f"{name}image {s.position + 1} of {len(s.images)} &middot; {state}{zoom}"
         self.slider.value = mine if mine is not None and mine in s.scale.values else NOT_RATED
+        c = s.counts()
+        self.progress.max, self.progress.value = max(c["total"], 1), c["labelled"]
+        self.progress.description = f"Rated {c['labelled']} of {c['total']}"
         self.count.value = s.progress_text()
         if err:
             self._say(err, "error")
+
+    def _show_image(self, path: str) -> tuple[tuple[int, int] | None, str]:
+        """Put the image in the viewer at the chosen zoom; returns (its own size in pixels when zoomed, else None;
+        an error message for an unreadable file)."""
+        if self.zoom.value == "fit":
+            data, err = thumbnail_bytes(path, self.max_side)
+            self.viewer.layout = w.Layout()
+            self.image.layout = w.Layout(max_width=f"{self.max_side}px", border="1px solid #ccc")
+            self.image.format, self.image.value = "jpeg", data
+            return None, err
+        data, fmt, (width, height), err = zoomed_bytes(path, self.zoom.value)
+        side = f"{max(self.max_side, 360)}px"
+        self.viewer.layout = w.Layout(overflow="auto", max_width=side, max_height=side, border="1px solid #ccc")
+        self.image.layout = w.Layout(width=f"{width}px", height=f"{height}px", max_width="none", flex="0 0 auto")
+        self.image.format, self.image.value = fmt, data
+        return (width // self.zoom.value, height // self.zoom.value), err
 
     def _needs_name(self) -> bool:
         s = self.session
