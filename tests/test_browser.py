@@ -580,7 +580,8 @@ def test_label_panel_reading_aids_and_review_grid(lab, page):
 
     def centre(box) -> float:
         return box["x"] + box["width"] / 2
-    word = ticks.locator("span", has_text="1 bad").first
+    word = ticks.locator(":scope > span").first  # the stop of level 1: "1" over "bad"
+    assert word.inner_text().split() == ["1", "bad"]
     assert abs(centre(panel.locator(".noUi-handle").bounding_box()) - centre(word.bounding_box())) < 6
     # rate one with the keys box: the bar moves
     keys = panel.locator(".widget-text").filter(has_text="Keys").locator("input")
