@@ -16,6 +16,10 @@
 # * **Keyboard**: click the *Keys* box once, then type `1`-`5` + Enter to rate, `s` skip, `u` undo,
 #   `p` previous, `n` next. The focus stays in the box, so you can rate a series without the mouse. (Stock
 #   ipywidgets buttons have no access keys; Tab + Space also work.)
+# * **Reading aids**: the scale's words stand under the slider's stops; *Zoom* shows the image at *100 %* (its
+#   own pixels, scrollable: fine noise or slight blur is hard to see in a scaled-down view) or *200 %*; the bar at
+#   the bottom counts the images you have rated out of all. The file name stays hidden while you rate (it can give
+#   the answer away: *show file name* on request); the review grid at the end shows it.
 
 # %% tags=["parameters"]
 import os
@@ -90,6 +94,20 @@ if STAND_IN_RATER and session.counts()["to_go"]:  # only on the demo session, as
         panel.skip()   # the Skip button
         panel.undo()   # the Undo button: the skip is gone again
 print(session.progress_text())
+
+# %% [markdown]
+# ## Review your labels
+#
+# Your labels side by side: thumbnails grouped by rating, best level first, each with its file name (now that
+# rating is done). A slip stands out, e.g. a blurred image among the "5 excellent": `panel.goto("file name")` shows
+# it in the panel again, and your new rating replaces the old one. Until you have rated, the demo session shows the
+# stand-in's labels here (synthetic severities, not opinions).
+
+# %%
+from clipiqa.widgets import review_grid
+
+whose = STAND_IN if STAND_IN_RATER and not session.my_labels else None  # None: yours (the Rater box's name)
+review_grid(session, rater=whose)
 
 # %% [markdown]
 # ## What is on disk
