@@ -16,7 +16,7 @@ from PIL import Image
 from clipiqa.data import build_demo_set
 from clipiqa.finetune import RELEASED_QGR_LAM, AdaptConfig, with_qgr
 from clipiqa.factory import load_model
-from clipiqa.protocol import (DEFAULT_METHODS, METHODS, MethodConfig, ProtocolCache, arm_config, arm_table_row,
+from clipiqa.protocol import (DEFAULT_METHODS, METHODS, ArmResult, MethodConfig, ProtocolCache, arm_config, arm_table_row,
                               register_method, run_protocol, score_predictions)
 from clipiqa.recipes import RECIPES, recipe_config
 
@@ -113,6 +113,36 @@ def test_summaries_count_the_splits_each_metric_is_defined_on(demo):
     assert summary.loc["constant", "n_ok"] == 2 and summary.loc["constant", "srcc_splits"] == 0
     assert summary.loc["classical-ridge", "srcc_splits"] == 2
     assert "srcc 0/2" in res.to_text()
+
+
+def test_an_arm_returns_predictions_or_an_arm_result_whose_parts_land_where_documented(demo):
+    """A bare array is the predictions; an ArmResult's scores give the raw PLCC, its history is kept per split and
+    its extras become per-split columns; a tuple is refused with a message that names the arm and ArmResult."""
+    @register_method("plain", "negated level")
+    def plain(model_factory, train, test, config, seed):
+        return -test["level"].to_numpy(float)
+
+    @register_method("typed", "negated level with scores, a history and a column")
+    def typed(model_factory, train, test, config, seed):
+        preds = -test["level"].to_numpy(float)
+        return ArmResult(preds, scores=np.full(len(test), 0.5) + 0.01 * preds, history="the record",
+                         extras={"my_column": 7})
+
+    @register_method("pair", "the old (preds, extras) pair")
+    def pair(model_factory, train, test, config, seed):
+        return -test["level"].to_numpy(float), {"my_column": 1}
+    try:
+        res = run_protocol(demo, ["plain", "typed", "pair"], shots=8, n_splits=1, model_factory=tiny_factory,
+                           n_boot=20)
+    finally:
+        for name in ("plain", "typed", "pair"):
+            METHODS.pop(name)
+    rows = res.per_split.set_index("method")
+    assert rows.loc["plain", "status"] == "ok" and rows.loc["typed", "status"] == "ok"
+    assert rows.loc["typed", "my_column"] == 7 and res.histories == {(0, "typed"): "the record"}
+    assert rows.loc["typed", "rmse"] != rows.loc["plain", "rmse"]  # typed: raw metrics on its label-scale scores
+    assert rows.loc["pair", "status"] == "error"
+    assert "'pair' returned a tuple" in rows.loc["pair", "error"] and "ArmResult" in rows.loc["pair", "error"]
 
 
 def test_raw_plcc_and_rmse_use_label_scale_scores_when_an_arm_has_them():

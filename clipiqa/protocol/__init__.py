@@ -11,8 +11,9 @@ the same few-shot draws.
 4. a summary per method (mean, median, std over splits), notes that say what the numbers can and cannot show,
    and optionally ``per_split.csv``, ``summary.csv``, ``summary.json`` and ``summary.png`` in ``out_dir``.
 
-A method is a function ``(model_factory, train_table, test_table, config, seed) -> predictions`` (or
-``(predictions, extras)`` where ``extras`` is a dict of per-split columns). ``model_factory()`` returns a fresh
+A method is a function ``(model_factory, train_table, test_table, config, seed) -> predictions`` (one number per
+test image) or an :class:`ArmResult` (predictions, label-scale scores, training history and more per-split
+columns). ``model_factory()`` returns a fresh
 :class:`~clipiqa.model.IQAModel`; ``model_factory(prompts=PromptConfig | checkpoint)`` one with those prompts.
 
 The package, one idea a module: ``registry`` (what an arm is, :data:`METHODS`), ``cache`` (what the arms of a run
@@ -27,12 +28,12 @@ from .arms import (ADAPTED_ARMS, DEFAULT_METHODS, META, LAST_BLOCKS_TRAINS, TEXT
 from .auto_meta import (AUTO_META_N_TYPES, AUTO_META_SETTINGS, AUTO_META_TYPES, auto_meta_pretrain, meta_checkpoint,
                         split_tag)
 from .cache import ModelFactory, ProtocolCache
-from .registry import METHODS, Method, MethodConfig, MethodFn, MethodSkipped, register_method
+from .registry import METHODS, ArmResult, Method, MethodConfig, MethodFn, MethodSkipped, register_method
 from .report import (METRICS, NOTE_AUTO_META, NOTE_RANDOM_INIT, NOTE_SYNTHETIC_LABELS, ProtocolResult,
                      complete_splits, format_summary, plot_summary, summarize_methods, zero_shot_configuration)
 from .run import PER_SPLIT_COLUMNS, run_protocol, score_predictions
 
 __all__ = [
-    "DEFAULT_METHODS", "METHODS", "METRICS", "Method", "MethodConfig", "MethodSkipped", "NOTE_RANDOM_INIT",
+    "ArmResult", "DEFAULT_METHODS", "METHODS", "METRICS", "Method", "MethodConfig", "MethodSkipped", "NOTE_RANDOM_INIT",
     "NOTE_SYNTHETIC_LABELS", "ProtocolCache", "ProtocolResult", "register_method", "run_protocol",
 ]

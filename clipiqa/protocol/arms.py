@@ -19,7 +19,7 @@ from ..prompts import DEFAULT_VISUAL_TOKENS, PromptConfig
 from ..recipes import RECIPES, budget_text
 from .auto_meta import meta_checkpoint, meta_extras
 from .scenes import scene_retention
-from .registry import METHODS, Method, MethodConfig, MethodFn, ModelFactory, register_method
+from .registry import METHODS, ArmResult, Method, MethodConfig, MethodFn, ModelFactory, register_method
 
 __all__ = ["ADAPTED_ARMS", "DEFAULT_METHODS", "META", "LAST_BLOCKS_TRAINS", "TEXT_ONLY", "adapt_and_predict",
            "adapted_arm", "arm_config", "arm_recipe", "arm_table_row", "history_param_count", "predict_table"]
@@ -27,14 +27,14 @@ __all__ = ["ADAPTED_ARMS", "DEFAULT_METHODS", "META", "LAST_BLOCKS_TRAINS", "TEX
 # --------------------------------------------------------------------------------------------- frozen methods
 @register_method("zero-shot", "frozen CLIP with antonym prompts (CLIP-IQA style); no training")
 def zero_shot(model_factory: ModelFactory, train: pd.DataFrame, test: pd.DataFrame, config: MethodConfig,
-              seed: int) -> np.ndarray:
+              seed: int) -> ArmResult:
     """Logit margins of the antonym prompts from the frozen model (from cached frozen features, through
-    :func:`clipiqa.inference.predict_features`), with p_high as ``extras["scores"]`` for raw PLCC/RMSE."""
+    :func:`clipiqa.inference.predict_features`), with p_high as ``scores`` for raw PLCC/RMSE."""
     model = config.cache.frozen_model(model_factory)
     feats = config.cache.clip_features(model_factory, list(test["path"]), config.batch_size)
     with torch.no_grad(), model.adapters_off():
         pred = predict_features(model, torch.as_tensor(feats, device=model.device)).cpu()
-    return pred.margin.numpy(), {"scores": pred.score.numpy()}
+    return ArmResult(pred.margin.numpy(), scores=pred.score.numpy())
 
 
 @register_method("ridge-probe", "ridge regression on frozen CLIP image features (linear probe)",
@@ -88,7 +88,7 @@ def arm_config(method: Method, config: MethodConfig, seed: int = 0, qgr: bool | 
 
 def adapt_and_predict(model_factory: ModelFactory, train: pd.DataFrame, test: pd.DataFrame,
                       config: MethodConfig, seed: int, *, method: str, qgr: bool | str,
-                      prompts: PromptConfig | str | os.PathLike | None = None) -> tuple[np.ndarray, dict]:
+                      prompts: PromptConfig | str | os.PathLike | None = None) -> ArmResult:
     """Fresh model (with ``prompts``), few-shot adaptation on ``train`` with the arm's recipe, predictions for
     ``test``. The extras say what was trained, for how many steps, and whether a selection actually ran."""
     model = model_factory() if prompts is None else model_factory(prompts=prompts)
@@ -105,9 +105,8 @@ def adapt_and_predict(model_factory: ModelFactory, train: pd.DataFrame, test: pd
               "selected_epoch": history.selected_epoch, "train_steps": len(steps),
               "final_loss": float(steps["loss"].iloc[-1]) if len(steps) else float("nan"),
               "qgr_lam": history.qgr_lam, "qgr_lam_cv": _cv_text(history.qgr_lam_cv), "trainable": arm.trainable,
-              "n_trainable_params": history_param_count(model), "selection_note": history.note, "scores": scores,
-              "history": history, **retention}
-    return preds, extras
+              "n_trainable_params": history_param_count(model), "selection_note": history.note, **retention}
+    return ArmResult(preds, scores=scores, history=history, extras=extras)
 
 
 def _cv_text(record: Mapping[str, Any]) -> str:
@@ -141,9 +140,9 @@ def adapted_arm(name: str, qgr: bool | str, prompts: PromptConfig | str) -> Meth
         if prompts != META:
             return adapt_and_predict(model_factory, train, test, config, seed, method=name, qgr=qgr, prompts=prompts)
         init = meta_checkpoint(model_factory, train, test, config, seed)
-        preds, extras = adapt_and_predict(model_factory, train, test, config, seed, method=name, qgr=qgr,
-                                          prompts=init)
-        return preds, {**extras, **meta_extras(init)}
+        result = adapt_and_predict(model_factory, train, test, config, seed, method=name, qgr=qgr, prompts=init)
+        result.extras.update(meta_extras(init))
+        return result
     run.__name__ = run.__qualname__ = name.replace("+", "_").replace("-", "_")
     return run
 

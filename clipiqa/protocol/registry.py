@@ -1,18 +1,20 @@
 """What an evaluation arm is: a registered :class:`Method` (its function, what it trains, its recipe) in the
-shared :data:`METHODS` registry, and the :class:`MethodConfig` every arm receives."""
+shared :data:`METHODS` registry, the :class:`MethodConfig` every arm receives and the :class:`ArmResult` it
+returns."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from ..recipes import RECIPES
 from ..registry import Registry
 from .cache import ModelFactory, ProtocolCache
 
-__all__ = ["METHODS", "Method", "MethodConfig", "MethodFn", "MethodSkipped", "ModelFactory", "register_method"]
+__all__ = ["METHODS", "ArmResult", "Method", "MethodConfig", "MethodFn", "MethodSkipped", "ModelFactory", "register_method"]
 
 
 class MethodSkipped(Exception):
@@ -44,7 +46,36 @@ class MethodConfig:
     cache: ProtocolCache = field(default_factory=ProtocolCache)
 
 
-MethodFn = Callable[[ModelFactory, pd.DataFrame, pd.DataFrame, MethodConfig, int], Any]
+@dataclass
+class ArmResult:
+    """What an arm returns for one split (a bare array of predictions is read as ``ArmResult(preds)``).
+
+    preds: one number per test image, in the test table's order, higher = better; they rank the images (CLIP
+        arms: the logit margin, which does not saturate). SRCC, KRCC and the logistic PLCC are computed on them.
+    scores: the same predictions on the label scale [0, 1] (CLIP arms: p_high), for the raw PLCC and RMSE; None
+        when the arm has no such scale.
+    history: the training record of an adapted arm (:class:`clipiqa.history.History`), kept in
+        ``ProtocolResult.histories``; None for arms that do not train.
+    extras: more columns of the arm's ``per_split`` row (e.g. ``recipe``, ``selected_epoch``, ``scene_kl``).
+    """
+
+    preds: np.ndarray
+    scores: np.ndarray | None = None
+    history: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, output: Any, name: str = "arm") -> "ArmResult":
+        """``output`` of an arm as an :class:`ArmResult`: itself, or an array-like of predictions."""
+        if isinstance(output, cls):
+            return output
+        if isinstance(output, tuple):
+            raise TypeError(f"method {name!r} returned a tuple; return the predictions (one number per test image) "
+                            "or clipiqa.protocol.ArmResult(preds, scores=..., history=..., extras={...})")
+        return cls(preds=output)
+
+
+MethodFn = Callable[[ModelFactory, pd.DataFrame, pd.DataFrame, MethodConfig, int], "ArmResult | np.ndarray"]
 
 
 @dataclass(frozen=True)

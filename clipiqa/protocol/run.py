@@ -20,7 +20,7 @@ from ..finetune import SELECTION_MODES, AdaptConfig
 from ..metrics import LogisticFitWarning, bootstrap_ci, chance_band, correlations
 from ..recipes import RECIPES
 from .arms import DEFAULT_METHODS, arm_config, arm_table_row
-from .registry import METHODS, Method, MethodConfig, MethodSkipped, ModelFactory
+from .registry import METHODS, ArmResult, Method, MethodConfig, MethodSkipped, ModelFactory
 from .report import (METRICS, ProtocolResult, complete_splits, dataset_info, row_note, run_notes,
                      summarize_methods)
 
@@ -138,17 +138,14 @@ def _run_one(method: Method, model_factory: ModelFactory, train: pd.DataFrame, t
     row: dict[str, Any] = {"method": method.name, "status": "ok", "error": ""}
     t0 = time.perf_counter()
     try:
-        output = method.fn(model_factory, train, test, config, seed)
-        preds, extras = output if isinstance(output, tuple) else (output, {})
-        extras = dict(extras)
-        preds = np.asarray(preds, dtype=np.float64).reshape(-1)
-        scores = extras.pop("scores", None)
-        row["history"] = extras.pop("history", None)  # taken out by run_protocol (ProtocolResult.histories)
+        result = ArmResult.of(method.fn(model_factory, train, test, config, seed), method.name)
+        preds = np.asarray(result.preds, dtype=np.float64).reshape(-1)
         if len(preds) != len(test):
             raise ValueError(f"method returned {len(preds)} predictions for {len(test)} test images")
-        row.update(score_predictions(preds, test["q"].to_numpy(float), n_boot, seed, scores=scores))
+        row.update(score_predictions(preds, test["q"].to_numpy(float), n_boot, seed, scores=result.scores))
+        row["history"] = result.history  # taken out by run_protocol (ProtocolResult.histories)
         row["predictions"] = preds  # taken out by run_protocol (ProtocolResult.predictions)
-        row.update(extras)
+        row.update(result.extras)
     except MethodSkipped as e:
         row.update(status="skipped", error=str(e))
     except Exception as e:  # noqa: BLE001 - one failing method must not end the run; the error is recorded
