@@ -10,12 +10,10 @@ import torch
 
 from .checkpoint import apply_checkpoint, read_checkpoint
 from .model import IQAModel
-from .presets import Preset, get_preset
+from .presets import DEFAULT_MODEL, Preset, get_preset
 from .prompts import PromptConfig
 from .weights import load_backbone
 from .zeroshot import ZeroShotModel, ZeroShotOnlyError
-
-DEFAULT_MODEL = "vitb16-openai"  # the paper's backbone
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

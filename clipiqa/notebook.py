@@ -36,6 +36,8 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterable, Mapping, NamedTuple
 
+from .presets import DEFAULT_MODEL
+
 __all__ = ["UserError", "USER_ERRORS", "install", "short_errors", "short_traceback", "full_traceback", "set_short_errors",
            "plot_meta_history", "meta_selection_text", "caveat", "say_if_random_init", "Settings", "settings",
            "DEMO_TYPES", "say_model", "STAND_IN", "stand_in", "image_folder"]
@@ -162,7 +164,7 @@ class Settings(NamedTuple):
     rehearsal: bool
     """CI's dress rehearsal of the real path (``CLIPIQA_REHEARSAL=1``, real mode only): small sizes."""
     model: str
-    """``lesson`` in smoke mode, else ``$CLIPIQA_MODEL`` or ``vitb16-openai`` (any model: ``clipiqa models``)."""
+    """``lesson`` in smoke mode, else ``$CLIPIQA_MODEL`` or ``DEFAULT_MODEL`` (``vitb16-openai``) (any model: ``clipiqa models``)."""
     weights: str | None
     """Real runs without model-hub access: a local weights file/folder (or set ``CLIPIQA_WEIGHTS``); None here."""
     device: str
@@ -186,7 +188,7 @@ def settings(smoke: bool, environ: Mapping[str, str] | None = None) -> Settings:
     rehearsal = not smoke and env.get("CLIPIQA_REHEARSAL") == "1"
     return Settings(
         rehearsal=rehearsal,
-        model="lesson" if smoke else env.get("CLIPIQA_MODEL", "vitb16-openai"),
+        model="lesson" if smoke else env.get("CLIPIQA_MODEL", DEFAULT_MODEL),
         weights=None,
         device=env.get("CLIPIQA_DEVICE") or ("cpu" if smoke else "auto"),
         demo_limit=16 if rehearsal else None,

@@ -10,6 +10,9 @@ RANDOM_INIT_LABEL = "random init: meaningless"
 TOY_LABEL = "toy model trained on synthetic distortions"
 """Labels that every output made with such a model carries (``Preset.label``, ``ModelSource.label``)."""
 KINDS = ("preset", "tag", "hf-hub", "local")
+DEFAULT_MODEL = "vitb16-openai"
+"""The model used when none is named (the paper's backbone): ``load_model()``, ``Session``, the notebooks' real
+mode, ``run_protocol``, ``clipiqa adapt`` / ``bench`` and the compare panel."""
 
 
 @dataclass(frozen=True)

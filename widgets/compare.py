@@ -39,7 +39,7 @@ import torch
 from clipiqa.adapters import LAST_BLOCKS, trainable_set
 from clipiqa.data import standard_splits
 from clipiqa.factory import load_model
-from clipiqa.presets import get_preset
+from clipiqa.presets import DEFAULT_MODEL, get_preset
 from clipiqa.protocol import METHODS, PER_SPLIT_COLUMNS, run_protocol, summarize_methods
 from clipiqa.protocol import complete_splits as protocol_complete_splits
 from clipiqa.recipes import RECIPES
@@ -210,7 +210,7 @@ class ComparePanel(BackgroundRun, w.VBox):
 
     def __init__(self, source: Any, *, shots: int = 20, n_splits: int = 3, epochs: int = 20, lam: float = 5.0,
                  lr: float | None = None, trainable: str | None = None, seed: int = 0,
-                 model_factory: Callable[..., Any] | None = None, model_name: str = "vitb16-openai",
+                 model_factory: Callable[..., Any] | None = None, model_name: str = DEFAULT_MODEL,
                  weights: str | None = None, device: str | None = None, n_boot: int = 500, **adapt_options):
         self.session = source if isinstance(source, Session) else None
         if self.session is not None:

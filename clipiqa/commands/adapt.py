@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..hashing import file_sha256
+from ..presets import DEFAULT_MODEL
 from .common import EXIT_OK, UsageError, augment_arg, command, trainable_arg
 
 
@@ -33,7 +34,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept label paths outside --images-root (without it: relative paths that climb "
                         "out of the CSV's folder)")
-    p.add_argument("--model", default="vitb16-openai", help="backbone preset (default vitb16-openai)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"backbone preset (default {DEFAULT_MODEL})")
     p.add_argument("--weights", default=None, help="local weights file or open_clip folder (never uses the network)")
     p.add_argument("--init", default=None, help="checkpoint to start from (e.g. a meta checkpoint DIR/best)")
     p.add_argument("--out", required=True, help="checkpoint folder to write (adapter.safetensors, card.json, "

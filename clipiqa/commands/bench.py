@@ -10,6 +10,7 @@ import sys
 import time
 from functools import partial
 
+from ..presets import DEFAULT_MODEL
 from .common import EXIT_OK, EXIT_PARTIAL, UsageError, augment_arg, check_out_folder, command
 
 TINY_EPOCHS = 15
@@ -29,8 +30,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="comma-separated arms (default: zero-shot, ridge-probe, classical-ridge, coop, coop+vpt and "
                         "the paper's 2x2 ablation ft, ft+qgr, meta+ft, meta+ft+qgr); see --list-methods")
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
-    p.add_argument("--model", default="vitb16-openai",
-                   help="backbone preset (default vitb16-openai); tiny for smoke runs")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"backbone preset (default {DEFAULT_MODEL}); tiny for smoke runs")
     p.add_argument("--weights", default=None, help="local weights file or open_clip folder (never uses the network)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--out", default=None, help="folder for per_split.csv, summary.csv, summary.json, summary.png")

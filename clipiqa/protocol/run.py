@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.splits import few_shot, split_hash, standard_splits
-from ..factory import load_model
+from ..factory import DEFAULT_MODEL, load_model
 from ..finetune import SELECTION_MODES, AdaptConfig
 from ..metrics import LogisticFitWarning, bootstrap_ci, chance_band, correlations
 from ..recipes import RECIPES
@@ -39,7 +39,7 @@ def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     dataset: the common table (``path``, ``q`` in [0, 1] higher = better, ``content_id``); rows that share a
         ``content_id`` stay on one side of every split.
     shots: an int count or a float fraction of the 80 % pool, drawn from the 80 % side only.
-    model_factory: ``() -> IQAModel`` and ``(prompts=...) -> IQAModel``; default ``load_model("vitb16-openai")``.
+    model_factory: ``() -> IQAModel`` and ``(prompts=...) -> IQAModel``; default ``load_model(DEFAULT_MODEL)``.
     overrides: ``AdaptConfig`` fields applied on top of every adapted arm's own recipe (e.g. ``{"epochs": 2}``
         for a smoke run); each row's ``recipe`` column records them.
     recipe: replaces the recipe of the arms on the paper's trainable set, e.g. ``"grmp-released"`` (optimistic).
@@ -65,7 +65,7 @@ def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     overrides = dict(overrides or {})
     AdaptConfig(**overrides)  # fail early, naming the field, on a bad override
     if model_factory is None:
-        model_factory = partial(load_model, "vitb16-openai")
+        model_factory = partial(load_model, DEFAULT_MODEL)
     splits = standard_splits(dataset, n_splits=n_splits, seed=seed)
     draws = [few_shot(split.train, shots, split.seed) for split in splits]  # fails early if shots > pool
     config = MethodConfig(overrides=overrides, recipe=recipe, selection=selection, meta_init=meta_init,

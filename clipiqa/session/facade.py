@@ -22,6 +22,7 @@ from ..data import read_labels
 from ..labelstore import DB_NAME, LabelNotSaved, LabelStore, cleanup_temporaries
 from ..scoring import score_files
 from ..pilot.watch import queued_requests
+from ..presets import DEFAULT_MODEL
 from .checkpoints import checkpoint_preset, checkpoint_table, new_checkpoint_dir, save_adapted, split_labels
 from .migrate import migrate_format1
 from .recover import LabelsRecovered, database_state, recover_from_export
@@ -87,7 +88,7 @@ class Session:
         self.folder.mkdir(parents=True, exist_ok=True)
         cleanup_temporaries(self.folder, [self.LABELS, self.SETTINGS, self.STATE])
         self.scale = as_scale(scale if scale is not None else stored.get("scale"))
-        self.model_name = model_name or stored.get("model_name") or "vitb16-openai"
+        self.model_name = model_name or stored.get("model_name") or DEFAULT_MODEL
         self.weights = weights if weights is not None else stored.get("weights")
         self.device = device if device is not None else stored.get("device")
         self.active_checkpoint: str | None = stored.get("checkpoint")
