@@ -169,7 +169,8 @@ def _focus_summary(table: pd.DataFrame, distortion: str, level: int, method: str
     if "focus_clean" in table:
         gain = table["focus"] - table["focus_clean"]
         summary.update(focus_clean_mean=_mean(table, "focus_clean"), focus_gain_mean=float(gain.mean()),
-                       focus_gain_se=_standard_error(gain), score_drop_mean=_mean(table, "score_drop"))
+                       focus_gain_se=_standard_error(gain), share_gain_above_0=float((gain > 0).mean()),
+                       score_drop_mean=_mean(table, "score_drop"))
     summary.update(score_unit=table["score_unit"].iloc[0] if len(table) else "", random_init=random_init,
                    note=table["note"].iloc[0] if len(table) else note_for(random_init))
     return summary
@@ -299,15 +300,18 @@ def _mean(table: pd.DataFrame, column: str) -> float:
 
 # ---------------------------------------------------------------------------------------------- comparison
 UNITS = {"focus_mean": "ratio (1 = no preference)", "focus_median": "ratio (1 = no preference)",
-         "share_focus_above_1": "share of images", "focus_clean_mean": "ratio (1 = no preference)",
+         "share_focus_above_1": "share of images", "share_gain_above_0": "share of images",
+         "focus_clean_mean": "ratio (1 = no preference)",
          "focus_gain_mean": "focus - focus_clean", "focus_gain_se": "focus - focus_clean",
          "score_drop_mean": "{unit}", "eta2_level": "share of {unit} variance",
          "eta2_content": "share of {unit} variance", "eta2_type": "share of {unit} variance",
          "srcc_level": "rank correlation", "srcc_level_within": "rank correlation",
          "scene_drift_mean": "KL (nats)", "top_scene_agreement": "share of images"}
 """The unit of each metric of :func:`compare_models` (``{unit}``: the scores' unit, "margin" or "p(good)")."""
-FOCUS_METRICS = ("focus_mean", "focus_median", "share_focus_above_1", "focus_clean_mean", "focus_gain_mean",
-                 "focus_gain_se", "score_drop_mean")
+FOCUS_METRICS = ("focus_mean", "focus_clean_mean", "focus_gain_mean", "focus_gain_se", "share_gain_above_0",
+                 "score_drop_mean")
+"""The focus rows of :func:`compare_models`: focus beside its clean control and their difference (the share of
+photos with focus above 1 stays in the summary, but says little without the control)."""
 
 
 def compare_models(models: Mapping[str, nn.Module], references: References, *,
