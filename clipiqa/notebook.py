@@ -221,7 +221,7 @@ def image_folder(path):
     a one-image session three cells later. Returns the absolute folder."""
     if path is None:
         return None
-    from .session.store import image_rows
+    from .session.files import image_rows
     image_rows(path)  # the Session's own rules: missing -> FileNotFoundError, no image -> ValueError
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
 

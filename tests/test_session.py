@@ -579,7 +579,7 @@ def test_a_mistyped_or_empty_image_folder_is_refused_by_name(tmp_path):
 
 def test_subfolders_of_a_photo_folder_are_contents_and_a_flat_folder_warns(tmp_path, photo_dir):
     import shutil
-    from clipiqa.session.store import NoContentGroupsWarning
+    from clipiqa.session.files import NoContentGroupsWarning
     nested = tmp_path / "plant"
     for line, names in (("line-a", ["astronaut", "chelsea"]), ("line-b", ["coffee", "rocket"])):
         (nested / line).mkdir(parents=True)

@@ -36,9 +36,9 @@ What to label next (``suggest_next``), documented because it decides which label
 With random-init weights (the ``tiny`` preset) embeddings and scores are meaningless, so the suggestions are an
 arbitrary but deterministic order; the machinery is the same.
 
-The package: :mod:`.scale` (rating scales), :mod:`.store` (files, settings, rater checks), :mod:`.migrate`
-(format 1 -> database), :mod:`.view` (one rater's view of the database), :mod:`.suggest` (what to label next,
-blind repeats), :mod:`.checkpoints` (adaptation checkpoints) and :mod:`.facade` (``Session``, the one entry).
+The package: :mod:`.scale` (rating scales), :mod:`.files` (the folder's files, settings, rater checks),
+:mod:`.migrate` (format 1 -> database), :mod:`.view` (one rater's view of the database), :mod:`.suggest` (what
+to label next, blind repeats), :mod:`.checkpoints` (adaptation checkpoints) and :mod:`.facade` (``Session``, the one entry).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from .checkpoints import NotEnoughLabelsError
 from .facade import RANDOM_INIT_BANNER, Session
 from .recover import RECOVERED_RATER, LabelsRecovered
 from .scale import ACR, Scale, as_scale
-from .store import DEFAULT_RATER, REPEAT_SHARE, atomic_write_text, check_rater
+from .files import DEFAULT_RATER, REPEAT_SHARE, atomic_write_text, check_rater
 from .suggest import DIVERSE_UNTIL, REPEAT_GAP, pick_repeat
 
 __all__ = ["Session", "Scale", "ACR", "as_scale", "atomic_write_text", "RANDOM_INIT_BANNER", "DIVERSE_UNTIL",

@@ -14,7 +14,7 @@ import pandas as pd
 from ..checkpoint import save_checkpoint
 from ..data import few_shot, split_hash
 from ..notebook import UserError
-from .store import atomic_write_text, json_text
+from .files import atomic_write_text, json_text
 
 TABLE_COLUMNS = ["name", "path", "created", "n_labels", "trainable", "stopped", "srcc_test", "random_init",
                  "active"]

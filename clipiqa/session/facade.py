@@ -27,7 +27,7 @@ from .checkpoints import checkpoint_preset, checkpoint_table, new_checkpoint_dir
 from .migrate import migrate_format1
 from .recover import LabelsRecovered, database_state, recover_from_export
 from .scale import as_scale, check_fits_scale
-from .store import (DEFAULT_RATER, REPEAT_SHARE, SESSION_FORMAT, check_rater, check_repeat_share, image_rows,
+from .files import (DEFAULT_RATER, REPEAT_SHARE, SESSION_FORMAT, check_rater, check_repeat_share, image_rows,
                     json_text, now_text, read_json, settings_dict, write_if_changed)
 from .suggest import DIVERSE_UNTIL, check_strategy, encode_zero_shot, pick_repeat, suggest
 from .view import View, counts_of, next_not_done, progress_line, view_of

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..labelstore import LabelStore, decode_name, encode_name
-from .store import DEFAULT_RATER, now_text, read_json
+from .files import DEFAULT_RATER, now_text, read_json
 
 
 def migrate_format1(store: LabelStore, stored: Mapping[str, Any], labels_path: Path, state_path: Path,

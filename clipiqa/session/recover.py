@@ -20,7 +20,7 @@ import numpy as np
 from ..csvio import read_csv
 from ..labelfiles import backup_copy
 from ..labelstore import LabelStore
-from .store import now_text
+from .files import now_text
 
 RECOVERED_RATER = "recovered"
 

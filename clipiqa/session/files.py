@@ -1,5 +1,6 @@
-"""The session's files and who writes them: atomic text writes, settings.json, the image list given to a
-Session, and the checks of a rater's name and the blind-repeat share."""
+"""The session folder's files and who writes them: atomic text writes, settings.json, the image list given to a
+Session, and the checks of a rater's name and the blind-repeat share. The ratings themselves are in the label
+store (:mod:`clipiqa.labelstore`), not here."""
 from __future__ import annotations
 
 import json
