@@ -136,6 +136,24 @@ def test_types_and_levels_validated(tmp_path):
     assert set(df.distortion) == set(DISTORTIONS) and (df.level == 1).all()
 
 
+def test_demo_set_and_meta_tasks_share_their_cache_root_types_and_references(tmp_path, monkeypatch):
+    """The demo set and the synthetic meta tasks go under the same $CLIPIQA_CACHE, accept and refuse the same
+    distortion names, and square their references the same way."""
+    from clipiqa.data import demo_references
+    from clipiqa.meta import synthetic_tasks
+    monkeypatch.setenv("CLIPIQA_CACHE", str(tmp_path))
+    refs = demo_references(size=24, names=["astronaut", "coffee"])
+    tasks = synthetic_tasks(refs, types="all", levels=(1,), size=24)
+    assert [t.name for t in tasks] == list(DISTORTIONS)  # "all", as build_demo_set takes it
+    assert os.path.dirname(tasks[0].table.attrs["cache_dir"]) == str(tmp_path)
+    for build in (lambda t: build_demo_set(tmp_path / "d", types=t), lambda t: synthetic_tasks(refs, types=t)):
+        with pytest.raises(ValueError, match=r"unknown distortion types \['nope'\]; valid: .*\(or 'all'\)"):
+            build(["nope"])
+    clean = tasks[0].table.query("level == 0").set_index("content_id")["path"]
+    for name, ref in refs.items():
+        assert np.array_equal(np.asarray(Image.open(clean[name])), ref)
+
+
 def test_default_types_cover_every_category():
     cats = {DISTORTIONS[t].category for t in DEFAULT_TYPES}
     assert len(DEFAULT_TYPES) == 8 and len(cats) == 8

@@ -33,6 +33,7 @@ import pandas as pd
 from PIL import Image
 
 from clipiqa.data.distortions import DISTORTIONS, apply_distortion
+from clipiqa.data.generated import cache_root, resolve_types, square, write_png
 
 __all__ = [
     "DEFAULT_TYPES",
@@ -136,17 +137,6 @@ def _load_photo(name: str) -> np.ndarray | None:
     return img
 
 
-def _square(img: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize to ``size`` x ``size`` (Lanczos)."""
-    h, w = img.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    im = Image.fromarray(img[top:top + s, left:left + s])
-    if s != size:
-        im = im.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.array(im, dtype=np.uint8)  # a fresh, writable array
-
-
 def available_photos() -> list[str]:
     """Names of the demo photos that load in this environment."""
     with warnings.catch_warnings():
@@ -170,7 +160,7 @@ def demo_references(size: int = 256, names: Iterable[str] | None = None
     for name in chosen:
         img = _load_photo(name)
         if img is not None:
-            refs[name] = _square(img, int(size))
+            refs[name] = square(img, int(size))
     return refs
 
 
@@ -185,20 +175,6 @@ def stable_seed(*parts: object) -> int:
 
 
 # ------------------------------------------------------------------------ build
-
-
-def _resolve_types(types: str | Sequence[str] | None) -> list[str]:
-    """Validate and expand the ``types`` argument."""
-    if types is None:
-        return list(DEFAULT_TYPES)
-    if isinstance(types, str):
-        return list(DISTORTIONS) if types == "all" else _resolve_types([types])
-    names = list(dict.fromkeys(types))
-    unknown = [t for t in names if t not in DISTORTIONS]
-    if unknown:
-        raise ValueError(f"unknown distortion types {unknown}; valid: "
-                         f"{', '.join(sorted(DISTORTIONS))} (or 'all')")
-    return names
 
 
 def _resolve_levels(levels: Iterable[int]) -> list[int]:
@@ -233,9 +209,7 @@ def _settings_hash(settings: dict) -> str:
 
 def _default_cache_dir(digest: str) -> Path:
     """``$CLIPIQA_CACHE/demo-<hash>`` or ``~/.cache/clipiqa/demo-<hash>``."""
-    root = os.environ.get("CLIPIQA_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "clipiqa")
-    return Path(root) / f"demo-{digest}"
+    return cache_root() / f"demo-{digest}"
 
 
 def _plan(refs: dict[str, np.ndarray], types: list[str], levels: list[int],
@@ -248,19 +222,6 @@ def _plan(refs: dict[str, np.ndarray], types: list[str], levels: list[int],
         for t in types:
             rows.extend((content, t, lv, f"{content}__{t}__{lv}.png") for lv in levels)
     return rows
-
-
-def _write_png(path: Path, img: np.ndarray) -> None:
-    """Write a PNG atomically (temporary file + rename), so no half-written file remains."""
-    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img).save(f, "PNG", compress_level=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _render(ref: np.ndarray, content: str, distortion: str, level: int, seed: int
@@ -343,7 +304,7 @@ def build_demo_set(cache_dir: str | os.PathLike | None = None,
         score_range=(0, 5), higher_better=False (for ``mos``), label_kind (synthetic
         severity, not human MOS), cache_dir, types, levels, size, seed.
     """
-    type_list = _resolve_types(types)
+    type_list = resolve_types(types, DEFAULT_TYPES)
     level_list = _resolve_levels(levels)
     refs = demo_references(size)
     settings = _settings(type_list, level_list, size, seed, include_references, list(refs))
@@ -360,6 +321,6 @@ def build_demo_set(cache_dir: str | os.PathLike | None = None,
         path = folder / fname
         if reuse and path.is_file():
             continue
-        _write_png(path, _render(refs[content], content, distortion, level, seed))
+        write_png(path, _render(refs[content], content, distortion, level, seed))
     _write_manifest(folder, settings, complete=True)
     return _table(folder, plan, settings)

@@ -6,18 +6,17 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 
 from ..imageio import list_images, load_rgb_array
 from .demo import REFERENCE, stable_seed
 from .distortions import DISTORTIONS, apply_distortion, list_distortions
+from .generated import cache_root, resolve_types, square, write_png
 from .tasks import Task
 
 __all__ = ["synthetic_tasks", "LABEL_KIND"]
@@ -41,7 +40,7 @@ def synthetic_tasks(references: Mapping[str, np.ndarray] | str | os.PathLike, ty
     Labels are synthetic severities, never human opinion scores.
     """
     refs = _load_references(references, int(size))
-    type_list = _resolve_types(types)
+    type_list = resolve_types(types, list_distortions())
     level_list = sorted({int(v) for v in levels})
     if not level_list or level_list[0] < 1 or level_list[-1] > 5:
         raise ValueError(f"levels must be integers from 1 to 5, got {list(levels)}")
@@ -67,21 +66,6 @@ def synthetic_tasks(references: Mapping[str, np.ndarray] | str | os.PathLike, ty
 def _row(path: Path, content: str, distortion: str, level: int) -> dict:
     return {"path": str(path), "mos": float(level), "q": 1.0 - level / 5.0, "mos_std": float("nan"),
             "content_id": content, "distortion": distortion, "level": int(level)}
-
-
-def _resolve_types(types: Iterable[str] | None) -> list[str]:
-    if types is None:
-        return list_distortions()
-    names = list(dict.fromkeys([types] if isinstance(types, str) else types))
-    unknown = [t for t in names if t not in DISTORTIONS]
-    if unknown or not names:
-        raise ValueError(f"unknown distortion types {unknown}; valid: {', '.join(sorted(DISTORTIONS))}")
-    return names
-
-
-def _square(img: np.ndarray, size: int) -> np.ndarray:
-    im = Image.fromarray(np.ascontiguousarray(img[..., :3]).astype(np.uint8, copy=False))
-    return np.asarray(ImageOps.fit(im, (size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def _safe_name(name: str, taken: set[str]) -> str:
@@ -113,7 +97,7 @@ def _load_references(references, size: int) -> dict[str, np.ndarray]:
             warnings.warn(f"skipped {len(failed)} unreadable reference image(s): " + "; ".join(failed),
                           RuntimeWarning, stacklevel=3)
     taken: set[str] = set()
-    refs = {_safe_name(str(n), taken): _square(np.asarray(img), size) for n, img in items}
+    refs = {_safe_name(str(n), taken): square(np.asarray(img), size) for n, img in items}
     if len(refs) < 2:
         raise ValueError(f"need at least 2 reference images to build tasks (support and query are split by "
                          f"content); got {len(refs)}")
@@ -130,21 +114,12 @@ def _synthetic_folder(refs: dict[str, np.ndarray], types: list[str], levels: lis
         digest.update(name.encode() + b"\0" + hashlib.sha256(img.tobytes()).digest())
     if cache_dir is not None:
         return Path(cache_dir)
-    root = os.environ.get("CLIPIQA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "clipiqa")
-    return Path(root) / f"meta-tasks-{digest.hexdigest()[:12]}"
+    return cache_root() / f"meta-tasks-{digest.hexdigest()[:12]}"
 
 
 def _ensure_png(path: Path, make: Callable[[], np.ndarray]) -> Path:
     """Write ``make()`` as a PNG unless the file exists (written atomically, so it is complete)."""
     if not path.is_file():
-        fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray(make()).save(f, "PNG", compress_level=1)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_png(path, make())
     return path.resolve()
 
