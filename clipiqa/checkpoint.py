@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ._version import __version__
 from .adapters import TRAINABLE_ALIASES
+from .caveats import caveat_of
 from .configs import renamed
 from .csvio import atomic_path, atomic_write
 from .hashing import file_sha256
@@ -91,8 +92,8 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
         **({"qgr": qgr} if qgr is not None else {}),
         **(extra or {}),
     }
-    if model.random_init:
-        card["warning"] = "random-init backbone: every score from this checkpoint is meaningless"
+    if caveat_of(model):  # random-init backbone or the lesson toy
+        card["warning"] = caveat_of(model).text
     if prompt_words_before is not None:
         from .explain.prompt_words import prompt_words  # one text-encoder pass, only when asked for
         card["prompt_words"] = {"before": prompt_words_before.to_dict(), "after": prompt_words(model).to_dict()}

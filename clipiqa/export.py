@@ -166,9 +166,8 @@ def _write_metadata(model, path: Path, spec: dict, card: dict | None, checkpoint
         "exported_with": {"clipiqa": __version__, "torch": torch.__version__, "opset": opset,
                           "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)"},
     }
-    if source.label:
-        meta["warning"] = f"{source.label}: every score from this scorer is meaningless" if source.random_init \
-            else f"{source.label}: its scores say nothing about real CLIP"
+    if source.caveat:
+        meta["warning"] = source.caveat.text
     return write_scorer_metadata(meta, path)
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .caveats import RANDOM_INIT
+
 MIN_TEST = 20
 TEST_SHARE = 0.2  # the protocol's 80/20 splits hold out this share of the labelled images (of contents, by content)
 FLAT_GAIN = 0.03  # SRCC per 10 labels below which the curve counts as flat
@@ -156,8 +158,8 @@ def verdict(per_split: pd.DataFrame, method: str, *, ceiling: Any = None, random
     out = Verdict()
     say = out.lines.append
     if random_init:
-        say("These numbers come from a random-init model (smoke mode): they show that the check runs and say "
-            "nothing about feasibility. Rerun with SMOKE = False.")
+        say(RANDOM_INIT.then("these numbers show that the check runs and say nothing about feasibility. Rerun "
+                             "with SMOKE = False."))
     if synthetic:
         say("The labels are synthetic severities of demo photos, not ratings of your images.")
     m = curve[curve["method"] == method].sort_values("n_train") if len(curve) else curve

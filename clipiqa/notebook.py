@@ -36,7 +36,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterable, Mapping, NamedTuple
 
-from .presets import DEFAULT_MODEL
+from .caveats import RANDOM_INIT, caveat_for, caveat_of
 
 __all__ = ["UserError", "USER_ERRORS", "install", "short_errors", "short_traceback", "full_traceback", "set_short_errors",
            "plot_meta_history", "meta_selection_text", "caveat", "say_if_random_init", "Settings", "settings",
@@ -121,20 +121,10 @@ def full_traceback(exc: BaseException | None = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------- what it is
-RANDOM_INIT_CAVEAT = "random-init weights: scores are meaningless"
-TOY_CAVEAT = ("toy model trained on synthetic distortions (lesson): it shows that the machinery learns, never how "
-              "real CLIP behaves")
-
-
 def caveat(obj) -> str:
     """What a figure or printout made with ``obj`` (an ``IQAModel`` or a ``Session``) must say: the random-init
-    warning, the toy label of the ``lesson`` model, or '' for real weights."""
-    if bool(getattr(obj, "random_init", False)):
-        return RANDOM_INIT_CAVEAT
-    toy = getattr(obj, "toy", None)
-    if toy is None:
-        toy = getattr(getattr(obj, "source", None), "toy", False)
-    return TOY_CAVEAT if toy else ""
+    warning, the lesson toy's caveat, or '' for real weights (:func:`clipiqa.caveats.caveat_of`, its text)."""
+    return caveat_of(obj).text
 
 
 def say_if_random_init(model) -> None:
@@ -183,6 +173,7 @@ def settings(smoke: bool, environ: Mapping[str, str] | None = None) -> Settings:
     """What follows from a notebook's ``SMOKE`` switch (``True``: the lesson toy model and the embedded demo photos
     at 64 px on the CPU; ``False``: real weights on a GPU when there is one), reading ``CLIPIQA_REHEARSAL``,
     ``CLIPIQA_MODEL`` and ``CLIPIQA_DEVICE`` from ``environ`` (default ``os.environ``)."""
+    from .presets import DEFAULT_MODEL  # here: clipiqa.session imports this module, and presets reads package files
     env = os.environ if environ is None else environ
     smoke = bool(smoke)
     rehearsal = not smoke and env.get("CLIPIQA_REHEARSAL") == "1"
@@ -296,7 +287,7 @@ def plot_meta_history(history, random_init: bool = False, fig=None, model=None):
         ax2.set_ylabel("|θ - θ0| / |θ0|  (%)")
         ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_title("how far the meta parameters moved", fontsize=10)
-    note = caveat(model) if model is not None else RANDOM_INIT_CAVEAT if random_init else ""
+    note = caveat_of(model) if model is not None else caveat_for(random_init)
     if note:
-        fig.suptitle(note, color="red" if note == RANDOM_INIT_CAVEAT else "#a15c00", fontsize=9)
+        fig.suptitle(note.text, color="red" if note == RANDOM_INIT else "#a15c00", fontsize=9)
     return fig

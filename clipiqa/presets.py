@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-RANDOM_INIT_LABEL = "random init: meaningless"
-TOY_LABEL = "toy model trained on synthetic distortions"
-"""Labels that every output made with such a model carries (``Preset.label``, ``ModelSource.label``)."""
+from .caveats import Caveat, caveat_for
 KINDS = ("preset", "tag", "hf-hub", "local")
 DEFAULT_MODEL = "vitb16-openai"
 """The model used when none is named (the paper's backbone): ``load_model()``, ``Session``, the notebooks' real
@@ -44,9 +42,14 @@ class Preset:
                              "open_clip pretrained tag (e.g. 'openai')")
 
     @property
+    def caveat(self) -> Caveat:
+        """What outputs made with this preset must say about it (:mod:`clipiqa.caveats`)."""
+        return caveat_for(self.random_init, self.toy)
+
+    @property
     def label(self) -> str:
-        """What outputs made with this preset must say about it ('' for real pretrained weights)."""
-        return RANDOM_INIT_LABEL if self.random_init else TOY_LABEL if self.toy else ""
+        """The short form of :attr:`caveat` ('' for real pretrained weights)."""
+        return self.caveat.label
 
     @property
     def weights_source(self) -> str:

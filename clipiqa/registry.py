@@ -1,5 +1,5 @@
 """One registry for everything chosen by name: evaluation arms (:data:`clipiqa.protocol.METHODS`) and attribution
-methods (:data:`clipiqa.explain.METHODS`).
+methods (:data:`clipiqa.explain.ATTRIBUTION_METHODS`).
 
 A :class:`Registry` is a plain ``dict`` of name -> entry (so ``name in R``, ``R[name]``, ``R.values()`` work as
 usual) that refuses to register a name twice by accident and whose :meth:`Registry.get_or_explain` names every

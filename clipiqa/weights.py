@@ -34,7 +34,8 @@ from safetensors.torch import save_file
 
 from .inference import precision_name
 from .lesson import LessonRecipe, load_lesson
-from .presets import RANDOM_INIT_LABEL, TOY_LABEL, Preset, get_preset
+from .caveats import Caveat, caveat_for
+from .presets import Preset, get_preset
 from .zoo import UnsupportedModelError, check_supported_config, folder_names, read_folder_config
 
 CONFIG_FILE = "open_clip_config.json"
@@ -68,9 +69,14 @@ class ModelSource:
     tokenizer: str = ""  # what open_clip.get_tokenizer is given: the architecture, or local-dir:<folder with config>
 
     @property
+    def caveat(self) -> Caveat:
+        """What every output made with this backbone must say: random init, toy, or nothing (real weights)."""
+        return caveat_for(self.random_init, self.toy)
+
+    @property
     def label(self) -> str:
-        """What every output made with this backbone must say: random init, toy, or '' (real weights)."""
-        return RANDOM_INIT_LABEL if self.random_init else TOY_LABEL if self.toy else ""
+        """The short form of :attr:`caveat` ('' for real weights)."""
+        return self.caveat.label
 
     def card(self) -> dict[str, Any]:
         return {"preset": self.preset, "arch": self.arch, "weights": self.weights,

@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt
 import clipiqa
 from clipiqa.finetune import AdaptConfig
 from clipiqa.data import build_demo_set, demo_references
-from clipiqa.explain import METHODS, zero_shot
+from clipiqa.explain import ATTRIBUTION_METHODS, zero_shot
 from clipiqa.explain.diagnostics import compare_models
 from clipiqa.explain.plots import plot_content_vs_distortion, plot_focus, plot_scene_drift
 from clipiqa.notebook import say_if_random_init, say_model
@@ -77,7 +77,7 @@ else:  # adapt on synthetic-severity labels of the demo photos (a stand-in for y
         session.adapt(AdaptConfig(trainable=TRAINABLE, epochs=EPOCHS, n_views=N_VIEWS, lr=LR, **OPTIONS))
     model = session.model
 say_model(model)
-for name, m in METHODS.items():
+for name, m in ATTRIBUTION_METHODS.items():
     print(f"{name:>14}: {m.description}")
 
 # %% [markdown]

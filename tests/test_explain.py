@@ -14,8 +14,9 @@ from PIL import Image
 from torch import nn
 
 import clipiqa
-from clipiqa.explain import METHODS, attribute, completeness_error, make_baseline, zero_shot
-from clipiqa.explain.diagnostics import (RANDOM_INIT_NOTE, compare_models, content_vs_distortion, distortion_focus,
+from clipiqa.caveats import RANDOM_INIT, TOY
+from clipiqa.explain import ATTRIBUTION_METHODS, attribute, completeness_error, make_baseline, zero_shot
+from clipiqa.explain.diagnostics import (compare_models, content_vs_distortion, distortion_focus,
                                          eta_squared, focus_ratio, rectangle_mask, scene_drift_table,
                                          summarize_scene_drift, to_model_input)
 
@@ -56,7 +57,7 @@ class Brightness(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- attribute
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(ATTRIBUTION_METHODS))
 def test_every_method_gives_pixel_aligned_maps_and_restores_the_model(tiny, images, method):
     tiny.train()
     flags = [p.requires_grad for p in tiny.parameters()]
@@ -75,6 +76,30 @@ def test_unknown_method_or_option_is_named(tiny, images):
         attribute(tiny, images[:1], "lime")
     with pytest.raises(TypeError, match="'gradcam' does not take option.*n_steps.*it takes block"):
         attribute(tiny, images[:1], "gradcam", n_steps=4)
+
+
+def test_a_method_added_through_the_public_hook_is_called_like_every_other(images):
+    """register_attribution adds a method that attribute() runs with its own options (others refused by name);
+    the same name twice is refused unless replaced."""
+    from clipiqa.explain import ScoreFn, register_attribution
+
+    seen = {}
+
+    @register_attribution("input-times-one", "the input itself, scaled")
+    def input_times(fn: ScoreFn, x, *, scale: float = 1.0):
+        seen["model"] = fn.model
+        return x * scale
+    try:
+        model = Brightness()
+        maps = attribute(model, images[:2], "input-times-one", scale=2.0)
+        assert maps.shape == (2, 224, 224) and seen["model"] is model
+        torch.testing.assert_close(maps, 2.0 * images[:2].sum(1))
+        with pytest.raises(TypeError, match="does not take option.*n_steps.*it takes scale"):
+            attribute(model, images[:1], "input-times-one", n_steps=3)
+        with pytest.raises(ValueError, match="already registered"):
+            register_attribution("input-times-one", "again")(input_times)
+    finally:
+        ATTRIBUTION_METHODS.pop("input-times-one")
 
 
 def test_gradcam_needs_an_iqa_model_and_skips_prompt_tokens(tiny, images):
@@ -184,7 +209,7 @@ def test_content_vs_distortion_grid(tiny, refs):
     assert np.isfinite(t["score"]).all()  # the score explained is the logit margin (it does not saturate), not p_high
     for key in ("eta2_level", "eta2_content", "eta2_type"):
         assert 0 <= result.summary[key] <= 1
-    assert result.random_init and result.summary["note"] == RANDOM_INIT_NOTE and (t["note"] == RANDOM_INIT_NOTE).all()
+    assert result.random_init and result.summary["note"] == RANDOM_INIT.text and (t["note"] == RANDOM_INIT.text).all()
     again = content_vs_distortion(tiny, refs, ["gaussian_blur", "white_noise"], levels=(1, 3, 5))
     pd.testing.assert_frame_equal(t, again.table)  # deterministic from the seed
 
@@ -201,7 +226,7 @@ def test_diagnostics_compare_zero_shot_and_an_adapted_checkpoint(tiny, refs, tmp
                                    method="gradcam", return_tables=True)
     assert set(table["model"]) == {"zero-shot", "adapted"}
     assert set(table["diagnostic"]) == {"distortion_focus", "content_vs_distortion", "scene_drift"}
-    assert table.attrs["random_init"] and (table["note"] == RANDOM_INIT_NOTE).all()
+    assert table.attrs["random_init"] and (table["note"] == RANDOM_INIT.text).all()
     drift = table[table["metric"] == "scene_drift_mean"].set_index("model")["value"]
     assert drift["zero-shot"] == pytest.approx(0.0, abs=1e-6) and drift["adapted"] > 0
     assert {"focus", "content", "scene"} == set(tables) and tables["focus"].columns[0] == "model"
@@ -250,10 +275,9 @@ def test_focus_verdict_reads_the_gain_against_the_clean_control_and_its_spread()
 
 def test_verdicts_say_toy_model_and_random_init_with_the_existing_caveats():
     from clipiqa.explain.reading import focus_verdict
-    from clipiqa.notebook import TOY_CAVEAT
-    assert focus_verdict(_focus_table([2.5, 2.6, 2.4], [1, 1, 1], note=TOY_CAVEAT)).endswith(
+    assert focus_verdict(_focus_table([2.5, 2.6, 2.4], [1, 1, 1], note=TOY.text)).endswith(
         "[toy model trained on synthetic distortions]")
-    assert focus_verdict(_focus_table([2.5, 2.6, 2.4], [1, 1, 1], note=RANDOM_INIT_NOTE)).endswith(
+    assert focus_verdict(_focus_table([2.5, 2.6, 2.4], [1, 1, 1], note=RANDOM_INIT.text)).endswith(
         "[random init: meaningless]")
 
 
@@ -312,11 +336,10 @@ def test_figures_of_the_toy_say_toy_model_and_draw_the_test_region(tiny, refs):
     from matplotlib.patches import Rectangle
 
     from clipiqa.explain import plots
-    from clipiqa.notebook import TOY_CAVEAT
     toy = _toy(tiny)
     few = dict(list(refs.items())[:2])
     focus = distortion_focus(toy, few, method="gradcam")
-    assert (focus.table["note"] == TOY_CAVEAT).all() and focus.verdict.endswith("[toy model trained on synthetic "
+    assert (focus.table["note"] == TOY.text).all() and focus.verdict.endswith("[toy model trained on synthetic "
                                                                                 "distortions]")
     cvd = content_vs_distortion(toy, few, ["gaussian_blur"], levels=(1, 5))
     scene = scene_drift_table({"zero-shot": zero_shot(toy), "adapted": toy}, few)
@@ -419,7 +442,7 @@ def test_plots_return_figures_with_the_random_init_caption(tiny, refs):
                plots.plot_focus(focus.table), plots.plot_content_vs_distortion(cvd.table),
                plots.plot_scene_drift(scene)]
     for fig in figures:
-        assert any(t.get_text() == RANDOM_INIT_NOTE for t in fig.texts)
+        assert any(t.get_text() == RANDOM_INIT.text for t in fig.texts)
         plt.close(fig)
     labels = [t.get_text() for t in plots.plot_scene_drift(scene).axes[1].get_legend().get_texts()]
     plt.close("all")

@@ -96,7 +96,7 @@ def test_baselines_caveats_and_aggregation_over_splits():
     assert main["srcc"] == pytest.approx(0.65) and main["n_splits"] == 2 and main["lo"] == pytest.approx(0.5)
     v = verdict(rows, "paper+qgr", random_init=True, synthetic=True)
     assert v.srcc == pytest.approx(0.65)
-    assert v.lines[0].startswith("These numbers come from a random-init model")
+    assert v.lines[0].startswith("random-init weights: scores are meaningless; these numbers show that the check")
     assert "synthetic severities" in v.lines[1]
     assert "classical-ridge: SRCC 0.75 (95% CI 0.62 to 0.85) - as good or better" in v.text
     assert "zero-shot: SRCC 0.30" in v.text

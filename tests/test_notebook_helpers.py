@@ -10,6 +10,7 @@ import pytest
 
 import clipiqa
 from clipiqa import notebook
+from clipiqa.caveats import RANDOM_INIT, TOY
 from clipiqa.weights import WeightsUnavailableError
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -116,24 +117,24 @@ def test_meta_history_figure_carries_the_toy_caveat_and_a_move_to_scale():
     history.steps = [{**row, "rel_move": 0.0009 + 0.0001 * k} for k, row in enumerate(history.steps)]  # 0.09-0.12 %
     toy = SimpleNamespace(random_init=False, source=SimpleNamespace(toy=True))
     fig = notebook.plot_meta_history(history, model=toy)
-    assert fig._suptitle is not None and fig._suptitle.get_text() == notebook.TOY_CAVEAT
+    assert fig._suptitle is not None and fig._suptitle.get_text() == TOY.text
     right = fig.axes[1]
     lo, hi = right.get_ylim()
     assert lo == 0 and max(right.get_lines()[0].get_ydata()) < 0.15 * hi  # a small move looks small
     assert "0.12 %" in [t.get_text() for t in right.texts]
     random = notebook.plot_meta_history(history, random_init=True)
-    assert random._suptitle.get_text() == notebook.RANDOM_INIT_CAVEAT
+    assert random._suptitle.get_text() == RANDOM_INIT.text
 
 
 def test_caveat_names_random_toy_and_real_models():
     from types import SimpleNamespace
 
-    from clipiqa.notebook import RANDOM_INIT_CAVEAT, TOY_CAVEAT, caveat
-    assert caveat(SimpleNamespace(random_init=True, source=SimpleNamespace(toy=False))) == RANDOM_INIT_CAVEAT
-    assert caveat(SimpleNamespace(random_init=False, source=SimpleNamespace(toy=True))) == TOY_CAVEAT
-    assert caveat(SimpleNamespace(random_init=False, toy=True)) == TOY_CAVEAT  # a Session
+    from clipiqa.notebook import caveat
+    assert caveat(SimpleNamespace(random_init=True, source=SimpleNamespace(toy=False))) == RANDOM_INIT.text
+    assert caveat(SimpleNamespace(random_init=False, source=SimpleNamespace(toy=True))) == TOY.text
+    assert caveat(SimpleNamespace(random_init=False, toy=True)) == TOY.text  # a Session
     assert caveat(SimpleNamespace(random_init=False, source=SimpleNamespace(toy=False))) == ""
-    assert "toy model trained on synthetic distortions" in TOY_CAVEAT
+    assert "toy model trained on synthetic distortions" in TOY.text
 
 
 def test_panels_on_the_lesson_model_say_it_is_a_toy(tmp_path, demo_table):
@@ -204,8 +205,8 @@ def test_say_if_random_init_prints_the_caveat_only(capsys):
     notebook.say_if_random_init(SimpleNamespace(random_init=False, toy=True))
     notebook.say_if_random_init(SimpleNamespace(random_init=False, source=SimpleNamespace(toy=False)))
     assert capsys.readouterr().out.splitlines() == [
-        f"⚠ {notebook.RANDOM_INIT_CAVEAT}. Set SMOKE = False for real numbers.",
-        f"⚠ {notebook.TOY_CAVEAT}. Set SMOKE = False for real numbers."]
+        f"⚠ {RANDOM_INIT.text}. Set SMOKE = False for real numbers.",
+        f"⚠ {TOY.text}. Set SMOKE = False for real numbers."]
 
 
 def test_notebooks_import_the_shared_helpers_instead_of_pasting_them():

@@ -234,4 +234,4 @@ def test_pilot_cycle_versions_and_report_on_the_rehearsal_model(cache, demo_tabl
         assert rollback(session, log) == first["candidate"]
     assert session.active_checkpoint == first["candidate"]
     text = build_report(session)
-    assert "random-init model" in text and first["candidate"] in text
+    assert "random-init weights" in text and first["candidate"] in text

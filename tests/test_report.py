@@ -32,7 +32,7 @@ def test_report_is_self_contained_and_has_every_section(tmp_path, demo_table, ca
     text = out.read_text()
     for heading in ("Labels", "Feasibility", "Site threshold", "Costs", "Model versions", "Line drift"):
         assert f"<h2>{heading}" in text
-    assert "random-init model" in text.split("<h2>")[0]  # the caveat comes first
+    assert "random-init weights: scores are meaningless" in text.split("<h2>")[0]  # the caveat comes first
     assert "raters agree at SRCC" in text and "With 60 labels, ft reaches SRCC" in text
     assert len(re.findall(r'src="data:image/png;base64,', text)) == 2  # curve and ROC, embedded
     assert not re.search(r'(src|href)="(?!data:)', text)  # nothing to fetch: opens anywhere

@@ -434,12 +434,12 @@ def test_compare_panel_blocking_run_reraises(demo_table):
 
 # ----------------------------------------------------------------------------------------------- AttributionViewer
 def test_attribution_viewer_renders_every_method(session, demo_table):
-    from clipiqa.explain import METHODS
+    from clipiqa.explain import ATTRIBUTION_METHODS
     viewer = AttributionViewer(session, images=list(demo_table["path"][:2]), auto=False,
                                method_options={"ig": {"n_steps": 4}, "smoothgrad": {"nt_samples": 2},
                                                "occlusion": {"window": 56}})
     assert "random-init weights" in viewer.banner.value
-    for method in METHODS:
+    for method in ATTRIBUTION_METHODS:
         viewer.method_picker.value = method
         png = viewer.render()
         assert png[:4] == b"\x89PNG" and viewer.view.value == png, method

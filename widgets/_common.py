@@ -19,21 +19,23 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from clipiqa.caveats import RANDOM_INIT, TOY, caveat_for, caveat_of
 from clipiqa.imageio import ImageLoadError, load_image
-from clipiqa.notebook import RANDOM_INIT_CAVEAT as RANDOM_INIT_TEXT, TOY_CAVEAT as TOY_TEXT, caveat
 
 from ._events import wait_serving_events
 
 
 
 def caveat_text(random_init: bool, toy: bool = False) -> str:
-    """What every panel and figure made with this model must say: random init, toy, or '' (real weights)."""
-    return RANDOM_INIT_TEXT if random_init else TOY_TEXT if toy else ""
+    """What every panel and figure made with this model must say: random init, toy, or '' (real weights);
+    :func:`clipiqa.caveats.caveat_for`'s text."""
+    return caveat_for(random_init, toy).text
 
 
 def model_caveat(model) -> str:
     """:func:`caveat_text` of a loaded model (``IQAModel``: ``random_init`` and ``source.toy``)."""
-    return caveat(model)
+    return caveat_of(model).text
+
 NOTE_STYLE = "padding:4px 8px;margin:2px 0;border-radius:4px;"
 
 
@@ -48,13 +50,13 @@ def set_banner(widget: w.HTML, random_init: bool, extra: str = "", toy: bool = F
     tail = f" {html.escape(extra)}" if extra else ""
     if toy and not random_init:
         widget.value = (f'<div class="clipiqa-toy" style="{NOTE_STYLE}background:#eef4fb;border:1px solid #31708f;'
-                        f'color:#1f4e6b"><b>&#9888; {html.escape(TOY_TEXT)}</b>.{tail}</div>')
+                        f'color:#1f4e6b"><b>&#9888; {html.escape(TOY.text)}</b>.{tail}</div>')
         return
     if not random_init:
         widget.value = ""
         return
     widget.value = (f'<div class="clipiqa-random-init" style="{NOTE_STYLE}background:#fff3cd;'
-                    f'border:1px solid #d39e00;color:#6b4f00"><b>&#9888; {RANDOM_INIT_TEXT}</b>'
+                    f'border:1px solid #d39e00;color:#6b4f00"><b>&#9888; {html.escape(RANDOM_INIT.text)}</b>'
                     f' (the <code>tiny</code> smoke-test model: it shows that the machinery runs, never that '
                     f'a method works).{tail}</div>')
 

@@ -24,6 +24,7 @@ selection in the dropdowns, figure and table alike. One computation runs at a ti
 from __future__ import annotations
 
 import os
+import textwrap
 import threading
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
-from clipiqa.explain import METHODS, attribute, zero_shot
+from clipiqa.explain import ATTRIBUTION_METHODS, attribute, zero_shot
 from clipiqa.explain.diagnostics import distortion_focus, scene_drift_table, score_tensors, to_model_input
 from clipiqa.explain.plots import draw_box, plot_attribution
 from clipiqa.explain.reading import DIRECTION, focus_verdict, gain_stats
@@ -61,7 +62,8 @@ class AttributionViewer(w.VBox):
         diagnostic uses each image's own distortion), or a ``{name: uint8 array}`` dict; None = the session's
         labelled images (else its first images), at most ``max_images``.
     before_model: the "before" model; default the zero-shot view of the same model (adapters off, same weights).
-    method: the initial attribution method (default the first of ``methods``, all of ``clipiqa.explain.METHODS``).
+    method: the initial attribution method (default the first of ``methods``, all of
+        ``clipiqa.explain.ATTRIBUTION_METHODS``).
     method_options: per-method settings, e.g. ``{"ig": {"n_steps": 32}}`` (defaults: :data:`FAST_OPTIONS`).
     auto: draw at once and redraw on every change of image, method, overlay or sign (else only on *Explain*).
     Methods for code and tests: ``render()``, ``maps(name, method)``, ``diagnostics()`` (synchronous),
@@ -125,7 +127,7 @@ class AttributionViewer(w.VBox):
         self.banner = banner(self.random_init, toy=bool(self.caveat) and not self.random_init)
         self.image_picker = w.Dropdown(options=list(self.images), description="Image", style=style,
                                        layout=w.Layout(width="360px"))
-        options = list(methods or METHODS)
+        options = list(methods or ATTRIBUTION_METHODS)
         self.method_picker = w.Dropdown(options=options, value=method or options[0], description="Method",
                                         style=style)
         self.alpha = w.FloatSlider(value=0.55, min=0.0, max=1.0, step=0.05, description="Overlay",
@@ -288,11 +290,16 @@ class AttributionViewer(w.VBox):
             plot_attribution(m["crop"], m["after"], ax=axes[2], alpha=alpha, signed=signed,
                              title=f"{after}\np(good) {m['score_after']:.3f}, margin {m['margin_after']:+.2f}")
             colour_bar(fig, axes[1:], signed)
-            fig.suptitle(f"{method} attributions of the margin z_good - z_bad" +
-                         (f"\n{self.caveat}" if self.caveat else ""),
-                         color="#a12a2a" if self.random_init else "black", fontsize=9)
+            fig.suptitle(f"{method} attributions of the margin z_good - z_bad", fontsize=9)
+            self._caveat_line(fig)
 
         return figure_png(draw, figsize=(10.8, 4.0))
+
+    def _caveat_line(self, fig, width: int = 110) -> None:
+        """The model's caveat (toy or random init) under a figure of the panel, wrapped at ``width`` characters."""
+        if self.caveat:
+            fig.supxlabel(textwrap.fill(self.caveat, width), fontsize=8,
+                          color="#a12a2a" if self.random_init else "#1f4e6b")
 
     def _show_figure(self, name: str, method: str, png: bytes) -> None:
         self.figure_png = png
@@ -301,6 +308,8 @@ class AttributionViewer(w.VBox):
         self.rendered.append((name, method))
         same = "" if self.adapted else " The model is not adapted yet, so before and after are the same."
         self.message.value = note(f"{method} on {name}.{same}", "info")
+        if not self.busy:  # drawn by a direct call (the first figure, render()): say what is shown
+            self._set_busy(False)
 
     def focus_setting(self, name: str | None = None) -> tuple[str, int, str]:
         """``(distortion, level, why)`` the focus test uses for an image: its own distortion and level when the
@@ -364,9 +373,9 @@ class AttributionViewer(w.VBox):
                 plot_attribution(r.images[0], r.maps[0], ax=ax, alpha=float(self.alpha.value),
                                  title=f"{label}\nfocus {row['focus']:.2f} (clean {row['focus_clean']:.2f})")
                 draw_box(ax, r.boxes[0], f"{row['distortion']} {row['level']}")
-            fig.suptitle("the focus test: |attribution| on the photo with the distorted rectangle (dashed)" +
-                         (f"\n{self.caveat}" if self.caveat else ""), fontsize=8,
-                         color="#a12a2a" if self.random_init else "black")
+            fig.suptitle("the focus test: |attribution| on the photo with the distorted rectangle (dashed)",
+                         fontsize=8)
+            self._caveat_line(fig, 70)
 
         return figure_png(draw, figsize=(6.4, 3.6))
 

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from clipiqa.adapters import LAST_BLOCKS, trainable_set
+from clipiqa.caveats import RANDOM_INIT, TOY
 from clipiqa.data import standard_splits
 from clipiqa.factory import load_model
 from clipiqa.presets import DEFAULT_MODEL, get_preset
@@ -45,7 +46,7 @@ from clipiqa.protocol import complete_splits as protocol_complete_splits
 from clipiqa.recipes import RECIPES
 from clipiqa.session import Session
 
-from ._common import RANDOM_INIT_TEXT, TOY_TEXT, BackgroundRun, banner, caveat_text, figure_png, note, table_html
+from ._common import BackgroundRun, banner, caveat_text, figure_png, note, table_html
 from .compare_plots import draw_srcc, draw_traces
 
 ARMS = ("zero-shot", "QGR off", "QGR on")
@@ -335,9 +336,9 @@ class ComparePanel(BackgroundRun, w.VBox):
             notes.append(f"{len(failed)} arm run(s) did not finish; first: {r['arm']} on split {r['split']}: "
                          f"{r['error']}")
         if protocol.random_init:
-            notes.insert(0, RANDOM_INIT_TEXT + ": this shows the comparison runs, not which arm is better")
+            notes.insert(0, RANDOM_INIT.then("this shows the comparison runs, not which arm is better"))
         elif self._toy:
-            notes.insert(0, TOY_TEXT)
+            notes.insert(0, TOY.text)
         ceiling = None
         if self.session is not None and len(self.session.raters) >= 2:
             ceiling = self.session.agreement(n_boot=self.n_boot)
@@ -411,7 +412,7 @@ class ComparePanel(BackgroundRun, w.VBox):
         tie_label = tie_text(result.paired) if result.paired else ""
         self.plots.value = figure_png(lambda fig: draw_srcc(fig, result, ARMS, tie_label), figsize=(10, 3.4))
         self.traces.value = figure_png(lambda fig: draw_traces(fig, result), figsize=(10, 3.0))
-        warn = [RANDOM_INIT_TEXT + "."] if result.random_init else [TOY_TEXT + "."] if result.toy else []
+        warn = [result.caveat + "."] if result.caveat else []
         self.message.value = note(" ".join([headline, *warn]), "warn" if warn or result.stopped else "info")
 
 

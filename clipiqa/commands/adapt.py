@@ -243,8 +243,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         line += f", val SRCC {metrics['val_srcc']:.3f} (epoch {history.selected_epoch})"
     if "test_srcc" in metrics:
         line += f", test SRCC {metrics['test_srcc']:.3f} (epoch {history.selected_epoch}; {OPTIMISTIC_RECIPE_NOTE})"
-    if model.random_init:
-        line += " [random-init model: meaningless]"
+    line += model.source.caveat.bracket()
     print(f"wrote {out} ({len(history.steps)} steps, {history.seconds:.1f} s); {line}")
     if history.note:
         print(f"note: {history.note}", file=sys.stderr)

@@ -10,6 +10,7 @@ import sys
 import time
 from functools import partial
 
+from ..caveats import RANDOM_INIT
 from ..presets import DEFAULT_MODEL
 from .common import EXIT_OK, EXIT_PARTIAL, UsageError, augment_arg, check_out_folder, command
 
@@ -187,8 +188,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tiny = args.model.lower() == "tiny"
     overrides = _overrides(args, tiny)
     if probe.random_init:
-        print(f"WARNING: model {args.model!r} has random-init weights: the numbers show that the pipeline runs, "
-              "never that a method works.", file=sys.stderr)
+        print(f"WARNING: model {args.model!r}: "
+              f"{RANDOM_INIT.then('the numbers show that the pipeline runs, never that a method works')}.",
+              file=sys.stderr)
     cpu_defaults = tiny and (args.epochs is None or args.augment is None)
     if cpu_defaults:
         print(f"tiny model: CPU-friendly budget for every adapted arm {overrides} (override with --epochs / "

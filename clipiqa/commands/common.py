@@ -78,12 +78,11 @@ def random_init_warning(model, amp: bool | str | None = None) -> None:
     scores) or the lesson toy (real but a toy)."""
     from ..weights import weights_line
     print(weights_line(model, amp), file=sys.stderr)
-    if model.random_init:
-        print(f"WARNING: model {model.source.preset!r} has random-init weights: its scores are meaningless "
-              "(use it for tests and smoke runs only).", file=sys.stderr)
-    elif getattr(model.source, "toy", False):
-        print(f"NOTE: model {model.source.preset!r} is a {model.source.label}: its scores show that the "
-              "machinery learns, never how real CLIP behaves.", file=sys.stderr)
+    caveat = model.source.caveat
+    if caveat:
+        kind = "WARNING" if model.random_init else "NOTE"
+        print(f"{kind}: model {model.source.preset!r}: {caveat.text} (use it for tests and smoke runs only).",
+              file=sys.stderr)
 
 
 def parse_max_pixels(text: str) -> int | None:

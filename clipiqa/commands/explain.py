@@ -45,12 +45,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 def parse_methods(values: list[str] | None) -> list[str]:
     """``["ig,occlusion", "gradcam"]`` -> ``["ig", "occlusion", "gradcam"]``; unknown names are a usage error."""
-    from clipiqa.explain import METHODS
+    from clipiqa.explain import ATTRIBUTION_METHODS
     methods = [m.strip() for v in (values or ["ig"]) for m in v.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none)'}; use one or more of "
-                         f"{', '.join(METHODS)}")
+                         f"{', '.join(ATTRIBUTION_METHODS)}")
     return list(dict.fromkeys(methods))
 
 
@@ -105,7 +105,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     rows = files.explain_images(model, paths, methods, options, out, progress=tqdm_progress("explaining"))
     if args.diagnostics:
         rows += files.demo_diagnostics(model, methods, options, out, args.demo_images, demo_types)
-    table = files.write_diagnostics(rows, label, model.random_init, out)
+    table = files.write_diagnostics(rows, label, model, out)
     failed = table[(table["kind"] == "image") & (table["status"] != "ok")]
     n_failed = failed["path"].nunique()
     print(f"explained {len(paths) - n_failed} of {len(paths)} images with {', '.join(methods)} -> {out}"

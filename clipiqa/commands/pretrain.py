@@ -209,7 +209,7 @@ class _StopOnSigint:
 
 
 def _summary(history, model, args: argparse.Namespace) -> None:
-    meaningless = " [random-init model: meaningless]" if model.random_init else ""
+    meaningless = model.source.caveat.bracket()
     score = history.best_score
     shown = "n/a" if score is None or not math.isfinite(score) else f"{score:.3f}"
     print(f"held-out source tasks ({', '.join(history.holdout_tasks)}): best mean SRCC {shown} at epoch "

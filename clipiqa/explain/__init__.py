@@ -1,7 +1,7 @@
 """Explain quality scores: pixel attributions and quantified diagnostics (docs/design.md, 'Explainability').
 
 ``attribute(model, images, method)`` gives maps aligned with the input pixels for every method in
-``METHODS``; ``clipiqa.explain.diagnostics`` asks whether a score tracks distortions or content, and how far an
+``ATTRIBUTION_METHODS`` (add one with ``register_attribution``); ``clipiqa.explain.diagnostics`` asks whether a score tracks distortions or content, and how far an
 adapted model's scene understanding drifted from zero-shot CLIP; ``clipiqa.explain.plots`` draws the results.
 
 What is explained: an ``IQAModel`` maps images to its **logit margin** ``z_high - z_low`` (float32,
@@ -9,9 +9,9 @@ head outside autocast), so attributions and diagnostics explain the margin by de
 logit scale and its gradients vanish. Pass ``target_fn=p_high_target`` to explain p_high instead, or any
 ``target_fn(model, images) -> [B]``.
 """
-from .attribution import METHODS, ZeroShot, attribute, attribute_channels, completeness_error, make_baseline, \
-    zero_shot
+from .attribution import (ATTRIBUTION_METHODS, AttributionFn, AttributionMethod, ScoreFn, ZeroShot, attribute,
+                          attribute_channels, completeness_error, make_baseline, register_attribution, zero_shot)
 from ..inference import margin_target, p_high_target
 
-__all__ = ["METHODS", "ZeroShot", "attribute", "attribute_channels", "completeness_error", "make_baseline",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionFn", "AttributionMethod", "ScoreFn", "register_attribution", "ZeroShot", "attribute", "attribute_channels", "completeness_error", "make_baseline",
            "zero_shot", "margin_target", "p_high_target"]

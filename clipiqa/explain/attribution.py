@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -45,20 +45,37 @@ TargetFn = Callable[[nn.Module, Tensor], Tensor]
 
 
 
+class AttributionFn(Protocol):
+    """An attribution method: ``(fn, x, **options) -> Tensor [1, 3, H, W]`` for one preprocessed image ``x``
+    ``[1, 3, H, W]`` (float32, on the model's device); ``fn`` is the :class:`ScoreFn` to explain (``fn(x)`` gives
+    ``[1]``, ``fn.model`` the module behind it). Its keyword-only parameters are the options
+    :func:`attribute` accepts for it (any other option is refused by name)."""
+
+    def __call__(self, fn: "ScoreFn", x: Tensor, **options: Any) -> Tensor: ...
+
+
 @dataclass(frozen=True)
-class Method:
+class AttributionMethod:
+    """A registered attribution method (:data:`ATTRIBUTION_METHODS`)."""
+
     name: str
     description: str
-    fn: Callable[..., Tensor]
+    fn: AttributionFn
     needs_iqa_model: bool = False
+    """True when it hooks an ``IQAModel``'s visual blocks (Grad-CAM): other score functions are refused."""
 
 
-METHODS: Registry[Method] = Registry("attribution method", describe=lambda m: m.description)
+ATTRIBUTION_METHODS: Registry[AttributionMethod] = Registry("attribution method", describe=lambda m: m.description)
+"""Every attribution method by name, in registration order (the choices of :func:`attribute`, ``clipiqa explain
+--methods`` and the attribution panel)."""
 
 
-def _register(name: str, description: str, needs_iqa_model: bool = False):
-    def wrap(fn):
-        METHODS.add(name, Method(name, description, fn, needs_iqa_model))
+def register_attribution(name: str, description: str, needs_iqa_model: bool = False, *, replace: bool = False
+                         ) -> Callable[[AttributionFn], AttributionFn]:
+    """Add an attribution method: ``@register_attribution("name", "what it shows")`` on an :class:`AttributionFn`;
+    :func:`attribute` then calls it like every other. A name already registered needs ``replace=True``."""
+    def wrap(fn: AttributionFn) -> AttributionFn:
+        ATTRIBUTION_METHODS.add(name, AttributionMethod(name, description, fn, needs_iqa_model), replace=replace)
         return fn
     return wrap
 
@@ -145,8 +162,9 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
-class _Scalar(nn.Module):
-    """``images -> [B]`` from a model and an optional ``target_fn``; checks the shape."""
+class ScoreFn(nn.Module):
+    """The scalar an attribution method explains: ``images -> [B]`` from ``model`` (its output, or
+    ``target_fn(model, images)``), shape checked; ``model`` is the module behind it."""
 
     def __init__(self, model: nn.Module, target_fn: TargetFn | None):
         super().__init__()
@@ -215,32 +233,32 @@ def _patch_size(model: nn.Module, default: int = 16) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- methods
-@_register("ig", "Integrated Gradients from a baseline (black by default); signed, sums to f(x) - f(baseline)")
-def _ig(fn: _Scalar, x: Tensor, *, baseline: str | float | Tensor = "black", n_steps: int = 32,
+@register_attribution("ig", "Integrated Gradients from a baseline (black by default); signed, sums to f(x) - f(baseline)")
+def _ig(fn: ScoreFn, x: Tensor, *, baseline: str | float | Tensor = "black", n_steps: int = 32,
         internal_batch_size: int = 16, blur_sigma: float = 10.0, method: str = "gausslegendre") -> Tensor:
     from captum.attr import IntegratedGradients
-    base = make_baseline(_base_model(fn), x, baseline, blur_sigma)
+    base = make_baseline(fn.model, x, baseline, blur_sigma)
     return IntegratedGradients(fn).attribute(x, baselines=base, n_steps=n_steps, method=method,
                                              internal_batch_size=internal_batch_size)
 
 
-@_register("occlusion", "Occlusion: score change when a window is replaced by the baseline (patch-sized by "
+@register_attribution("occlusion", "Occlusion: score change when a window is replaced by the baseline (patch-sized by "
            "default); signed")
-def _occlusion(fn: _Scalar, x: Tensor, *, window: int | None = None, stride: int | None = None,
+def _occlusion(fn: ScoreFn, x: Tensor, *, window: int | None = None, stride: int | None = None,
                baseline: str | float | Tensor = "zero", perturbations_per_eval: int = 16,
                blur_sigma: float = 10.0) -> Tensor:
     from captum.attr import Occlusion
-    window = window or _patch_size(_base_model(fn))
+    window = window or _patch_size(fn.model)
     stride = stride or window
-    base = make_baseline(_base_model(fn), x, baseline, blur_sigma)
+    base = make_baseline(fn.model, x, baseline, blur_sigma)
     # the original minus the occluded score, spread over the window: a positive pixel region raised the score
     return Occlusion(fn).attribute(x, sliding_window_shapes=(x.shape[1], window, window),
                                    strides=(x.shape[1], stride, stride), baselines=base,
                                    perturbations_per_eval=perturbations_per_eval)
 
 
-@_register("smoothgrad", "SmoothGrad: input gradient averaged over noisy copies; signed")
-def _smoothgrad(fn: _Scalar, x: Tensor, *, nt_samples: int = 16, stdevs: float | None = None,
+@register_attribution("smoothgrad", "SmoothGrad: input gradient averaged over noisy copies; signed")
+def _smoothgrad(fn: ScoreFn, x: Tensor, *, nt_samples: int = 16, stdevs: float | None = None,
                 noise_level: float = 0.15, nt_samples_batch_size: int = 8) -> Tensor:
     from captum.attr import NoiseTunnel, Saliency
     if stdevs is None:  # a share of the input's value range (the SmoothGrad paper's 10-20 %)
@@ -250,16 +268,16 @@ def _smoothgrad(fn: _Scalar, x: Tensor, *, nt_samples: int = 16, stdevs: float |
                                                abs=False)
 
 
-@_register("gradcam", "Grad-CAM on the patch-token grid read by a visual block (default the last); non-negative",
+@register_attribution("gradcam", "Grad-CAM on the patch-token grid read by a visual block (default the last); non-negative",
            needs_iqa_model=True)
-def _gradcam(fn: _Scalar, x: Tensor, *, block: int = -1, relu: bool = True) -> Tensor:
+def _gradcam(fn: ScoreFn, x: Tensor, *, block: int = -1, relu: bool = True) -> Tensor:
     """Grad-CAM on the tokens *entering* ``block``.
 
     The patch tokens leaving the last block never reach the CLS-pooled output, so their gradient is zero;
     the tokens entering a block (the output of the block before) are what its attention reads. ``block=-1``
     therefore explains the last block's input, the usual choice for ViT Grad-CAM.
     """
-    model = _base_model(fn)
+    model = fn.model
     index = _block_index(model, block)
     score, tokens = _run_capturing_block_input(model, index, fn, x)  # tokens [B, L, W], part of the graph
     gh, gw = _grid(model, x)
@@ -296,7 +314,7 @@ def _to_grid(tokens: Tensor, gh: int, gw: int) -> Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
 
 
-def _run_capturing_block_input(model: nn.Module, index: int, fn: _Scalar, x: Tensor) -> tuple[Tensor, Tensor]:
+def _run_capturing_block_input(model: nn.Module, index: int, fn: ScoreFn, x: Tensor) -> tuple[Tensor, Tensor]:
     """Run ``fn(x)``; return the score and the batch-first tokens entering visual block ``index``."""
     batch_first = getattr(model.clip.visual.transformer, "batch_first", True)
     captured: dict[str, Tensor] = {}
@@ -312,18 +330,14 @@ def _run_capturing_block_input(model: nn.Module, index: int, fn: _Scalar, x: Ten
     return score, captured["tokens"]
 
 
-@_register("gradcam-conv1", "Captum LayerGradCam on the patch embedding (visual.conv1), upsampled; signed unless "
+@register_attribution("gradcam-conv1", "Captum LayerGradCam on the patch embedding (visual.conv1), upsampled; signed unless "
            "relu=True", needs_iqa_model=True)
-def _gradcam_conv1(fn: _Scalar, x: Tensor, *, relu: bool = False) -> Tensor:
+def _gradcam_conv1(fn: ScoreFn, x: Tensor, *, relu: bool = False) -> Tensor:
     from captum.attr import LayerAttribution, LayerGradCam
-    layer = _base_model(fn).clip.visual.conv1
+    layer = fn.model.clip.visual.conv1
     cam = LayerGradCam(fn, layer).attribute(x, relu_attributions=relu)  # [B, 1, gh, gw]
     cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     return cam.expand(-1, x.shape[1], -1, -1) / x.shape[1]
-
-
-def _base_model(fn: _Scalar) -> nn.Module:
-    return fn.model
 
 
 # ---------------------------------------------------------------------------------------------- entry point
@@ -332,7 +346,8 @@ def attribute(model: nn.Module, images: Tensor, method: str = "ig", *, target_fn
     """Attribution maps ``[B, H, W]`` (CPU, float32) of a scalar score for preprocessed ``images [B, 3, H, W]``.
 
     model: any module mapping images to ``[B]`` (an ``IQAModel``, a :class:`ZeroShot` view, your own function).
-    method: a key of :data:`METHODS` (``ig``, ``occlusion``, ``smoothgrad``, ``gradcam``, ``gradcam-conv1``).
+    method: a key of :data:`ATTRIBUTION_METHODS` (``ig``, ``occlusion``, ``smoothgrad``, ``gradcam``,
+        ``gradcam-conv1``, or one added with :func:`register_attribution`).
     target_fn: ``target_fn(model, images) -> [B]``, the scalar to explain instead of ``model(images)``.
     absolute: sum ``|attr|`` over channels instead of the signed sum (gradcam is non-negative anyway).
     options: method settings, e.g. ``n_steps``, ``baseline`` ("black", "zero", "blur"), ``internal_batch_size``
@@ -357,7 +372,7 @@ def attribute_channels(model: nn.Module, images: Tensor, method: str = "ig", *, 
         device = model_device(core)
         out = []
         with frozen_eval(core), autocast_off(device):
-            fn = _Scalar(core, target_fn)
+            fn = ScoreFn(core, target_fn)
             for i in range(images.shape[0]):  # one image at a time bounds the memory
                 x = images[i:i + 1].detach().to(device, torch.float32).clone()
                 attr = spec.fn(fn, x, **options)
@@ -370,7 +385,7 @@ def autocast_off(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False) if device.type in ("cuda", "cpu") else nullcontext()
 
 
-def _check_options(spec: Method, options: dict[str, Any]) -> None:
+def _check_options(spec: AttributionMethod, options: dict[str, Any]) -> None:
     allowed = [p for p in inspect.signature(spec.fn).parameters if p not in ("fn", "x")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -378,8 +393,8 @@ def _check_options(spec: Method, options: dict[str, Any]) -> None:
                         f"it takes {', '.join(allowed) or 'no options'}")
 
 
-def _method(name: str) -> Method:
-    return METHODS.get_or_explain(name)
+def _method(name: str) -> AttributionMethod:
+    return ATTRIBUTION_METHODS.get_or_explain(name)
 
 
 @torch.no_grad()
@@ -394,7 +409,7 @@ def completeness_error(model: nn.Module, images: Tensor, attributions: Tensor,
     """
     with unwrap(model) as core, frozen_eval(core):
         device = model_device(core)
-        fn = _Scalar(core, target_fn)
+        fn = ScoreFn(core, target_fn)
         x = images.to(device, torch.float32)
         delta = (fn(x) - fn(make_baseline(core, x, baseline))).float().cpu()
     total = attributions.reshape(attributions.shape[0], -1).sum(1).float().cpu()
@@ -403,6 +418,7 @@ def completeness_error(model: nn.Module, images: Tensor, attributions: Tensor,
 
 
 
-__all__ = ["METHODS", "Method", "ZeroShot", "zero_shot", "attribute", "attribute_channels", "completeness_error",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionFn", "AttributionMethod", "ScoreFn", "register_attribution", "ZeroShot",
+           "zero_shot", "attribute", "attribute_channels", "completeness_error",
            "make_baseline", "gaussian_blur", "normalization", "frozen_eval", "is_random_init", "is_iqa_model",
            "CLIP_MEAN", "CLIP_STD"]

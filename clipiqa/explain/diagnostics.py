@@ -16,8 +16,8 @@ not saturate, so eta squared, score drops and attributions stay informative), un
 (``clipiqa.inference.p_high_target`` for p_high).
 
 Every result says whether a random-init model took part (``random_init``); then its numbers describe the
-machinery only and carry the note "random-init weights: meaningless". Numbers of the lesson toy carry its caveat
-(:func:`clipiqa.notebook.caveat`) in the same ``note`` column. ``score_unit`` says what the scores are: "margin"
+machinery only and carry the note "random-init weights: scores are meaningless". Numbers of the lesson toy carry
+its caveat in the same ``note`` column (both from :mod:`clipiqa.caveats`). ``score_unit`` says what the scores are: "margin"
 (the logit margin, the default) or "p(good)" (with ``target_fn=p_high_target``).
 
 Geometry: :func:`to_model_input` resizes and centre-crops exactly like the model's own preprocessing, so that
@@ -41,7 +41,7 @@ from ..data.distortions import apply_distortion
 from .attribution import TargetFn, ZeroShot, attribute, is_random_init, zero_shot
 from .inputs import (References, as_named, model_preprocess, pixels_to_input, score_tensors, split_transform,
                      to_model_input)
-from .notes import RANDOM_INIT_NOTE, note_for, score_unit, with_notes
+from .notes import note_for, score_unit, with_notes
 from .scene import scene_drift_table, summarize_scene_drift
 
 
@@ -374,7 +374,7 @@ def _move_model_first(table: pd.DataFrame) -> pd.DataFrame:
     return table[["model"] + [c for c in table.columns if c != "model"]]
 
 
-__all__ = ["FocusResult", "CVDResult", "RANDOM_INIT_NOTE", "focus_ratio", "rectangle_mask", "distortion_focus",
+__all__ = ["FocusResult", "CVDResult", "focus_ratio", "rectangle_mask", "distortion_focus",
            "eta_squared", "content_vs_distortion", "cvd_summary", "scene_drift_table", "summarize_scene_drift",
            "compare_models", "to_model_input", "pixels_to_input", "model_preprocess", "split_transform",
            "score_tensors", "note_for", "score_unit", "UNITS", "ZeroShot", "zero_shot"]

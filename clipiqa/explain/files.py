@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import pyplot as plt
 
+from ..caveats import caveat_of
 from ..csvio import write_csv
 from ..data.demo import PHOTOS, demo_references
 from ..imageio import ImageLoadError, load_image
@@ -41,18 +42,19 @@ def overlay_names(paths: list[str]) -> list[str]:
     return names
 
 
-def write_diagnostics(rows: list[dict], label: str, random_init: bool, out: Path) -> pd.DataFrame:
-    """``OUT/diagnostics.csv`` from the rows (every row names the model; random-init rows say so)."""
+def write_diagnostics(rows: list[dict], label: str, model, out: Path) -> pd.DataFrame:
+    """``OUT/diagnostics.csv`` from the rows (every row names the model; its caveat, random init or toy, is
+    every row's ``note``)."""
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["model"] = label
-    table["note"] = "random-init weights: meaningless" if random_init else ""
+    table["note"] = caveat_of(model).text
     write_csv(table, out / "diagnostics.csv")
     return table
 
 
 def model_label(model, zero_shot: bool) -> str:
     label = model.source.preset + (" (zero-shot)" if zero_shot else "")
-    return label + (" [random init: meaningless]" if model.random_init else "")
+    return label + caveat_of(model).bracket()
 
 
 def explain_images(model, paths: list[str], methods: list[str], options: dict, out: Path,

@@ -1,7 +1,7 @@
 """What every diagnostics table and figure says about the model that made it, and the unit of its scores.
 
-* ``note``: "random-init weights: meaningless" for random-init weights, the lesson toy's caveat
-  (:func:`clipiqa.notebook.caveat`) for the toy, "" for real weights;
+* ``note``: the text of the model's caveat (:mod:`clipiqa.caveats`: random-init weights, the lesson toy), "" for
+  real weights;
 * ``score_unit``: "margin" (the logit margin ``z_good - z_bad`` that attributions explain; docs/design.md,
   'Scores: one inference path') or "p(good)" (``target_fn=p_high_target``, the score of notebook 01,
   ``sigmoid(margin)``: the same ranking).
@@ -12,18 +12,14 @@ import pandas as pd
 from torch import nn
 
 from ..inference import p_high_target
-from ..notebook import caveat as model_caveat
+from ..caveats import RANDOM_INIT, caveat_of
 from .attribution import TargetFn
-
-RANDOM_INIT_NOTE = "random-init weights: meaningless"
 
 
 def note_for(random_init: bool, model: nn.Module | None = None) -> str:
-    """The note every table and figure carries: the random-init note, the toy caveat of ``model`` (the lesson
-    model, :func:`clipiqa.notebook.caveat`), or "" for real weights."""
-    if random_init:
-        return RANDOM_INIT_NOTE
-    return model_caveat(model) if model is not None else ""
+    """The note every table and figure carries: the random-init caveat when ``random_init`` (any model of a
+    comparison), else the caveat of ``model`` (the lesson toy's), or "" for real weights."""
+    return RANDOM_INIT.text if random_init else caveat_of(model).text
 
 
 def score_unit(target_fn: TargetFn | None) -> str:
@@ -46,9 +42,9 @@ def with_notes(table: pd.DataFrame, random_init: bool, model: nn.Module | None =
 def table_note(table: pd.DataFrame) -> str:
     """The note a table carries ("" when none)."""
     if "note" not in table or not len(table):
-        return RANDOM_INIT_NOTE if table.attrs.get("random_init") else ""
+        return RANDOM_INIT.text if table.attrs.get("random_init") else ""
     notes = [n for n in dict.fromkeys(table["note"].fillna("")) if n]
-    return RANDOM_INIT_NOTE if RANDOM_INIT_NOTE in notes else (notes[0] if notes else "")
+    return RANDOM_INIT.text if RANDOM_INIT.text in notes else (notes[0] if notes else "")
 
 
-__all__ = ["RANDOM_INIT_NOTE", "note_for", "score_unit", "with_notes", "table_note"]
+__all__ = ["note_for", "score_unit", "with_notes", "table_note"]

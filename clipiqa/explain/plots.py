@@ -1,8 +1,9 @@
 """Figures for attributions and diagnostics (matplotlib). Computing lives in ``attribution`` / ``diagnostics``.
 
 Every function returns the ``Figure``. A figure made from a random-init model carries a visible red caption
-"random-init weights: meaningless" (pass ``random_init=True``; the table-based plots read the table's
-``random_init`` column themselves); one made from the lesson toy carries the toy caveat (the tables' ``note``).
+"random-init weights: scores are meaningless" (pass ``random_init=True``; the table-based plots read the table's
+``random_init`` column themselves); one made from the lesson toy carries the toy caveat (the tables' ``note``);
+both words come from :mod:`clipiqa.caveats`.
 Score axes name their unit: the logit margin ``z_good - z_bad`` or p(good) (the tables' ``score_unit``).
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .diagnostics import RANDOM_INIT_NOTE, FocusResult, eta_squared
+from ..caveats import RANDOM_INIT
+from .diagnostics import FocusResult, eta_squared
 from .notes import table_note
 
 if TYPE_CHECKING:
@@ -48,13 +50,13 @@ def _normalise(a: np.ndarray, signed: bool, percentile: float = 99.0) -> np.ndar
 
 def add_random_init_caption(fig: Figure, random_init: bool) -> Figure:
     """Write "random-init weights: meaningless" in red across the bottom of ``fig`` when ``random_init``."""
-    return add_caveat_caption(fig, RANDOM_INIT_NOTE if random_init else "")
+    return add_caveat_caption(fig, RANDOM_INIT.text if random_init else "")
 
 
 def add_caveat_caption(fig: Figure, note: str) -> Figure:
     """Write ``note`` across the bottom of ``fig``: the random-init note in bold red, another caveat (the lesson
     toy's) in dark blue; nothing for ""."""
-    if note == RANDOM_INIT_NOTE:
+    if note == RANDOM_INIT.text:
         fig.text(0.5, 0.005, note, ha="center", va="bottom", color="red", fontsize=10, fontweight="bold")
     elif note:
         fig.text(0.5, 0.005, textwrap.fill(note, 120), ha="center", va="bottom", color="#1f4e6b", fontsize=8)
@@ -70,7 +72,7 @@ def _table_random_init(table: pd.DataFrame, random_init: bool | None) -> bool:
 def _caption(fig: Figure, table: pd.DataFrame, random_init: bool | None) -> Figure:
     """The caveat caption of a figure drawn from ``table``: random init first, else the table's note."""
     random_init = _table_random_init(table, random_init)
-    return add_caveat_caption(fig, RANDOM_INIT_NOTE if random_init else table_note(table))
+    return add_caveat_caption(fig, RANDOM_INIT.text if random_init else table_note(table))
 
 
 def unit_label(table: pd.DataFrame) -> str:
@@ -101,7 +103,7 @@ def plot_attribution(image_uint8: np.ndarray, attr_map, ax=None, title: str | No
     if title:
         ax.set_title(title, fontsize=9)
     # on axes given by the caller, the caller's figure gets the caption (see plot_attributions)
-    return add_caveat_caption(fig, RANDOM_INIT_NOTE if random_init else caveat) if own_figure else fig
+    return add_caveat_caption(fig, RANDOM_INIT.text if random_init else caveat) if own_figure else fig
 
 
 def plot_attributions(images: Sequence[np.ndarray], maps_by_method: Mapping[str, Sequence], *,
@@ -119,7 +121,7 @@ def plot_attributions(images: Sequence[np.ndarray], maps_by_method: Mapping[str,
             plot_attribution(image, maps_by_method[method][i], ax=axes[i, j + 1], title=method, alpha=alpha,
                              cmap=cmap)
     fig.tight_layout(rect=(0, 0.05 if random_init or caveat else 0, 1, 1))
-    return add_caveat_caption(fig, RANDOM_INIT_NOTE if random_init else caveat)
+    return add_caveat_caption(fig, RANDOM_INIT.text if random_init else caveat)
 
 
 def plot_focus(table: pd.DataFrame, random_init: bool | None = None) -> Figure:

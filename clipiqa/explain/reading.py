@@ -22,8 +22,8 @@ unit ("margin" or "p(good)", :func:`clipiqa.explain.notes.score_unit`).
 
 :func:`model_verdict` answers "distortion or content?" for a model from the score variance (eta squared of the
 distortion level against that of the photo, :func:`clipiqa.explain.diagnostics.content_vs_distortion`) and
-lists the attribution shift per distortion type. Every line ends with the model's caveat ("toy model ...",
-"random-init weights: meaningless") when there is one.
+lists the attribution shift per distortion type. Every line ends with the short form of the model's caveat
+("toy model ...", "random init: meaningless") when there is one.
 """
 from __future__ import annotations
 
@@ -33,10 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..notebook import RANDOM_INIT_CAVEAT, TOY_CAVEAT
-from ..presets import RANDOM_INIT_LABEL, TOY_LABEL
+from ..caveats import caveat_from_text
 from .diagnostics import cvd_summary, eta_squared
-from .notes import RANDOM_INIT_NOTE, table_note
+from .notes import table_note
 
 SPREAD_FACTOR = 2.0
 """A gain counts as a shift when it is beyond this many standard errors from 0 (about a 95 % interval)."""
@@ -47,10 +46,8 @@ DIRECTION = {1: "onto the damage", -1: "away from the damage", 0: "no shift"}
 
 def short_caveat(note: str) -> str:
     """The short form of a table's note for a one-line verdict ("toy model trained on synthetic distortions",
-    "random init: meaningless"), from the preset labels."""
-    if note in (RANDOM_INIT_NOTE, RANDOM_INIT_CAVEAT):
-        return RANDOM_INIT_LABEL
-    return TOY_LABEL if note == TOY_CAVEAT else note
+    "random init: meaningless"): the caveat's label (:mod:`clipiqa.caveats`), another note as it is."""
+    return caveat_from_text(note).label or note
 
 
 def gain_stats(table: pd.DataFrame) -> dict[str, Any]:

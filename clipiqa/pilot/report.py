@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..caveats import caveat_of
 from ..csvio import atomic_write
 from .cost import pilot_cost
 
@@ -92,11 +93,7 @@ def build_report(session, *, per_split: pd.DataFrame | None = None, method: str 
     from ..feasibility import learning_curve, verdict
     from .versions import VersionLog
     parts: list[str] = []
-    caveat = ""
-    if session.random_init:
-        caveat = "random-init model (smoke mode): every number below shows the machinery, never feasibility"
-    elif session.toy:
-        caveat = "toy model trained on synthetic distortions (lesson): numbers below say nothing about real CLIP"
+    caveat = caveat_of(session).then("every number below shows the machinery, never feasibility")
     if caveat:
         parts.append(f'<p class="warn">{html.escape(caveat)}</p>')
     ratings = session.ratings()

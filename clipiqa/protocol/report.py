@@ -17,6 +17,7 @@ from ..checkpoint import library_versions
 from ..csvio import write_csv
 from ..finetune import OPTIMISTIC_NOTE
 from ..metrics import summarize
+from ..caveats import RANDOM_INIT, TOY
 from ..palette import arm_palette
 from ..recipes import OPTIMISTIC_RECIPE_NOTE, RECIPES
 
@@ -24,7 +25,7 @@ __all__ = ["METRICS", "NOTE_AUTO_META", "NOTE_RANDOM_INIT", "NOTE_SYNTHETIC_LABE
            "complete_splits", "dataset_info", "format_summary", "plot_summary", "row_note", "run_notes",
            "summarize_methods", "zero_shot_configuration"]
 
-NOTE_RANDOM_INIT = "random-init weights: numbers show the pipeline runs, not that a method works"
+NOTE_RANDOM_INIT = RANDOM_INIT.then("the numbers show that the pipeline runs, not that a method works")
 NOTE_SYNTHETIC_LABELS = "synthetic severity labels, not human MOS"
 NOTE_AUTO_META = ("meta auto: a quick, smoke-scale meta pre-training per split on synthetic distortions of bundled "
                   "photos that are not among the split's test contents, with distortion types not in the test split "
@@ -96,7 +97,7 @@ def zero_shot_configuration(model) -> str:
     size = cfg.get("size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size
     good, bad = model.prompt_config.antonyms
-    backbone = f"{model.source.preset} (toy model trained on synthetic distortions)" if model.source.toy \
+    backbone = f"{model.source.preset} ({TOY.label})" if model.source.toy \
         else model.source.arch  # the lesson preset's arch only names open_clip's factory and tokenizer
     return (f"zero-shot: frozen {backbone} with the antonym prompts {good!r}/{bad!r}, one {size}-px "
             f"{cfg.get('resize_mode', 'shortest')}-resize centre crop, positional embedding on; CLIP-IQA's published "

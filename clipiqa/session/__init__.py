@@ -44,12 +44,12 @@ from __future__ import annotations
 
 from ..labelstore import LabelNotSaved, LabelStoreUnusable
 from .checkpoints import NotEnoughLabelsError
-from .facade import RANDOM_INIT_BANNER, Session
+from .facade import Session
 from .recover import RECOVERED_RATER, LabelsRecovered
 from .scale import ACR, Scale, as_scale
 from .files import DEFAULT_RATER, REPEAT_SHARE, atomic_write_text, check_rater
 from .suggest import DIVERSE_UNTIL, REPEAT_GAP, pick_repeat
 
-__all__ = ["Session", "Scale", "ACR", "as_scale", "atomic_write_text", "RANDOM_INIT_BANNER", "DIVERSE_UNTIL",
+__all__ = ["Session", "Scale", "ACR", "as_scale", "atomic_write_text", "DIVERSE_UNTIL",
            "DEFAULT_RATER", "REPEAT_SHARE", "REPEAT_GAP", "check_rater", "pick_repeat", "LabelNotSaved",
            "LabelStoreUnusable", "LabelsRecovered", "RECOVERED_RATER", "NotEnoughLabelsError"]

@@ -22,7 +22,7 @@ from ..data import read_labels
 from ..labelstore import DB_NAME, LabelNotSaved, LabelStore, cleanup_temporaries
 from ..scoring import score_files
 from ..pilot.watch import queued_requests
-from ..presets import DEFAULT_MODEL
+from ..caveats import RANDOM_INIT
 from .checkpoints import checkpoint_preset, checkpoint_table, new_checkpoint_dir, save_adapted, split_labels
 from .migrate import migrate_format1
 from .recover import LabelsRecovered, database_state, recover_from_export
@@ -36,7 +36,11 @@ from .view import View, counts_of, next_not_done, progress_line, view_of
 # importlib.resources.files("clipiqa") at import, which fails in processes that only rate and import
 # clipiqa.session without clipiqa/__init__ (tests/labelstore_workers.py: four spawned children); and
 # clipiqa.finetune costs 2.9 s per such process (measured on the 2-core machine), a model-side cost.
-RANDOM_INIT_BANNER = "random-init weights: scores are meaningless"
+
+
+def _default_model() -> str:
+    from ..presets import DEFAULT_MODEL  # on first use: see the note at the imports
+    return DEFAULT_MODEL
 
 
 class Session:
@@ -88,7 +92,7 @@ class Session:
         self.folder.mkdir(parents=True, exist_ok=True)
         cleanup_temporaries(self.folder, [self.LABELS, self.SETTINGS, self.STATE])
         self.scale = as_scale(scale if scale is not None else stored.get("scale"))
-        self.model_name = model_name or stored.get("model_name") or DEFAULT_MODEL
+        self.model_name = model_name or stored.get("model_name") or _default_model()
         self.weights = weights if weights is not None else stored.get("weights")
         self.device = device if device is not None else stored.get("device")
         self.active_checkpoint: str | None = stored.get("checkpoint")
@@ -544,6 +548,6 @@ class Session:
             self._save_settings()
 
     def __repr__(self) -> str:
-        extra = f", {RANDOM_INIT_BANNER}" if self.random_init else ""
+        extra = f", {RANDOM_INIT.text}" if self.random_init else ""
         return (f"Session({str(self.folder)!r}: {len(self.images)} images, {self.progress_text()}, "
                 f"model {self.model_name}{extra})")
