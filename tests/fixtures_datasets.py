@@ -4,12 +4,13 @@ Each ``make_<dataset>(root, ...)`` writes a miniature copy of the dataset's publ
 (same file names, column names, .mat variable names, sheet names) with tiny images under
 ``root`` and returns ``root``. The scores are deterministic so tests can assert real values.
 Import from tests as ``from fixtures_datasets import make_koniq10k`` (pytest puts ``tests/`` on
-``sys.path``), or use ``BUILDERS[name](root)``.
+``sys.path``), or use ``fixture_for(name).build(root)`` for any registered dataset.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,9 +20,9 @@ from PIL import Image
 from scipy.io import savemat
 
 __all__ = [
-    "BUILDERS", "LIVE_FOLDERS", "LIVE_ORGS_DROPPED", "image_bytes", "make_csiq", "make_kadid10k",
+    "DatasetFixture", "FIXTURES", "LIVE_FOLDERS", "LIVE_ORGS_DROPPED", "image_bytes", "make_csiq", "make_kadid10k",
     "make_koniq10k", "make_labels_csv", "make_live", "make_livec", "make_pyiqa_meta", "make_spaq",
-    "make_tid2013", "write_image",
+    "fixture_for", "make_tid2013", "write_image",
 ]
 
 LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
@@ -304,12 +305,35 @@ def make_pyiqa_meta(root: Path, dataset: str) -> tuple[Path, Path]:
     return csv, images
 
 
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "koniq10k": make_koniq10k,
-    "livec": make_livec,
-    "kadid10k": make_kadid10k,
-    "tid2013": make_tid2013,
-    "csiq": make_csiq,
-    "live": make_live,
-    "spaq": make_spaq,
+@dataclass(frozen=True)
+class DatasetFixture:
+    """A registered dataset's test folder: how to build it in the real on-disk format, how many rows its reader
+    gives, its label file and one of its images (relative to the root; None: not checked)."""
+
+    build: Callable[[Path], Path]
+    rows: int
+    label_file: str
+    image: str | None
+
+
+FIXTURES: dict[str, DatasetFixture] = {
+    "koniq10k": DatasetFixture(make_koniq10k, 10, "koniq10k_scores_and_distributions.csv", "1024x768/1003.jpg"),
+    "livec": DatasetFixture(make_livec, 8, "Data/AllMOS_release.mat", "Images/104.bmp"),
+    "kadid10k": DatasetFixture(make_kadid10k, 12, "dmos.csv", "images/I02_01_02.png"),
+    "tid2013": DatasetFixture(make_tid2013, 12, "mos_with_names.txt", "distorted_images/i01_02_1.bmp"),
+    "csiq": DatasetFixture(make_csiq, 12, "csiq.DMOS.xlsx", "dst_imgs/jpeg/1600.JPEG.2.png"),
+    "live": DatasetFixture(make_live, 982 - LIVE_ORGS_DROPPED, "refnames_all.mat", None),
+    "spaq": DatasetFixture(make_spaq, 6, "Annotations/MOS and Image attribute scores.xlsx", "TestImage/00004.jpg"),
 }
+"""One entry per reader of ``clipiqa.data.readers.READERS``: ``tests/test_readers.py`` fails for a registered
+reader without one."""
+
+
+def fixture_for(name: str) -> DatasetFixture:
+    """The fixture of registered dataset ``name``; a registered reader without one fails its tests, saying what to
+    add."""
+    if name not in FIXTURES:
+        raise AssertionError(f"dataset reader {name!r} is registered (clipiqa/data/readers/registry.py) but "
+                             f"tests/fixtures_datasets.py has no FIXTURES entry for it: add a builder that writes "
+                             "the dataset's real on-disk format, its row count, label file and one image")
+    return FIXTURES[name]

@@ -8,23 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_datasets import (BUILDERS, LIVE_ORGS_DROPPED, live_dmos, live_orgs, make_csiq,
+from fixtures_datasets import (FIXTURES, LIVE_ORGS_DROPPED, fixture_for, live_dmos, live_orgs, make_csiq,
                                make_kadid10k, make_koniq10k, make_labels_csv, make_live, make_livec,
                                make_spaq, make_tid2013, write_image)
 from scipy.io import savemat
 
-from clipiqa.data.readers import (COMMON_COLUMNS, DATASETS, DatasetFormatError, normalize_scores,
+from clipiqa.data.readers import (COMMON_COLUMNS, DATASETS, READERS, DatasetFormatError, normalize_scores,
                                   per_subset_minmax, read_dataset, read_labels)
 
-EXPECTED_ROWS = {"koniq10k": 10, "livec": 8, "kadid10k": 12, "tid2013": 12, "csiq": 12,
-                 "live": 982 - LIVE_ORGS_DROPPED, "spaq": 6}
+REGISTERED = sorted(READERS)  # every test over datasets runs for every registered reader
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One fixture folder per dataset, shared by the read-only tests of this module."""
     base = tmp_path_factory.mktemp("datasets")
-    return {name: builder(base / name) for name, builder in BUILDERS.items()}
+    return {name: fixture_for(name).build(base / name) for name in REGISTERED}
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +32,33 @@ def tables(built: dict[str, Path]) -> dict[str, pd.DataFrame]:
     return {name: read_dataset(name, root) for name, root in built.items()}
 
 
+# ----------------------------------------------------------------------------------- the contract
+def test_a_dataset_is_a_spec_a_reader_and_a_fixture():
+    """ARCHITECTURE's 'where to add' for a dataset, enforced: every spec has a registered reader, and every
+    registered reader a fixture in its real on-disk format (else the tests below would skip it unnoticed)."""
+    assert set(READERS) == set(DATASETS), "a DatasetSpec without a reader, or a reader without a spec"
+    missing = [name for name in READERS if name not in FIXTURES]
+    assert not missing, f"registered readers without a fixture in tests/fixtures_datasets.py: {missing}"
+    assert not set(FIXTURES) - set(READERS), "a fixture for a dataset that is not registered"
+
+
+@pytest.mark.parametrize("command", ["adapt", "bench"])
+def test_cli_help_names_every_registered_dataset(command: str, capsys: pytest.CaptureFixture) -> None:
+    from clipiqa.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    missing = [name for name in READERS if name not in text]
+    assert not missing, f"clipiqa {command} --help does not name {missing}"
+
+
 # ----------------------------------------------------------------------------------- common
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("name", REGISTERED)
 def test_common_table(name: str, tables: dict[str, pd.DataFrame], built: dict[str, Path]) -> None:
     df = tables[name]
-    assert len(df) == EXPECTED_ROWS[name]
+    assert len(df) == fixture_for(name).rows
     assert tuple(df.columns[:7]) == COMMON_COLUMNS
     assert all(os.path.isabs(p) and os.path.isfile(p) for p in df["path"])
     assert df["path"].is_unique
@@ -56,7 +75,7 @@ def test_common_table(name: str, tables: dict[str, pd.DataFrame], built: dict[st
     np.testing.assert_allclose(df["q"], expected_q)
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("name", REGISTERED)
 def test_content_groups(name: str, tables: dict[str, pd.DataFrame]) -> None:
     df = tables[name]
     if DATASETS[name].synthetic:
@@ -96,17 +115,10 @@ def test_error_is_value_error_with_parts() -> None:
     assert err.path == "/x/y.csv" and "layout here" in str(err) and "/x/y.csv" in str(err)
 
 
-@pytest.mark.parametrize("name,label_file", [
-    ("koniq10k", "koniq10k_scores_and_distributions.csv"),
-    ("livec", "Data/AllMOS_release.mat"),
-    ("kadid10k", "dmos.csv"),
-    ("tid2013", "mos_with_names.txt"),
-    ("csiq", "csiq.DMOS.xlsx"),
-    ("live", "refnames_all.mat"),
-    ("spaq", "Annotations/MOS and Image attribute scores.xlsx"),
-])
-def test_missing_label_file_names_it(name: str, label_file: str, tmp_path: Path) -> None:
-    root = BUILDERS[name](tmp_path / name)
+@pytest.mark.parametrize("name", REGISTERED)
+def test_missing_label_file_names_it(name: str, tmp_path: Path) -> None:
+    label_file = fixture_for(name).label_file
+    root = fixture_for(name).build(tmp_path / name)
     (root / label_file).unlink()
     with pytest.raises(DatasetFormatError) as info:
         read_dataset(name, root)
@@ -116,13 +128,10 @@ def test_missing_label_file_names_it(name: str, label_file: str, tmp_path: Path)
     assert info.value.expected == DATASETS[name].layout
 
 
-@pytest.mark.parametrize("name,image", [
-    ("koniq10k", "1024x768/1003.jpg"), ("livec", "Images/104.bmp"),
-    ("kadid10k", "images/I02_01_02.png"), ("tid2013", "distorted_images/i01_02_1.bmp"),
-    ("csiq", "dst_imgs/jpeg/1600.JPEG.2.png"), ("spaq", "TestImage/00004.jpg"),
-])
-def test_missing_image_is_error(name: str, image: str, tmp_path: Path) -> None:
-    root = BUILDERS[name](tmp_path / name)
+@pytest.mark.parametrize("name", [n for n in REGISTERED if n not in FIXTURES or FIXTURES[n].image])
+def test_missing_image_is_error(name: str, tmp_path: Path) -> None:
+    image = fixture_for(name).image
+    root = fixture_for(name).build(tmp_path / name)
     (root / image).unlink()
     with pytest.raises(DatasetFormatError) as info:
         read_dataset(name, root)
