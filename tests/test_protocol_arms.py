@@ -100,6 +100,28 @@ def test_rows_name_their_recipe_and_n_and_the_zero_shot_configuration(demo):
     assert "history" not in res.per_split
 
 
+def test_arm_settings_come_as_one_method_config_or_as_keywords(demo):
+    run = dict(shots=8, n_splits=1, model_factory=tiny_factory, n_boot=50)
+    arms = ["zero-shot", "coop"]
+    by_keywords = run_protocol(demo, arms, overrides={"epochs": 1, "augment": "none"}, selection="val", **run)
+    config = MethodConfig(overrides={"epochs": 1, "augment": "none"}, selection="val")
+    by_config = run_protocol(demo, arms, config=config, **run)
+    # a keyword replaces that field of the config
+    mixed = run_protocol(demo, arms, config=MethodConfig(overrides={"epochs": 1, "augment": "none"}), selection="val",
+                         **run)
+    for res in (by_config, mixed):
+        pd.testing.assert_frame_equal(res.per_split.drop(columns="seconds"),
+                                      by_keywords.per_split.drop(columns="seconds"))
+        assert res.config["selection"] == "val" and res.config["overrides"] == {"epochs": 1, "augment": "none"}
+    assert config.cache.workdir is None  # each run uses its own cache; the caller's config is left as it was
+    with pytest.raises(TypeError, match="override.*overrides, recipe, selection, meta_init, batch_size, ridge_alpha"):
+        run_protocol(demo, arms, override={"epochs": 1}, **run)
+    with pytest.raises(TypeError, match="MethodConfig"):
+        run_protocol(demo, arms, config={"epochs": 1}, **run)
+    with pytest.raises(ValueError, match="MethodConfig.selection='best' is not allowed; use one of fixed"):
+        MethodConfig(selection="best")
+
+
 def test_summaries_count_the_splits_each_metric_is_defined_on(demo):
     @register_method("constant", "predicts one value: SRCC undefined")
     def constant(model_factory, train, test, config, seed):

@@ -4,12 +4,15 @@ returns."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from ..configs import invalid
+from ..finetune import SELECTION_MODES, AdaptConfig
 from ..recipes import RECIPES
 from ..registry import Registry
 from .cache import ModelFactory, ProtocolCache
@@ -23,18 +26,21 @@ class MethodSkipped(Exception):
 
 @dataclass
 class MethodConfig:
-    """Settings every method receives.
+    """Settings every method receives: what :func:`run_protocol` passes to each arm, given to it as one object
+    (``config=MethodConfig(...)``) or field by field as keywords (``overrides={"epochs": 2}``). Checked when
+    made: a bad value names the field, the value and the choices.
 
     overrides: ``AdaptConfig`` fields applied on top of every adapted arm's recipe (e.g. a smaller smoke budget
         ``{"epochs": 2}``); recorded in each row's ``recipe`` column.
     recipe: a recipe that replaces the own recipe of the arms on the paper's trainable set (``last-blocks``):
         ``"grmp-released"`` for comparison with the paper (optimistic), or None.
-    selection: the model-selection mode of every adapted arm (None = the recipe's).
+    selection: the model-selection mode of every adapted arm (``fixed``, ``val``, ``test-oracle``; None = the
+        recipe's). ``test-oracle`` is labelled optimistic everywhere.
     meta_init: a meta checkpoint (``DIR/best``), ``"auto"`` (quick meta pre-training on synthetic tasks from
         bundled photos not in the test split; needs ``clipiqa.meta``), or None (meta methods are skipped).
     batch_size: images per forward pass when scoring or extracting features.
     ridge_alpha: a fixed ridge penalty, or None for leave-one-out selection over a log grid.
-    cache: shared state (filled by :func:`run_protocol`).
+    cache: what the arms of one run share (:func:`run_protocol` gives every run a fresh one).
     """
 
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -44,6 +50,28 @@ class MethodConfig:
     batch_size: int = 32
     ridge_alpha: float | None = None
     cache: ProtocolCache = field(default_factory=ProtocolCache)
+
+    def __post_init__(self) -> None:
+        if self.selection is not None and self.selection not in SELECTION_MODES:
+            invalid("MethodConfig", "selection", self.selection,
+                    f"use one of {', '.join(SELECTION_MODES)} (or None for each recipe's own)")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            invalid("MethodConfig", "recipe", self.recipe, f"use one of {', '.join(RECIPES)} (or None)")
+        self.overrides = dict(self.overrides or {})
+        AdaptConfig(**self.overrides)  # fail early, naming the field, on a bad override
+
+    @classmethod
+    def settings(cls) -> tuple[str, ...]:
+        """The fields a caller sets (all but the run's ``cache``)."""
+        return tuple(f.name for f in fields(cls) if f.name != "cache")
+
+    def for_run(self, **given: Any) -> "MethodConfig":
+        """A copy with the ``given`` settings replaced and a fresh cache: what one run of the protocol uses."""
+        unknown = sorted(set(given) - set(self.settings()))
+        if unknown:
+            raise TypeError(f"unknown setting(s) {', '.join(unknown)}; the settings every arm receives are "
+                            f"MethodConfig's fields: {', '.join(self.settings())}")
+        return dataclasses.replace(self, **given, cache=ProtocolCache())
 
 
 @dataclass

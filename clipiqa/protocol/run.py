@@ -16,9 +16,7 @@ import pandas as pd
 
 from ..data.splits import few_shot, split_hash, standard_splits
 from ..factory import DEFAULT_MODEL, load_model
-from ..finetune import SELECTION_MODES, AdaptConfig
 from ..metrics import LogisticFitWarning, bootstrap_ci, chance_band, correlations
-from ..recipes import RECIPES
 from .arms import DEFAULT_METHODS, arm_config, arm_table_row
 from .registry import METHODS, ArmResult, Method, MethodConfig, MethodSkipped, ModelFactory
 from .report import (METRICS, ProtocolResult, complete_splits, dataset_info, row_note, run_notes,
@@ -29,23 +27,20 @@ __all__ = ["PER_SPLIT_COLUMNS", "run_protocol", "score_predictions"]
 
 def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, shots: int | float = 50,
                  n_splits: int = 10, seed: int = 0, model_factory: ModelFactory | None = None,
-                 overrides: Mapping[str, Any] | None = None, recipe: str | None = None,
-                 selection: str | None = None, meta_init: str | os.PathLike | None = None,
-                 out_dir: str | os.PathLike | None = None, on_progress: Callable[[dict], None] | None = None,
-                 batch_size: int = 32, ridge_alpha: float | None = None, n_boot: int = 1000,
-                 stop: Callable[[], bool] | None = None) -> ProtocolResult:
+                 config: MethodConfig | None = None, *, out_dir: str | os.PathLike | None = None,
+                 on_progress: Callable[[dict], None] | None = None, n_boot: int = 1000,
+                 stop: Callable[[], bool] | None = None, **settings: Any) -> ProtocolResult:
     """Run ``methods`` on ``n_splits`` seeded splits of ``dataset`` with ``shots`` labelled images each.
 
     dataset: the common table (``path``, ``q`` in [0, 1] higher = better, ``content_id``); rows that share a
         ``content_id`` stay on one side of every split.
     shots: an int count or a float fraction of the 80 % pool, drawn from the 80 % side only.
     model_factory: ``() -> IQAModel`` and ``(prompts=...) -> IQAModel``; default ``load_model(DEFAULT_MODEL)``.
-    overrides: ``AdaptConfig`` fields applied on top of every adapted arm's own recipe (e.g. ``{"epochs": 2}``
-        for a smoke run); each row's ``recipe`` column records them.
-    recipe: replaces the recipe of the arms on the paper's trainable set, e.g. ``"grmp-released"`` (optimistic).
-    selection: model selection of every adapted arm (``fixed``, ``val``, ``test-oracle``); None = each recipe's.
-        ``test-oracle`` is labelled optimistic everywhere.
-    meta_init: see :class:`MethodConfig`.
+    config: the settings every arm receives (:class:`MethodConfig`: ``overrides``, ``recipe``, ``selection``,
+        ``meta_init``, ``batch_size``, ``ridge_alpha``); None = the defaults.
+    **settings: those fields given as keywords instead, e.g. ``overrides={"epochs": 2}`` (``AdaptConfig`` fields
+        on top of every adapted arm's own recipe, for a smoke run) or ``selection="test-oracle"``; they replace
+        the fields of ``config``. Any other keyword is refused, naming the fields.
     out_dir: when given, the four result files are written there (and auto meta checkpoints below it).
     on_progress: called after each (split, method) with a dict (``done``, ``total``, ``split``, ``method``,
         ``status``, ``seconds``).
@@ -57,22 +52,14 @@ def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     Same arguments, same numbers: splits, draws, initialisations and training are seeded.
     """
     methods = _check_methods(methods)
-    if selection is not None and selection not in SELECTION_MODES:
-        raise ValueError(f"selection={selection!r} is not allowed; use one of {', '.join(SELECTION_MODES)} "
-                         "(or None for each recipe's own)")
-    if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"recipe={recipe!r} is not allowed; use one of {', '.join(RECIPES)} (or None)")
-    overrides = dict(overrides or {})
-    AdaptConfig(**overrides)  # fail early, naming the field, on a bad override
+    config = _arm_settings(config, settings)  # checked before the dataset is read; a fresh cache for this run
     if model_factory is None:
         model_factory = partial(load_model, DEFAULT_MODEL)
     splits = standard_splits(dataset, n_splits=n_splits, seed=seed)
     draws = [few_shot(split.train, shots, split.seed) for split in splits]  # fails early if shots > pool
-    config = MethodConfig(overrides=overrides, recipe=recipe, selection=selection, meta_init=meta_init,
-                          batch_size=batch_size, ridge_alpha=ridge_alpha)
     frozen = config.cache.frozen_model(model_factory)
     arm_selection = {m: arm_config(METHODS[m], config).selection if METHODS[m].adapts else "n/a" for m in methods}
-    notes = run_notes(dataset, frozen, arm_selection, meta_init, methods, recipe)
+    notes = run_notes(dataset, frozen, arm_selection, config.meta_init, methods, config.recipe)
     row_notes = {m: row_note(notes, arm_selection[m]) for m in methods}
 
     stopped, histories, predictions = False, {}, {}
@@ -113,14 +100,24 @@ def run_protocol(dataset: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
             per_split=per_split, summary=summarize_methods(per_split[per_split["split"].isin(complete)], methods),
             notes=notes, random_init=frozen.random_init, dataset=dataset_info(dataset, splits),
             config={"methods": list(methods), "shots": shots, "n_splits": n_splits, "seed": seed,
-                    "selection": selection, "recipe": recipe, "overrides": overrides,
-                    "meta_init": None if meta_init is None else str(meta_init), "batch_size": batch_size,
-                    "ridge_alpha": ridge_alpha, "n_boot": n_boot, "model": frozen.source.card(),
+                    "selection": config.selection, "recipe": config.recipe, "overrides": config.overrides,
+                    "meta_init": None if config.meta_init is None else str(config.meta_init),
+                    "batch_size": config.batch_size, "ridge_alpha": config.ridge_alpha, "n_boot": n_boot,
+                    "model": frozen.source.card(),
                     "arms": {m: arm_table_row(METHODS[m], config) for m in methods}},
             splits=splits, labelled=draws, stopped=stopped, histories=histories, predictions=predictions)
         if out_dir is not None:
             result.save(out_dir)
     return result
+
+
+def _arm_settings(config: MethodConfig | None, settings: Mapping[str, Any]) -> MethodConfig:
+    """The run's :class:`MethodConfig`: ``config`` (or the defaults) with the keyword ``settings`` replacing its
+    fields, and a fresh cache."""
+    if config is not None and not isinstance(config, MethodConfig):
+        raise TypeError(f"config must be a clipiqa.protocol.MethodConfig, got {type(config).__name__}; give "
+                        "overrides, recipe, selection, ... by keyword (e.g. overrides={'epochs': 2})")
+    return (config or MethodConfig()).for_run(**settings)
 
 
 def _check_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
