@@ -52,6 +52,7 @@ def _computed(viewer, calls) -> list[str]:
 def test_quick_changes_show_busy_at_once_and_only_the_latest_selection(viewer, gate):
     viewer.diagnostics()  # a table on screen: it must follow the selection too
     assert viewer.shown == ("a", "ig") and viewer.rendered == [("a", "ig")]
+    assert not viewer.busy and "showing ig for a" in viewer.status.value
     viewer.image_picker.value = "b"  # returns at once: the work runs in the background
     assert gate.started.wait(60)
     assert viewer.busy and "computing ig for b" in viewer.status.value
