@@ -60,10 +60,10 @@ def meta_image_reads(monkeypatch):
     """Every image path meta pre-training reads, as ``(phase, path)`` with phase "eval" while a held-out task
     is scored and "train" otherwise (spies on ``clipiqa.meta``'s image store)."""
     from clipiqa.data.image_cache import ImageCache
-    from clipiqa.meta.runner import _Runner
+    from clipiqa.meta.runner import Runner
     reads: list[tuple[str, str]] = []
     phase = {"now": "train"}
-    original_get, original_eval = ImageCache.get, _Runner.evaluate_task
+    original_get, original_eval = ImageCache.get, Runner.evaluate_task
 
     def get(self, paths):
         paths = list(paths)
@@ -78,7 +78,7 @@ def meta_image_reads(monkeypatch):
             phase["now"] = "train"
 
     monkeypatch.setattr(ImageCache, "get", get)
-    monkeypatch.setattr(_Runner, "evaluate_task", evaluate_task)
+    monkeypatch.setattr(Runner, "evaluate_task", evaluate_task)
     return reads
 
 

@@ -1,4 +1,5 @@
 """Few-shot adaptation on the tiny random-init model: the machinery, never a quality claim."""
+import json
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import clipiqa
 from clipiqa import finetune, meta
 from clipiqa.finetune import AdaptationDivergedError, AdaptConfig, EncodedSet, adapt, forward_cached
 from clipiqa.finetune import step as finetune_step
-from clipiqa.history import DivergedError, History
+from clipiqa.history import AdaptHistory, DivergedError, History, MetaHistory
 from clipiqa.data import apply_distortion, demo_references
 from clipiqa.data.transforms import eval_transform
 from clipiqa.losses import quality_loss, semantic_loss
@@ -297,22 +298,58 @@ def test_non_finite_parameters_after_a_step_are_a_divergence(labelled, monkeypat
     assert built >= set(initial) and _finite_scores(model, labelled)
 
 
-# --------------------------------------------------------------------------------------------- one history type
-def test_adapt_and_meta_share_one_history_type_and_one_divergence_error():
-    assert finetune.History is meta.MetaHistory is History
+# --------------------------------------------------------------------------------------------- the run records
+def test_adapt_and_meta_records_share_one_base_and_one_divergence_error():
+    assert issubclass(AdaptHistory, History) and issubclass(MetaHistory, History)
+    assert finetune.AdaptHistory is AdaptHistory and meta.MetaHistory is MetaHistory
     assert finetune.AdaptationDivergedError is meta.MetaDivergedError is DivergedError
     assert issubclass(DivergedError, RuntimeError)
     err = DivergedError("boom", History(note="n"))
     assert str(err) == "boom" and err.history.note == "n"
+    # each loop's record holds its own fields only
+    assert not hasattr(AdaptHistory(), "best_epoch") and not hasattr(MetaHistory(), "selected_epoch")
+
+
+def test_adapt_returns_its_own_record(labelled):
+    history = adapt(clipiqa.load_model("tiny"), labelled, _fast(epochs=1, trainable="prompts"))
+    assert type(history) is AdaptHistory and history.selected_epoch == 1 and history.qgr_lam == 5.0
+    assert history.qgr_record() == {"lam": 5.0}
 
 
 def test_history_frame_is_in_time_order_and_round_trips():
-    adapt_run = History(steps=[{"kind": "step", "step": 1}, {"kind": "step", "step": 2}],
-                        evals=[{"kind": "eval", "epoch": 1, "step": 1}], selected_epoch=1)
+    adapt_run = AdaptHistory(steps=[{"kind": "step", "step": 1}, {"kind": "step", "step": 2}],
+                             evals=[{"kind": "eval", "epoch": 1, "step": 1}], selected_epoch=1)
     assert adapt_run.to_frame()["kind"].tolist() == ["step", "eval", "step"]  # by step when there is no meta_step
-    meta_run = History(steps=[{"kind": "step", "meta_step": 1}], evals=[{"kind": "eval", "meta_step": 0}],
-                       best_epoch=0, train_tasks=["a"])
+    meta_run = MetaHistory(steps=[{"kind": "step", "meta_step": 1}], evals=[{"kind": "eval", "meta_step": 0}],
+                           best_epoch=0, train_tasks=["a"])
     assert meta_run.to_frame()["meta_step"].tolist() == [0, 1]
-    for h in (adapt_run, meta_run):
+    for h in (adapt_run, meta_run, AdaptHistory(), MetaHistory()):
         assert History.from_dict(h.to_dict()) == h
+        assert type(h).from_dict(json.loads(json.dumps(h.to_dict()))) == h
     assert History.from_dict({"note": "old file", "unknown_field": 1}).note == "old file"
+
+
+# both loops' fields in one record, the other loop's at their defaults: how runs were written before the split
+OLD_COMMON = {"steps": [{"kind": "step", "meta_step": 1}], "evals": [], "config": {"epochs": 1},
+              "trainable": ["prompt.ctx"], "stopped": False, "note": "", "seconds": 1.5}
+OLD_ADAPT_FIELDS = {"selected_epoch": None, "diverged": None, "qgr_lam": None, "qgr_lam_cv": {}}
+OLD_META_FIELDS = {"task_starts": [], "train_tasks": [], "holdout_tasks": [], "initial_hash": "", "outer": {},
+                   "holdout_excluded": {}, "rel_move": None, "best_score": None, "best_epoch": None,
+                   "best_meta_step": None, "resumed_from": None}
+
+
+def test_files_of_the_single_record_read_back_as_the_loops_own_records():
+    old_meta = {**OLD_COMMON, **OLD_ADAPT_FIELDS, **OLD_META_FIELDS, "train_tasks": ["blur"],
+                "holdout_tasks": ["jpeg"], "rel_move": 0.03, "best_epoch": 1, "initial_hash": "ab"}
+    h = History.from_dict(old_meta)
+    assert type(h) is MetaHistory and (h.rel_move, h.best_epoch, h.holdout_tasks) == (0.03, 1, ["jpeg"])
+    assert MetaHistory.from_dict(old_meta) == h and h.seconds == 1.5
+    old_adapt = {**OLD_COMMON, **OLD_ADAPT_FIELDS, **OLD_META_FIELDS, "selected_epoch": 3, "qgr_lam": 5.0,
+                 "note": "stopped early"}
+    h = History.from_dict(old_adapt)
+    assert type(h) is AdaptHistory and (h.selected_epoch, h.qgr_lam, h.note) == (3, 5.0, "stopped early")
+    assert h.qgr_record() == {"lam": 5.0}
+    # a session checkpoint's history.json holds the common fields and the selected epoch
+    session = {"steps": [], "evals": [], "stopped": True, "note": "", "seconds": 2.0, "selected_epoch": None}
+    h = History.from_dict(session)
+    assert type(h) is AdaptHistory and h.stopped and h.selected_epoch is None

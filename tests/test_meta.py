@@ -6,6 +6,7 @@ dropout so that gradients can be recomputed exactly.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 
 import numpy as np
@@ -302,10 +303,23 @@ def _rng_states() -> tuple:
     return (torch.get_rng_state().numpy().tobytes(), repr(np.random.get_state()), repr(random.getstate()))
 
 
-@pytest.mark.parametrize("where", ["after epoch 1", "inside a meta step"])
+def _as_single_record(out) -> None:
+    """Rewrite the periodic state's history as it was written when one record held both loops' fields (the
+    fine-tuning ones at their defaults, before the meta ones)."""
+    path = out / "state" / json.loads((out / "state" / "latest.json").read_text())["folder"] / "state.json"
+    state = json.loads(path.read_text())
+    history = state["history"]
+    common = ("steps", "evals", "config", "trainable", "stopped", "note", "seconds")
+    fine_tuning = {"selected_epoch": None, "diverged": None, "qgr_lam": None, "qgr_lam_cv": {}}
+    state["history"] = {**{k: history[k] for k in common}, **fine_tuning,
+                        **{k: v for k, v in history.items() if k not in common}}
+    path.write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("where", ["after epoch 1", "inside a meta step", "after epoch 1, state of the old record"])
 def test_interrupted_run_resumes_where_it_stopped(few_tasks, tmp_path, uninterrupted, where):
     full_dir, full, loop, full_rng = uninterrupted
-    if where == "after epoch 1":
+    if where.startswith("after epoch 1"):
         seen = []
         stop = lambda: any(r["kind"] == "eval" and r["epoch"] == 1 for r in seen)  # noqa: E731
         on_step = seen.append
@@ -323,8 +337,10 @@ def test_interrupted_run_resumes_where_it_stopped(few_tasks, tmp_path, uninterru
     first = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(loop), out_dir=tmp_path, stop=stop,
                           on_step=on_step)
     assert first.stopped and len(first.steps) == 1
+    if where.endswith("old record"):
+        _as_single_record(tmp_path)
     second = meta_pretrain(tiny_model(0.1), few_tasks, resume_config(loop), out_dir=tmp_path)
-    assert not second.stopped and second.resumed_from == len(first.steps)
+    assert not second.stopped and second.resumed_from == len(first.steps) and type(second) is meta.MetaHistory
     assert _rng_states() == full_rng
     for a, b in zip(_comparable(second), _comparable(full)):
         _same_rows(a, b)

@@ -10,21 +10,23 @@
 4. after each epoch optionally evaluate, and keep the state the selection mode asks for.
 
 Modules: ``config`` (``AdaptConfig``, ``with_qgr``), ``step`` (the cache and one QGR step, shared with meta
-pre-training), ``schedule`` (learning rate per epoch, plateau), ``recovery`` (what a divergence restores) and
-``loop`` (``adapt``, evaluation and selection). The run's record is :class:`clipiqa.history.History`.
+pre-training), ``schedule`` (learning rate per epoch, plateau, the stopping rule), ``selection`` (evaluation and
+the selection tracker), ``recovery`` (what a divergence restores), ``auto_lam`` (``lam="auto"``) and ``loop``
+(``adapt``). The run's record is :class:`clipiqa.history.AdaptHistory`.
 """
-from ..history import DivergedError, History
+from ..history import AdaptHistory, DivergedError, History
 from .config import (LABEL_NORMS, LR_SCHEDULES, OPTIMISTIC_NOTE, RELEASED_QGR_LAM, SELECTION_METRICS,
                      SELECTION_MODES, AdaptConfig, with_qgr)
-from .loop import adapt, predict_encoded, selection_score, training_labels
+from .loop import adapt, training_labels
 from .recovery import LastGoodState
-from .schedule import Plateau, epoch_lr, evaluates_after, plateau_trace
+from .schedule import LearningRate, Plateau, epoch_lr, evaluates_after, plateau_trace
+from .selection import Evaluation, SelectionTracker, predict_encoded, selection_score
 from .step import EncodedSet, all_finite, compute_gradients, forward_cached, train_step
 
 AdaptationDivergedError = DivergedError  # the name adapt's callers know; the same class as MetaDivergedError
 
 __all__ = ["AdaptConfig", "with_qgr", "RELEASED_QGR_LAM", "SELECTION_MODES", "OPTIMISTIC_NOTE", "LR_SCHEDULES",
-           "SELECTION_METRICS", "LABEL_NORMS", "adapt", "History", "DivergedError", "AdaptationDivergedError",
-           "EncodedSet", "forward_cached", "compute_gradients", "train_step", "all_finite", "predict_encoded",
-           "selection_score", "training_labels", "epoch_lr", "evaluates_after", "Plateau", "plateau_trace",
-           "LastGoodState"]
+           "SELECTION_METRICS", "LABEL_NORMS", "adapt", "History", "AdaptHistory", "DivergedError",
+           "AdaptationDivergedError", "EncodedSet", "forward_cached", "compute_gradients", "train_step", "all_finite",
+           "predict_encoded", "selection_score", "training_labels", "epoch_lr", "evaluates_after", "Plateau",
+           "plateau_trace", "LearningRate", "Evaluation", "SelectionTracker", "LastGoodState"]

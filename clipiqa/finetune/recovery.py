@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from ..history import DivergedError, History
+from ..history import AdaptHistory, DivergedError
 from .config import AdaptConfig
 from .step import EncodedSet, all_finite, forward_cached
 
@@ -51,7 +51,7 @@ def _scores_finitely(model, encoded: EncodedSet, batch_size: int) -> bool:
     return True
 
 
-def recover_from_divergence(model, error: DivergedError, history: History, last_good: LastGoodState,
+def recover_from_divergence(model, error: DivergedError, history: AdaptHistory, last_good: LastGoodState,
                             encoded: EncodedSet, config: AdaptConfig, step: int, epoch: int, t0: float
                             ) -> DivergedError:
     """Restore in place the last good parameters that score finitely (else the initial ones), record what
@@ -74,7 +74,7 @@ def recover_from_divergence(model, error: DivergedError, history: History, last_
     history.diverged = {"step": step, "epoch": epoch, "reason": str(error),
                         "restored_epoch": None if restored is None else restored[0],
                         "restored_after_step": None if restored is None else restored[1]}
-    history.note = "; ".join(filter(None, [history.note, f"diverged at step {step}: {what}"]))
+    history.add_note(f"diverged at step {step}: {what}")
     history.seconds = time.perf_counter() - t0
     model.eval()
     return DivergedError(f"{error} {what}", history)

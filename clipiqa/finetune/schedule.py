@@ -1,5 +1,6 @@
 """The learning rate of few-shot adaptation: warm-up, then constant, cosine or reduced on a plateau of the
-selection metric; which epochs are evaluated; and when a plateau schedule ends training."""
+selection metric; which epochs are evaluated; and the stopping rule (a plateau schedule ends training once its
+rate falls below ``min_lr``)."""
 from __future__ import annotations
 
 import math
@@ -69,3 +70,30 @@ def plateau_trace(evaluations: Iterable[tuple[int, float]], lr: float, factor: f
         if stop:
             break
     return rows
+
+
+class LearningRate:
+    """The rate of every epoch of one run and its stopping rule: :func:`epoch_lr` times the :class:`Plateau`
+    multiplier (``lr_schedule="plateau"`` watches the selection score of every evaluation), and training ends
+    after an epoch once that multiplier has brought ``lr`` below ``min_lr`` (the released protocol's 5e-7)."""
+
+    def __init__(self, config: AdaptConfig):
+        self.config = config
+        self.plateau = Plateau(config.plateau_factor, config.plateau_patience, config.plateau_after)
+
+    def at(self, epoch: int) -> float:
+        """The rate of ``epoch`` (1-based)."""
+        return epoch_lr(self.config, epoch) * self.plateau.scale
+
+    def observe(self, score: float, epoch: int) -> None:
+        """The selection score of the evaluation after ``epoch`` (only a plateau schedule reads it)."""
+        if self.config.lr_schedule == "plateau":
+            self.plateau.update(score, epoch)
+
+    def stop_reason(self, epoch: int) -> str:
+        """Why training ends after ``epoch`` before its budget (the note to record), or '' to go on."""
+        config, rate = self.config, self.config.lr * self.plateau.scale
+        if config.min_lr > 0 and epoch < config.epochs and rate < config.min_lr:
+            return (f"training ended after epoch {epoch} of {config.epochs}: the learning rate fell to {rate:.3g} "
+                    f"< min_lr {config.min_lr:g}")
+        return ""

@@ -50,23 +50,25 @@ Numbers from the random-init ``tiny`` preset are meaningless: they show that the
 
 Modules: ``config`` (``MetaConfig``, ``OuterSettings``), ``tasks`` (splits of and between tasks; the task type is
 :class:`clipiqa.data.tasks.Task`, synthetic tasks come from :mod:`clipiqa.data.synthetic_tasks`), ``outer`` (outer
-updates, step-size schedule, movement), ``runner`` (task visits and held-out scoring), ``steps`` (one meta step:
-textbook or released), ``state`` (periodic checkpoints, resume) and ``loop`` (``meta_pretrain``). The run's record
-is :class:`clipiqa.history.History`, its divergence error :class:`clipiqa.history.DivergedError`.
+updates, step-size schedule, movement), ``runner`` (task visits and held-out scoring), ``run`` (``MetaRun``: the
+state of one run, owned by one object), ``steps`` (one meta step: textbook or released), ``selection`` (held-out
+evaluation, what a run says about its selection), ``state`` (periodic checkpoints, resume) and ``loop``
+(``meta_pretrain``). The run's record is :class:`clipiqa.history.MetaHistory`, its divergence error
+:class:`clipiqa.history.DivergedError`.
 """
 from ..data.synthetic_tasks import LABEL_KIND, synthetic_tasks
 from ..data.tasks import Task
-from ..history import DivergedError, History
+from ..history import DivergedError, History, MetaHistory
 from .config import ALGORITHMS, MIN_REL_MOVE, OUTER_DEFAULTS, RELEASED_NOTE, MetaConfig, OuterSettings
-from .loop import meta_pretrain, selection_note
+from .loop import meta_batches, meta_pretrain
 from .outer import fomaml_update, meta_lr_at, outer_update, param_hash, relative_movement, reptile_update
+from .selection import selection_note
 from .tasks import exclude_shared_images, released_phases, split_tasks, task_split, tasks_from_dataset
 
-MetaHistory = History  # the names meta pre-training's callers know: the same type and error as adapt's
-MetaDivergedError = DivergedError
+MetaDivergedError = DivergedError  # the name meta pre-training's callers know: the same error as adapt's
 
 __all__ = ["ALGORITHMS", "MetaConfig", "Task", "MetaHistory", "MetaDivergedError", "tasks_from_dataset",
-           "synthetic_tasks", "split_tasks", "task_split", "meta_pretrain", "reptile_update", "fomaml_update",
-           "param_hash", "LABEL_KIND", "OUTER_DEFAULTS", "OuterSettings", "meta_lr_at", "outer_update",
-           "relative_movement", "exclude_shared_images", "released_phases", "MIN_REL_MOVE", "RELEASED_NOTE",
-           "History", "DivergedError", "selection_note"]
+           "synthetic_tasks", "split_tasks", "task_split", "meta_pretrain", "meta_batches", "reptile_update",
+           "fomaml_update", "param_hash", "LABEL_KIND", "OUTER_DEFAULTS", "OuterSettings", "meta_lr_at",
+           "outer_update", "relative_movement", "exclude_shared_images", "released_phases", "MIN_REL_MOVE",
+           "RELEASED_NOTE", "History", "DivergedError", "selection_note"]

@@ -75,26 +75,27 @@ def outer_update(theta: Mapping[str, torch.Tensor], direction: Mapping[str, torc
 def reptile_update(theta: Mapping[str, torch.Tensor], phis: Sequence[Mapping[str, torch.Tensor]], beta: float
                    ) -> dict[str, torch.Tensor]:
     """``theta + beta * mean_t(phi_t - theta)`` (a new dict)."""
-    return _outer(theta, [{n: phi[n] - theta[n] for n in theta} for phi in phis], beta)
+    return _along_mean(theta, [{n: phi[n] - theta[n] for n in theta} for phi in phis], beta)
 
 
 def fomaml_update(theta: Mapping[str, torch.Tensor], grads: Sequence[Mapping[str, torch.Tensor]], beta: float
                   ) -> dict[str, torch.Tensor]:
     """``theta - beta * mean_t(grad_t)``, the query gradients at each task's ``phi`` (a new dict)."""
-    return _outer(theta, [{n: -g[n] for n in theta} for g in grads], beta)
+    return _along_mean(theta, [{n: -g[n] for n in theta} for g in grads], beta)
 
 
-def _outer(theta: Mapping[str, torch.Tensor], directions: Sequence[Mapping[str, torch.Tensor]], beta: float
+def _along_mean(theta: Mapping[str, torch.Tensor], directions: Sequence[Mapping[str, torch.Tensor]], beta: float
            ) -> dict[str, torch.Tensor]:
     total = {n: sum((d[n] for d in directions), torch.zeros_like(theta[n])) for n in theta}
-    return outer_update(theta, _mean(total, len(directions)), beta)[0]
+    return outer_update(theta, mean_direction(total, len(directions)), beta)[0]
 
 
-def _mean(summed: Mapping[str, torch.Tensor], n_tasks: int) -> dict[str, torch.Tensor]:
+def mean_direction(summed: Mapping[str, torch.Tensor], n_tasks: int) -> dict[str, torch.Tensor]:
+    """The mean task direction from the sum of ``n_tasks`` directions."""
     return {n: t / n_tasks for n, t in summed.items()}
 
 
-class _Outer:
+class Outer:
     """The outer optimizer of one run: settings, the schedule's length and the Adam moments (checkpointed)."""
 
     def __init__(self, settings: OuterSettings, total_steps: int):
@@ -120,7 +121,6 @@ class _Outer:
             kind, name = key.split("/", 1)
             state.setdefault(kind, {})[name] = t.to(device)
         self.state = state
-
 
 
 def param_hash(params: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> str:

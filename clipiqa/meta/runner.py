@@ -22,7 +22,7 @@ from .tasks import task_split
 
 
 @dataclass
-class _Visit:
+class Visit:
     """What one task visit returns."""
 
     direction: dict[str, torch.Tensor] | None   # phi - theta (Reptile) or -grad (FOMAML); None when stopped
@@ -31,7 +31,7 @@ class _Visit:
     query_loss: float = float("nan")
 
 
-class _Runner:
+class Runner:
     """Holds the model, the trainable tensors and the per-task data; runs task visits and evaluations."""
 
     def __init__(self, model, config: MetaConfig, tasks: Sequence[Task]):
@@ -132,13 +132,13 @@ class _Runner:
 
     def visit(self, name: str, theta: Mapping[str, torch.Tensor], seed_parts: tuple,
               stop: Callable[[], bool] | None, on_inner: Callable[[dict], None] | None,
-              on_task_end: Callable[..., None] | None) -> _Visit:
+              on_task_end: Callable[..., None] | None) -> Visit:
         """Start from theta, adapt on support, return the task's direction for the outer step."""
         self.load(theta)
         with self.seeded(*seed_parts) as rng:
             losses = self.inner_loop(name, rng, stop, on_inner)
             if losses is None:
-                return _Visit(direction=None)
+                return Visit(direction=None)
             phi = {n: p.detach() for n, p in self.named}
             if self.config.algorithm == "reptile":
                 direction, grads, query_loss = {n: phi[n] - theta[n] for n in theta}, None, float("nan")
@@ -147,7 +147,7 @@ class _Runner:
                 direction = {n: -g for n, g in grads.items()}
         if on_task_end is not None:
             on_task_end(name, phi, grads)
-        return _Visit(direction, losses[0], losses[-1], query_loss)
+        return Visit(direction, losses[0], losses[-1], query_loss)
 
     def released_visit(self, name: str, optimizer, seed_parts: tuple, stop: Callable[[], bool] | None,
                        on_inner: Callable[[dict], None] | None) -> tuple[list[float], list[float]] | None:

@@ -9,7 +9,7 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,10 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
-from ..history import History
+from ..history import MetaHistory
 from .config import MetaConfig
-from .outer import _Outer
-from .runner import _Runner
+from .run import MetaRun, Position
 
 STATE_VERSION = 2
 
@@ -51,16 +50,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([unb64(s) for s in state["cuda"]])
 
 
-@dataclass
-class _Position:
-    """Where the run is: ``epoch`` in progress, meta steps done in it, meta steps done in all."""
-
-    epoch: int = 1
-    step_in_epoch: int = 0
-    meta_step: int = 0
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
+def replace_dir(tmp: Path, target: Path) -> None:
     """Put the finished folder ``tmp`` at ``target`` (a missing ``target`` is never observed for long)."""
     old = target.with_name(target.name + ".old")
     if old.exists():
@@ -79,33 +69,7 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-@dataclass
-class _Released:
-    """The ``released`` loop's inner model: its parameters ``phi`` (never reset to theta) and its one Adam
-    optimizer for the whole run; both go into the periodic checkpoint."""
-
-    phi: dict[str, torch.Tensor]
-    optimizer: torch.optim.Optimizer
-
-    def tensors(self) -> list[torch.Tensor]:
-        """phi and the Adam moments: what rank 0 broadcasts so that every rank holds the same inner model."""
-        moments = [t for st in self.optimizer.state.values() for k, t in sorted(st.items())
-                   if k in ("exp_avg", "exp_avg_sq")]
-        return list(self.phi.values()) + moments
-
-
-@dataclass
-class _Run:
-    """What a periodic checkpoint restores besides the position and the history."""
-
-    theta: dict[str, torch.Tensor]
-    theta0: dict[str, torch.Tensor]
-    outer: _Outer
-    best: dict[str, torch.Tensor] | None = None
-    released: _Released | None = None
-
-
-def _save_state(out_dir: Path, model, runner: _Runner, run: _Run, pos: _Position, history: History) -> None:
+def save_state(out_dir: Path, run: MetaRun) -> None:
     """A periodic checkpoint: ``state/<name>/`` (meta params as a clipiqa checkpoint; start, best, outer-optimizer
     and released-loop tensors; state.json), then ``state/latest.json`` is switched to it atomically and older
     state folders are removed."""
@@ -113,12 +77,13 @@ def _save_state(out_dir: Path, model, runner: _Runner, run: _Run, pos: _Position
     def tensors(d: Mapping[str, torch.Tensor], name: str) -> None:
         save_file({n: t.detach().cpu().contiguous() for n, t in d.items()}, str(tmp / name))
 
+    runner, pos = run.runner, run.position
     states = out_dir / "state"
     states.mkdir(parents=True, exist_ok=True)
     name = f"e{pos.epoch:04d}-s{pos.meta_step:07d}-{time.time_ns()}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=states))
     runner.load(run.theta)
-    save_checkpoint(model, tmp / "theta", trainable=runner.config.trainable, training=runner.config.to_dict())
+    save_checkpoint(run.model, tmp / "theta", trainable=runner.config.trainable, training=runner.config.to_dict())
     tensors(run.theta0, "theta0.safetensors")
     if run.best is not None:
         tensors(run.best, "best.safetensors")
@@ -128,7 +93,7 @@ def _save_state(out_dir: Path, model, runner: _Runner, run: _Run, pos: _Position
         tensors(run.released.phi, "phi.safetensors")
         torch.save(run.released.optimizer.state_dict(), tmp / "inner_optimizer.pt")
     _write_json(tmp / "state.json", {
-        "version": STATE_VERSION, "position": asdict(pos), "history": history.to_dict(),
+        "version": STATE_VERSION, "position": asdict(pos), "history": run.history.to_dict(),
         "config": runner.config.to_dict(), "rng": _rng_state()})
     os.replace(tmp, states / name)
     _write_json(states / "latest.json", {"folder": name})
@@ -137,22 +102,24 @@ def _save_state(out_dir: Path, model, runner: _Runner, run: _Run, pos: _Position
             shutil.rmtree(other, ignore_errors=True)
 
 
-def _load_state(out_dir: Path, model, runner: _Runner, run: _Run, history: History) -> tuple | None:
-    """``(position, history)`` from the latest periodic checkpoint, restoring ``run`` in place; None without one."""
+def resume(out_dir: Path, run: MetaRun) -> bool:
+    """Restore ``run`` in place from the latest periodic checkpoint in ``out_dir`` (tensors, position, history,
+    the global random generators); False when there is none. State written before the run record was split
+    (``history`` holding the fine-tuning fields too) resumes the same way."""
     pointer = out_dir / "state" / "latest.json"
     if not pointer.is_file():
-        return None
+        return False
     folder = out_dir / "state" / json.loads(pointer.read_text())["folder"]
     state = json.loads((folder / "state.json").read_text())
-    _check_resumable(state, runner.config, history)
-    device = model.device
+    _check_resumable(state, run.config, run.history)
+    device = run.device
 
     def tensors(name: str) -> dict[str, torch.Tensor] | None:
         path = folder / name
         return {n: t.to(device) for n, t in load_file(str(path)).items()} if path.is_file() else None
 
-    apply_checkpoint(model, read_checkpoint(folder / "theta"))
-    run.theta = runner.theta()
+    apply_checkpoint(run.model, read_checkpoint(folder / "theta"))
+    run.theta = run.runner.theta()
     run.theta0 = tensors("theta0.safetensors")
     run.best = tensors("best.safetensors")
     run.outer.load_tensors(tensors("outer.safetensors") or {}, device)
@@ -161,10 +128,15 @@ def _load_state(out_dir: Path, model, runner: _Runner, run: _Run, history: Histo
         run.released.optimizer.load_state_dict(
             torch.load(folder / "inner_optimizer.pt", map_location=device, weights_only=True))
     _set_rng_state(state["rng"])
-    return _Position(**state["position"]), History.from_dict(state["history"])
+    run.position = Position(**state["position"])
+    run.history = MetaHistory.from_dict(state["history"])
+    run.history.resumed_from = run.position.meta_step
+    run.history.config = run.config.to_dict()
+    run.history.stopped = False
+    return True
 
 
-def _check_resumable(state: dict, config: MetaConfig, history: History) -> None:
+def _check_resumable(state: dict, config: MetaConfig, history: MetaHistory) -> None:
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"periodic checkpoint version {state.get('version')} is not {STATE_VERSION}; "
                          "start again with resume=False or another out_dir")
