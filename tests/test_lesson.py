@@ -18,7 +18,10 @@ import clipiqa
 from clipiqa import lesson
 from clipiqa.data.procedural import KINDS, procedural_image
 from clipiqa.metrics import chance_band, srcc
-from clipiqa.presets import PRESETS, TOY_LABEL
+from clipiqa.caveats import TOY
+from clipiqa.presets import PRESETS
+
+TOY_LABEL = TOY.label
 
 ZERO_SHOT_BAR = 0.5
 """Measured with the committed weights: pooled SRCC 0.628 on 121 held-out images (chance band +-0.179; per type
@@ -312,12 +315,12 @@ def test_broken_caption_variants_drop_the_quality_signal():
     photos = lesson.photo_contents(["rocket"])
     procs = lesson.procedural_contents(["stripes"], 1, 64, 0)
     recipe = _small_recipe(captions="no_quality", groups=4, variants=4, render_size=64)
-    _, captions, _ = lesson.sample_batch(photos, procs, recipe, 0)
+    _, captions, _, _ = lesson.sample_batch(photos, procs, recipe, 0)
     assert not any(set(c.replace(".", "").split()) & words for c in captions)
     full = _small_recipe(groups=4, variants=4, render_size=64)
     shuffled = _small_recipe(captions="shuffled", groups=4, variants=4, render_size=64)
-    _, c_full, _ = lesson.sample_batch(photos, procs, full, 0)
-    _, c_shuf, _ = lesson.sample_batch(photos, procs, shuffled, 0)
+    _, c_full, _, _ = lesson.sample_batch(photos, procs, full, 0)
+    _, c_shuf, _, _ = lesson.sample_batch(photos, procs, shuffled, 0)
     assert sorted(c_full) == sorted(c_shuf) and c_full != c_shuf
 
 

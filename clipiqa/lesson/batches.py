@@ -58,11 +58,12 @@ def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
 
 
 def sample_batch(contents_photo: Sequence[Content], contents_proc: Sequence[Content], recipe: LessonRecipe,
-                 step: int) -> tuple[list[np.ndarray], list[str], list[int]]:
-    """Images (uint8, ``render_size``), captions and levels of one training step: a pure function of
-    (recipe, step). ``recipe.groups`` crops, each in ``recipe.variants`` versions (clean or distorted)."""
+                 step: int) -> tuple[list[np.ndarray], list[str], list[int], list[str]]:
+    """Images (uint8, ``render_size``), captions, levels and scenes (the content's scene, as the scene branch
+    spells it: ``still_life``) of one training step: a pure function of (recipe, step). ``recipe.groups``
+    crops, each in ``recipe.variants`` versions (clean or distorted)."""
     rng = np.random.default_rng(stable_seed(recipe.seed, "lesson-step", step))
-    images, captions, levels = [], [], []
+    images, captions, levels, scenes = [], [], [], []
     size = recipe.render_size
     for _ in range(recipe.groups):
         pool = contents_photo if (rng.random() < recipe.photo_fraction or not contents_proc) else contents_proc
@@ -82,7 +83,8 @@ def sample_batch(contents_photo: Sequence[Content], contents_proc: Sequence[Cont
                                                 recipe.antonym_fraction, recipe.content_fraction))
             images.append(img)
             levels.append(level)
+            scenes.append(content.scene.replace(" ", "_"))
     if recipe.captions == "shuffled":
         order = rng.permutation(len(captions))
         captions = [captions[i] for i in order]
-    return images, captions, levels
+    return images, captions, levels, scenes

@@ -6,6 +6,7 @@ import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -14,11 +15,22 @@ import torch
 from open_clip.loss import ClipLoss
 from PIL import Image
 
+from ..prompts import PromptConfig, scene_prompts
 from .batches import photo_contents, procedural_contents, sample_batch
 from .recipe import LessonRecipe
 
 TOKEN_EMBEDDING = "token_embedding.weight"
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SceneCaptions:
+    """One step's scene captions: the scene branch's prompts (tokenized), each image's scene index, the weight."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    weight: float
+    smoothing: float = 0.0
 
 
 @contextmanager
@@ -78,13 +90,20 @@ def _lr_at(step: int, recipe: LessonRecipe) -> float:
 
 
 def _train_step(clip: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
-                tokens: torch.Tensor, lr: float) -> float:
-    """One contrastive step with open_clip's ClipLoss; the logit scale is kept at most 100 (as CLIP)."""
+                tokens: torch.Tensor, lr: float, scenes: SceneCaptions | None = None) -> float:
+    """One contrastive step with open_clip's ClipLoss, plus the scene captions' loss when ``scenes`` is given;
+    the logit scale is kept at most 100 (as CLIP)."""
     for group in opt.param_groups:
         group["lr"] = lr
     image_features = clip.encode_image(x, normalize=True)
     text_features = clip.encode_text(tokens, normalize=True)
-    loss = loss_fn(image_features, text_features, clip.logit_scale.exp())
+    scale = clip.logit_scale.exp()
+    loss = loss_fn(image_features, text_features, scale)
+    if scenes is not None:
+        scene_features = clip.encode_text(scenes.tokens, normalize=True)
+        logits = scale * image_features @ scene_features.T
+        loss = loss + scenes.weight * torch.nn.functional.cross_entropy(logits, scenes.labels,
+                                                                     label_smoothing=scenes.smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -116,10 +135,17 @@ def train_lesson(model_cfg: dict[str, Any], recipe: LessonRecipe, arch: str = "V
         # seeded init, so storage can leave them out.
         opt = torch.optim.Adam(clip.parameters(), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
         loss_fn = ClipLoss()
+        # The scene captions are the scene branch's own prompts (what QGR's teacher reads), in its order.
+        scene_config = PromptConfig()
+        scene_tokens = tokenizer(scene_prompts(scene_config))
 
-        def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            images, captions, _ = sample_batch(photos, procs, recipe, step)
-            return to_batch(images, size, pre["mean"], pre["std"]), tokenizer(captions)
+        def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, SceneCaptions | None]:
+            images, captions, _, scenes = sample_batch(photos, procs, recipe, step)
+            scene_captions = None
+            if recipe.scene_weight and step >= recipe.scene_from:
+                labels = torch.tensor([scene_config.scenes.index(s) for s in scenes])
+                scene_captions = SceneCaptions(scene_tokens, labels, recipe.scene_weight, recipe.scene_smoothing)
+            return to_batch(images, size, pre["mean"], pre["std"]), tokenizer(captions), scene_captions
 
         losses = []
         # The next batch is drawn in a second thread while torch trains on this one (NumPy, SciPy and Pillow
@@ -127,10 +153,10 @@ def train_lesson(model_cfg: dict[str, Any], recipe: LessonRecipe, arch: str = "V
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(batch, 0)
             for step in range(recipe.steps):
-                x, tokens = pending.result()
+                x, tokens, scene_captions = pending.result()
                 if step + 1 < recipe.steps:
                     pending = pool.submit(batch, step + 1)
-                losses.append(_train_step(clip, opt, loss_fn, x, tokens, _lr_at(step, recipe)))
+                losses.append(_train_step(clip, opt, loss_fn, x, tokens, _lr_at(step, recipe), scene_captions))
                 if monitor is not None:
                     monitor(step + 1, clip, losses[-1])
                 if progress is not None:
