@@ -60,10 +60,11 @@ from ..data.synthetic_tasks import LABEL_KIND, synthetic_tasks
 from ..data.tasks import Task
 from ..history import DivergedError, History, MetaHistory
 from .config import ALGORITHMS, MIN_REL_MOVE, OUTER_DEFAULTS, RELEASED_NOTE, MetaConfig, OuterSettings
-from .loop import meta_batches, meta_pretrain
+from .loop import meta_pretrain
 from .outer import fomaml_update, meta_lr_at, outer_update, param_hash, relative_movement, reptile_update
 from .selection import selection_note
-from .tasks import exclude_shared_images, released_phases, split_tasks, task_split, tasks_from_dataset
+from .tasks import (exclude_shared_images, meta_batches, released_phases, split_tasks, task_split,
+                    tasks_from_dataset)
 
 MetaDivergedError = DivergedError  # the name meta pre-training's callers know: the same error as adapt's
 

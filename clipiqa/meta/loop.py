@@ -10,12 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from .. import distributed as ddp
 from ..checkpoint import save_checkpoint
 from ..csvio import write_csv
-from ..data.demo import stable_seed
 from ..data.synthetic_tasks import LABEL_KIND
 from ..data.tasks import Task
 from ..history import MetaHistory
@@ -25,7 +22,7 @@ from .run import Hooks, MetaRun
 from .selection import barely_moved, evaluate, run_notes, selection_note
 from .state import replace_dir, resume as resume_state, save_state
 from .steps import meta_step, released_step
-from .tasks import released_phases
+from .tasks import meta_batches
 
 
 def meta_pretrain(model, tasks: Sequence[Task], config: MetaConfig | None = None, *,
@@ -56,8 +53,7 @@ def meta_pretrain(model, tasks: Sequence[Task], config: MetaConfig | None = None
     """
     config = config or MetaConfig()
     hooks = Hooks(on_step=on_step, stop=stop, on_task_start=on_task_start, on_task_end=on_task_end)
-    run = MetaRun.start(model, list(tasks), config, hooks,
-                        steps_per_epoch=lambda names: len(meta_batches(names, config, 1)))
+    run = MetaRun.start(model, list(tasks), config, hooks)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and resume:
         resume_state(out, run)
@@ -70,15 +66,6 @@ def meta_pretrain(model, tasks: Sequence[Task], config: MetaConfig | None = None
     _write_results(run, writes)
     ddp.barrier()
     return run.history
-
-
-def meta_batches(names: list[str], config: MetaConfig, epoch: int) -> list[list[str]]:
-    """The meta steps of one epoch: shuffled meta batches of ``tasks_per_batch`` (``released``: dataset phases)."""
-    if config.algorithm == "released":
-        return released_phases(names, config.seed, epoch)
-    order = np.random.default_rng(stable_seed(config.seed, "order", epoch)).permutation(len(names))
-    shuffled = [names[i] for i in order]
-    return [shuffled[i:i + config.tasks_per_batch] for i in range(0, len(shuffled), config.tasks_per_batch)]
 
 
 def _train(run: MetaRun, writes: Path | None) -> bool:

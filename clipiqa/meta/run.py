@@ -18,7 +18,7 @@ from ..history import MetaHistory
 from .config import MetaConfig
 from .outer import Outer, param_hash, relative_movement
 from .runner import Runner
-from .tasks import exclude_shared_images, split_tasks
+from .tasks import exclude_shared_images, meta_batches, split_tasks
 
 
 @dataclass
@@ -86,18 +86,15 @@ class MetaRun:
     hooks: Hooks
     train_names: list[str]
     held_names: list[str]
-    steps_per_epoch: int
     t0: float
     position: Position = field(default_factory=Position)
     best: dict[str, torch.Tensor] | None = None
     released: ReleasedLoop | None = None
 
     @classmethod
-    def start(cls, model, tasks: Sequence[Task], config: MetaConfig, hooks: Hooks,
-              steps_per_epoch: Callable[[list[str]], int]) -> "MetaRun":
+    def start(cls, model, tasks: Sequence[Task], config: MetaConfig, hooks: Hooks) -> "MetaRun":
         """Split ``tasks`` into training and held-out tasks (held-out ones without the images training tasks
-        hold too), make the model's trainable set the same on every rank and record where it starts.
-        ``steps_per_epoch(train_names)``: the meta steps of one epoch (the outer step-size schedule's length)."""
+        hold too), make the model's trainable set the same on every rank and record where it starts."""
         t0 = time.perf_counter()
         train_tasks, held = split_tasks(tasks, config.holdout_tasks, config.seed)
         held, excluded = held_out_views(held, train_tasks)
@@ -107,7 +104,7 @@ class MetaRun:
         theta = runner.theta()
         ddp.broadcast_(list(theta.values()))
         runner.load(theta)
-        per_epoch = steps_per_epoch(train_names)
+        per_epoch = len(meta_batches(train_names, config, 1))  # the outer step-size schedule spans the run
         released = None
         if config.algorithm == "released":
             released = ReleasedLoop(phi={n: t.clone() for n, t in theta.items()},
@@ -117,8 +114,7 @@ class MetaRun:
                               outer=config.outer().to_dict(), holdout_excluded=excluded)
         return cls(runner=runner, theta=theta, theta0={n: t.clone() for n, t in theta.items()},
                    outer=Outer(config.outer(), config.epochs * per_epoch), history=history, hooks=hooks,
-                   train_names=train_names, held_names=held_names, steps_per_epoch=per_epoch, t0=t0,
-                   released=released)
+                   train_names=train_names, held_names=held_names, t0=t0, released=released)
 
     # ------------------------------------------------------------------ what the run holds
     @property

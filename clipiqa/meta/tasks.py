@@ -1,6 +1,6 @@
 """Tasks as meta-training reads them: one task per distortion type of a dataset, the support/query split of a
 task, the training/held-out split of the tasks, held-out tasks without the images training tasks share, and the
-dataset phases of the released loop."""
+meta batches of an epoch (the released loop's: dataset phases)."""
 from __future__ import annotations
 
 import math
@@ -108,6 +108,15 @@ def exclude_shared_images(task: Task, others: Sequence[Task]) -> tuple[Task, int
                          "content group(s) remain, fewer than the 2 a support/query split needs. Hold out another "
                          "task, or use more distortion levels / reference photos")
     return Task(task.name, table, task.description), dropped
+
+
+def meta_batches(names: list[str], config: MetaConfig, epoch: int) -> list[list[str]]:
+    """The meta steps of one epoch: shuffled meta batches of ``tasks_per_batch`` (``released``: dataset phases)."""
+    if config.algorithm == "released":
+        return released_phases(names, config.seed, epoch)
+    order = np.random.default_rng(stable_seed(config.seed, "order", epoch)).permutation(len(names))
+    shuffled = [names[i] for i in order]
+    return [shuffled[i:i + config.tasks_per_batch] for i in range(0, len(shuffled), config.tasks_per_batch)]
 
 
 def released_phases(names: Sequence[str], seed: int, epoch: int) -> list[list[str]]:
