@@ -100,7 +100,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, card: dict[str, An
     """Write ``model`` (as it scores now) as ``path`` (.onnx) with its ``.json`` and ``score_onnx.py`` beside it;
     see the module docstring. ``card``/``checkpoint``: the checkpoint applied to the model (recorded in the JSON;
     ``clipiqa export --prompts`` passes them). Returns the ONNX path."""
-    if getattr(model, "zero_shot_only", False):
+    if getattr(model, "frozen_only", False):
         raise ValueError(f"model {model.source.preset!r} scores each image at its own resolution (CLIP-IQA's "
                          "ResNet configuration); the ONNX export takes models with a fixed input size (the ViTs)")
     path = Path(path)

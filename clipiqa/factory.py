@@ -1,6 +1,6 @@
 """Making a model: :func:`load_model` (the one entry, like open_clip's ``create_model_and_transforms``) resolves a
 name to a backbone (:mod:`clipiqa.zoo`, :mod:`clipiqa.weights`), wraps it (:class:`clipiqa.model.IQAModel`, or the
-zero-shot-only :class:`clipiqa.zeroshot.ZeroShotModel`), applies a checkpoint when given one and puts it on a device
+zero-shot-only :class:`clipiqa.clip_iqa_rn50.ClipIqaRN50`), applies a checkpoint when given one and puts it on a device
 (:func:`resolve_device`).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .model import IQAModel
 from .presets import DEFAULT_MODEL, Preset, get_preset
 from .prompts import PromptConfig
 from .weights import load_backbone
-from .zeroshot import ZeroShotModel, ZeroShotOnlyError
+from .clip_iqa_rn50 import ClipIqaRN50, FrozenOnlyError
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -60,13 +60,13 @@ def load_model(name: str | None = None, weights: str | None = None, device: str 
     else:
         prompt_config = prompts or PromptConfig()
     preset: Preset = get_preset(name or DEFAULT_MODEL)
-    if preset.zero_shot_only and checkpoint is not None:
-        raise ZeroShotOnlyError(f"model {preset.name!r} is zero-shot only (CLIP-IQA's configuration): it takes no "
+    if preset.frozen_only and checkpoint is not None:
+        raise FrozenOnlyError(f"model {preset.name!r} is frozen only (CLIP-IQA's zero-shot configuration): it takes no "
                                 "checkpoint; adapted checkpoints need a ViT backbone such as vitb16-openai")
     clip, source = load_backbone(preset, weights)
     tokenizer = open_clip.get_tokenizer(source.tokenizer or preset.arch, context_length=clip.context_length)
-    if preset.zero_shot_only:
-        model: IQAModel = ZeroShotModel(clip, tokenizer, source, prompt_config, seed=seed)
+    if preset.frozen_only:
+        model: IQAModel = ClipIqaRN50(clip, tokenizer, source, prompt_config, seed=seed)
     else:
         model = IQAModel(clip, tokenizer, source, prompt_config, seed=seed)
     model.enable_adapters(False)

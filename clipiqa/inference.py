@@ -140,7 +140,7 @@ def encode_images(model, x: Tensor, start: int = 0, amp: bool | str | None = Non
     preprocessed images (``start == 0``) or hidden states entering visual block ``start``. No mode or gradient
     changes (the drivers set them)."""
     device = x.device
-    if start == 0 and amp == "auto" and uses_bf16(device, amp) and not getattr(model, "zero_shot_only", False):
+    if start == 0 and amp == "auto" and uses_bf16(device, amp) and not getattr(model, "frozen_only", False):
         blocks = PIXEL_STAGE_BLOCKS
         if device.type == "cpu":  # never all of them: a small model keeps its last block in bf16
             blocks = max(PIXEL_STAGE_BLOCKS, min(CPU_FP32_BLOCKS, len(model.clip.visual.transformer.resblocks) - 1))

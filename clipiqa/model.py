@@ -34,12 +34,12 @@ from .zoo import supported_message
 class IQAModel(nn.Module):
     """CLIP quality model. ``score(images) -> [B]`` in [0, 1], higher = better quality."""
 
-    zero_shot_only = False  # True for clipiqa.zeroshot.ZeroShotModel (CLIP-IQA's ResNet-50): adapters refused
+    frozen_only = False  # True for clipiqa.clip_iqa_rn50.ClipIqaRN50 (CLIP-IQA's ResNet-50): adapters refused
 
     def __init__(self, clip: nn.Module, tokenizer: Callable, source: ModelSource, prompt_config: PromptConfig,
                  seed: int = 0):
         super().__init__()
-        _check_supported(clip, zero_shot_only=self.zero_shot_only)
+        _check_supported(clip, frozen_only=self.frozen_only)
         self.clip = clip.eval()
         for p in self.clip.parameters():
             p.requires_grad_(False)
@@ -384,20 +384,20 @@ def _pooled_prefix_length(tokens: torch.Tensor, clip: nn.Module) -> int | None:
     return last + 1
 
 
-def _check_supported(clip: nn.Module, zero_shot_only: bool = False) -> None:
+def _check_supported(clip: nn.Module, frozen_only: bool = False) -> None:
     """Refuse a built open_clip model whose towers clipiqa cannot wrap (``clipiqa.zoo`` refuses most by their
-    config before anything is built; this catches what only the built model shows). ``zero_shot_only``: an
-    open_clip ModifiedResNet image tower (``clipiqa.zeroshot``) instead of a ViT."""
+    config before anything is built; this catches what only the built model shows). ``frozen_only``: an
+    open_clip ModifiedResNet image tower (``clipiqa.clip_iqa_rn50``) instead of a ViT."""
     visual = getattr(clip, "visual", None)
     text_ok = hasattr(clip, "token_embedding") and hasattr(clip, "transformer")
-    if zero_shot_only:
+    if frozen_only:
         ok = text_ok and all(hasattr(visual, n) for n in ("stem", "layer4", "attnpool"))
     else:
         ok = (text_ok and visual is not None and hasattr(visual, "transformer") and hasattr(visual, "class_embedding")
               and getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
               and not getattr(visual, "final_ln_after_pool", False))
     if not ok:
-        need = ("an open_clip ResNet image tower (ModifiedResNet) and the built-in text tower" if zero_shot_only
+        need = ("an open_clip ResNet image tower (ModifiedResNet) and the built-in text tower" if frozen_only
                 else "an open_clip CLIP with a ViT image tower pooled by its CLS token and the built-in text tower")
         raise ValueError(f"{type(clip).__name__} with {type(visual).__name__} is not supported: clipiqa needs "
                          f"{need}.\n{supported_message()}")

@@ -27,7 +27,7 @@ class Preset:
     model_cfg: dict[str, Any] | None = field(default=None, compare=False)
     toy: bool = False  # trained by clipiqa on synthetic data (the ``lesson`` preset): real, but a toy
     lesson: dict[str, Any] | None = field(default=None, compare=False)  # clipiqa.lesson.LessonRecipe fields
-    zero_shot_only: bool = False  # CLIP-IQA's zero-shot configuration (rn50-openai): no adapters (clipiqa.zeroshot)
+    frozen_only: bool = False  # CLIP-IQA's zero-shot configuration (rn50-openai): no adapters (clipiqa.clip_iqa_rn50)
     kind: str = "preset"  # "preset" (a JSON file here), "tag" (ARCH:TAG), "hf-hub" (hf-hub:ORG/REPO), "local"
     folder: str | None = None  # kind "local": the open_clip folder
 

@@ -153,7 +153,7 @@ def _arch_cfg(preset: Preset) -> dict[str, Any]:
 
 def _check_config(preset: Preset, model_cfg: dict[str, Any]) -> None:
     """Refuse an architecture clipiqa cannot wrap before anything is built (the zero-shot ResNet preset aside)."""
-    if preset.zero_shot_only:
+    if preset.frozen_only:
         if not isinstance((model_cfg.get("vision_cfg") or {}).get("layers"), (list, tuple)):
             raise UnsupportedModelError(f"model {preset.name!r} is CLIP-IQA's zero-shot ResNet configuration; its "
                                         "weights must hold an open_clip ResNet image tower")

@@ -8,7 +8,7 @@ What clipiqa can wrap (prompts, adaptation, explain, checkpoints): open_clip's o
 tower pooled by its CLS token, with open_clip's ``TextTransformer`` text tower and tokenizer: the OpenAI, LAION,
 DataComp, MetaCLIP and DFN CLIP ViTs. Anything else (timm towers such as SigLIP or EVA, Hugging Face text towers,
 CoCa, CLIPA's average pooling, ResNets) is refused at load with :func:`supported_message`. The ResNet-50 exists
-only as the zero-shot preset ``rn50-openai`` (CLIP-IQA's configuration, :mod:`clipiqa.zeroshot`).
+only as the zero-shot preset ``rn50-openai`` (CLIP-IQA's configuration, :mod:`clipiqa.clip_iqa_rn50`).
 """
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def _local_preset(folder: Path) -> Preset:
     origin = PRESETS.get(meta.get("preset") or "")
     arch = meta.get("arch") or (origin.arch if origin else None)
     return Preset(name=str(folder), description=f"open_clip folder {folder}", arch=arch or "local-dir",
-                  kind="local", folder=str(folder), zero_shot_only=bool(origin and origin.zero_shot_only))
+                  kind="local", folder=str(folder), frozen_only=bool(origin and origin.frozen_only))
 
 
 __all__ = ["resolve_model", "supported_archs", "supported_tags", "supported_message", "unsupported_reasons",

@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt
 import clipiqa
 from clipiqa.finetune import AdaptConfig
 from clipiqa.data import build_demo_set, demo_references
-from clipiqa.explain import ATTRIBUTION_METHODS, zero_shot
+from clipiqa.explain import ATTRIBUTION_METHODS, frozen_clip
 from clipiqa.explain.diagnostics import compare_models
 from clipiqa.explain.plots import plot_content_vs_distortion, plot_focus, plot_scene_drift
 from clipiqa.notebook import say_if_random_init, say_model
@@ -94,7 +94,7 @@ import pandas as pd
 
 picks = demo[demo["distortion"] != "reference"].sample(n=6, random_state=0)
 clean = demo[(demo["distortion"] == "reference") & demo["content_id"].isin(picks["content_id"])]
-viewer = AttributionViewer(model, images=pd.concat([picks, clean]), before_model=zero_shot(model),
+viewer = AttributionViewer(model, images=pd.concat([picks, clean]), before_model=frozen_clip(model),
                            method=METHOD, method_options={METHOD: METHOD_OPTIONS})
 viewer
 
@@ -116,7 +116,7 @@ from IPython.display import display
 from clipiqa.explain.reading import type_table, verdicts
 
 refs = demo_references(SIZE, names=["astronaut", "chelsea", "coffee", "rocket", "china", "flower"][:N_REFS])
-table, tables = compare_models({"zero-shot": zero_shot(model), "adapted": model}, refs, method=METHOD,
+table, tables = compare_models({"zero-shot": frozen_clip(model), "adapted": model}, refs, method=METHOD,
                                distortion=DEMO_TYPES, types=DEMO_TYPES, levels=(1, 3, 5), return_tables=True,
                                keep_maps=True, **METHOD_OPTIONS)
 display(table.pivot_table(index=["diagnostic", "metric", "unit"], columns="model", values="value", sort=False))

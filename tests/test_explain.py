@@ -15,7 +15,7 @@ from torch import nn
 
 import clipiqa
 from clipiqa.caveats import RANDOM_INIT, TOY
-from clipiqa.explain import ATTRIBUTION_METHODS, attribute, completeness_error, make_baseline, zero_shot
+from clipiqa.explain import ATTRIBUTION_METHODS, attribute, completeness_error, make_baseline, frozen_clip
 from clipiqa.explain.diagnostics import (compare_models, content_vs_distortion, distortion_focus,
                                          eta_squared, focus_ratio, rectangle_mask, scene_drift_table,
                                          summarize_scene_drift, to_model_input)
@@ -106,7 +106,7 @@ def test_gradcam_needs_an_iqa_model_and_skips_prompt_tokens(tiny, images):
     with pytest.raises(TypeError, match="IQAModel"):
         attribute(Brightness(), images[:1], "gradcam")
     # with adapters off the sequence has no prompt tokens; the grid is found either way
-    assert attribute(zero_shot(tiny), images[:1], "gradcam", block=0).shape == (1, 224, 224)
+    assert attribute(frozen_clip(tiny), images[:1], "gradcam", block=0).shape == (1, 224, 224)
     with pytest.raises(ValueError, match="block=5"):
         attribute(tiny, images[:1], "gradcam", block=5)
 
@@ -115,8 +115,8 @@ def test_zero_shot_view_equals_adapters_off(tiny, images):
     with torch.no_grad(), tiny.adapters_off():
         expected = tiny(images)
     with torch.no_grad():
-        torch.testing.assert_close(zero_shot(tiny)(images), expected)
-    assert tiny.adapters_enabled and zero_shot(tiny).random_init
+        torch.testing.assert_close(frozen_clip(tiny)(images), expected)
+    assert tiny.adapters_enabled and frozen_clip(tiny).random_init
 
 
 def test_ig_completeness_on_the_tiny_model(tiny, refs):
@@ -221,7 +221,7 @@ def test_diagnostics_compare_zero_shot_and_an_adapted_checkpoint(tiny, refs, tmp
         tiny.text_prompt.ctx.add_(0.3)
     clipiqa.save_checkpoint(tiny, tmp_path / "ckpt")
     adapted = clipiqa.load_model("tiny", device="cpu", prompts=tmp_path / "ckpt")
-    models = {"zero-shot": zero_shot(adapted), "adapted": adapted}
+    models = {"zero-shot": frozen_clip(adapted), "adapted": adapted}
     table, tables = compare_models(models, dict(list(refs.items())[:2]), types=["gaussian_blur"], levels=(1, 5),
                                    method="gradcam", return_tables=True)
     assert set(table["model"]) == {"zero-shot", "adapted"}
@@ -292,7 +292,7 @@ def test_a_position_agnostic_sharpness_score_reads_as_distortion(refs):
 def test_per_type_tables_and_model_verdicts(tiny, refs):
     from clipiqa.explain.reading import type_table, verdicts
     few = dict(list(refs.items())[:3])
-    table, tables = compare_models({"zero-shot": zero_shot(tiny), "adapted": tiny}, few,
+    table, tables = compare_models({"zero-shot": frozen_clip(tiny), "adapted": tiny}, few,
                                    distortion=["gaussian_blur", "white_noise"], types=["gaussian_blur", "white_noise"],
                                    levels=(1, 5), method="gradcam", return_tables=True)
     assert {"distortion_focus: gaussian_blur", "distortion_focus: white_noise"} <= set(table["diagnostic"])
@@ -342,7 +342,7 @@ def test_figures_of_the_toy_say_toy_model_and_draw_the_test_region(tiny, refs):
     assert (focus.table["note"] == TOY.text).all() and focus.verdict.endswith("[toy model trained on synthetic "
                                                                                 "distortions]")
     cvd = content_vs_distortion(toy, few, ["gaussian_blur"], levels=(1, 5))
-    scene = scene_drift_table({"zero-shot": zero_shot(toy), "adapted": toy}, few)
+    scene = scene_drift_table({"zero-shot": frozen_clip(toy), "adapted": toy}, few)
     for fig in (plots.plot_focus(focus.table), plots.plot_content_vs_distortion(cvd.table),
                 plots.plot_scene_drift(scene), plots.plot_focus_maps(focus)):
         assert any("toy model" in t.get_text() for t in fig.texts), fig
@@ -401,7 +401,7 @@ def test_randomization_check_reinitialises_a_copy_never_the_model(tiny, refs):
     assert cascading.table["step"].unique().tolist() == ["visual block 1 re-initialised",
                                                          "visual blocks 0-1 re-initialised"]
     assert len(cascading.table) == 4 and cascading.table["spearman"].lt(1).all()
-    independent = randomization_check(zero_shot(tiny), few, "gradcam", blocks=2, mode="independent")
+    independent = randomization_check(frozen_clip(tiny), few, "gradcam", blocks=2, mode="independent")
     assert independent.table["step"].unique().tolist() == ["visual block 1 re-initialised",
                                                            "visual block 0 re-initialised"]
     with pytest.raises(ValueError, match="blocks=3 is not allowed; this model has 2 visual blocks"):
@@ -436,7 +436,7 @@ def test_plots_return_figures_with_the_random_init_caption(tiny, refs):
     few = dict(list(refs.items())[:2])
     focus = distortion_focus(tiny, few, method="gradcam")
     cvd = content_vs_distortion(tiny, few, ["gaussian_blur"], levels=(1, 5))
-    scene = scene_drift_table({"zero-shot": zero_shot(tiny), "adapted": tiny}, few)
+    scene = scene_drift_table({"zero-shot": frozen_clip(tiny), "adapted": tiny}, few)
     figures = [plots.plot_attribution(focus.images[0], focus.maps[0], title="x", random_init=True),
                plots.plot_attributions(focus.images, {"gradcam": focus.maps}, random_init=True),
                plots.plot_focus(focus.table), plots.plot_content_vs_distortion(cvd.table),

@@ -138,7 +138,7 @@ def test_exported_scorer_runs_without_clipiqa_or_torch(tmp_path, demo32):
     assert (rows["status"] == "ok").all() and np.abs(rows["logit_margin"].to_numpy() - expected).max() <= ATOL
 
 
-def test_zero_shot_only_models_are_not_exported(tmp_path):
+def test_frozen_only_models_are_not_exported(tmp_path):
     from rehearsal import rn50_folder
     model = clipiqa.load_model("rn50-openai", weights=rn50_folder(tmp_path))
     with pytest.raises(ValueError, match="own resolution"):

@@ -35,7 +35,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
-from clipiqa.explain import ATTRIBUTION_METHODS, attribute, zero_shot
+from clipiqa.explain import ATTRIBUTION_METHODS, attribute, frozen_clip
 from clipiqa.explain.diagnostics import distortion_focus, scene_drift_table, score_tensors, to_model_input
 from clipiqa.explain.plots import draw_box, plot_attribution
 from clipiqa.explain.reading import DIRECTION, focus_verdict, gain_stats
@@ -78,7 +78,7 @@ class AttributionViewer(w.VBox):
         self.session = model_or_session if isinstance(model_or_session, Session) else None
         self.model = self.session.model if self.session is not None else model_or_session
         if self.session is not None and not self.session.adapted:
-            self.model = zero_shot(self.model)  # an unadapted session model means zero-shot, not untrained prompts
+            self.model = frozen_clip(self.model)  # an unadapted session model means zero-shot, not untrained prompts
         if images is None and self.session is not None:
             images = list(self.session.labels) or self.session.images
         if images is None:
@@ -87,7 +87,7 @@ class AttributionViewer(w.VBox):
         self.images = _named_images(images, max_images)
         if not self.images:
             raise ValueError("no images to explain")
-        self.before_model = before_model if before_model is not None else zero_shot(self.model)
+        self.before_model = before_model if before_model is not None else frozen_clip(self.model)
         self.adapted = self.session.adapted if self.session is not None else self.before_model is not self.model
         self.method_options = {k: dict(v) for k, v in FAST_OPTIONS.items()}
         for k, v in (method_options or {}).items():

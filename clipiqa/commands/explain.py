@@ -98,9 +98,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot create the output folder {out}: {e}") from e
     model = load_model_from_args(args)
     random_init_warning(model)
-    from clipiqa.explain import files, zero_shot  # heavy (torch, captum, matplotlib): see the module docstring
+    from clipiqa.explain import files, frozen_clip  # heavy (torch, captum, matplotlib): see the module docstring
     if args.zero_shot:
-        model = zero_shot(model)
+        model = frozen_clip(model)
     label = files.model_label(model, args.zero_shot)
     rows = files.explain_images(model, paths, methods, options, out, progress=tqdm_progress("explaining"))
     if args.diagnostics:

@@ -17,7 +17,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from ..zoo import how_to_name_models, supported_archs, supported_tags
     for preset in PRESETS.values():
         label = f" [{preset.label}]" if preset.label else ""
-        only = " [zero-shot only]" if preset.zero_shot_only else ""
+        only = " [zero-shot only: frozen, no adaptation]" if preset.frozen_only else ""
         print(f"{preset.name:15s} {preset.arch:10s} {preset.description}{label}{only}\n{'':15s} weights: "
               f"{preset.weights_source}")
     print()

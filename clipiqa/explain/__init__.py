@@ -9,9 +9,9 @@ head outside autocast), so attributions and diagnostics explain the margin by de
 logit scale and its gradients vanish. Pass ``target_fn=p_high_target`` to explain p_high instead, or any
 ``target_fn(model, images) -> [B]``.
 """
-from .attribution import (ATTRIBUTION_METHODS, AttributionFn, AttributionMethod, ScoreFn, ZeroShot, attribute,
-                          attribute_channels, completeness_error, make_baseline, register_attribution, zero_shot)
+from .attribution import (ATTRIBUTION_METHODS, AttributionFn, AttributionMethod, ScoreFn, FrozenCLIP, attribute,
+                          attribute_channels, completeness_error, make_baseline, register_attribution, frozen_clip)
 from ..inference import margin_target, p_high_target
 
-__all__ = ["ATTRIBUTION_METHODS", "AttributionFn", "AttributionMethod", "ScoreFn", "register_attribution", "ZeroShot", "attribute", "attribute_channels", "completeness_error", "make_baseline",
-           "zero_shot", "margin_target", "p_high_target"]
+__all__ = ["ATTRIBUTION_METHODS", "AttributionFn", "AttributionMethod", "ScoreFn", "register_attribution", "FrozenCLIP", "attribute", "attribute_channels", "completeness_error", "make_baseline",
+           "frozen_clip", "margin_target", "p_high_target"]

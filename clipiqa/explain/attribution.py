@@ -81,8 +81,9 @@ def register_attribution(name: str, description: str, needs_iqa_model: bool = Fa
 
 
 # ---------------------------------------------------------------------------------------------- wrappers
-class ZeroShot(nn.Module):
-    """The zero-shot CLIP view of an :class:`IQAModel`: every call runs with the adapters switched off.
+class FrozenCLIP(nn.Module):
+    """The frozen CLIP view of an :class:`IQAModel` (what the zero-shot arm scores with): every call runs with the
+    adapters switched off.
 
     Use it wherever a model is expected (``attribute``, the diagnostics) to get the "before adaptation"
     model without loading a second copy. Attributes not defined here (``preprocess``, ``random_init``,
@@ -113,15 +114,15 @@ class ZeroShot(nn.Module):
             return getattr(super().__getattr__("inner"), name)
 
 
-def zero_shot(model: nn.Module) -> ZeroShot:
-    """``ZeroShot(model)``: the frozen CLIP with antonym prompts, sharing ``model``'s weights."""
-    return model if isinstance(model, ZeroShot) else ZeroShot(model)
+def frozen_clip(model: nn.Module) -> FrozenCLIP:
+    """``FrozenCLIP(model)``: the frozen CLIP with antonym prompts, sharing ``model``'s weights."""
+    return model if isinstance(model, FrozenCLIP) else FrozenCLIP(model)
 
 
 @contextmanager
 def unwrap(model: nn.Module) -> Iterator[nn.Module]:
-    """Yield the module to run: a :class:`ZeroShot` yields its inner model with adapters off."""
-    if isinstance(model, ZeroShot):
+    """Yield the module to run: a :class:`FrozenCLIP` yields its inner model with adapters off."""
+    if isinstance(model, FrozenCLIP):
         with model.inner.adapters_off():
             yield model.inner
     else:
@@ -345,7 +346,7 @@ def attribute(model: nn.Module, images: Tensor, method: str = "ig", *, target_fn
               absolute: bool = False, **options: Any) -> Tensor:
     """Attribution maps ``[B, H, W]`` (CPU, float32) of a scalar score for preprocessed ``images [B, 3, H, W]``.
 
-    model: any module mapping images to ``[B]`` (an ``IQAModel``, a :class:`ZeroShot` view, your own function).
+    model: any module mapping images to ``[B]`` (an ``IQAModel``, a :class:`FrozenCLIP` view, your own function).
     method: a key of :data:`ATTRIBUTION_METHODS` (``ig``, ``occlusion``, ``smoothgrad``, ``gradcam``,
         ``gradcam-conv1``, or one added with :func:`register_attribution`).
     target_fn: ``target_fn(model, images) -> [B]``, the scalar to explain instead of ``model(images)``.
@@ -418,7 +419,7 @@ def completeness_error(model: nn.Module, images: Tensor, attributions: Tensor,
 
 
 
-__all__ = ["ATTRIBUTION_METHODS", "AttributionFn", "AttributionMethod", "ScoreFn", "register_attribution", "ZeroShot",
-           "zero_shot", "attribute", "attribute_channels", "completeness_error",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionFn", "AttributionMethod", "ScoreFn", "register_attribution", "FrozenCLIP",
+           "frozen_clip", "attribute", "attribute_channels", "completeness_error",
            "make_baseline", "gaussian_blur", "normalization", "frozen_eval", "is_random_init", "is_iqa_model",
            "CLIP_MEAN", "CLIP_STD"]

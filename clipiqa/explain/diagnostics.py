@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from ..data.demo import DEFAULT_TYPES
 from ..data.distortions import apply_distortion
-from .attribution import TargetFn, ZeroShot, attribute, is_random_init, zero_shot
+from .attribution import TargetFn, FrozenCLIP, attribute, is_random_init, frozen_clip
 from .inputs import (References, as_named, model_preprocess, pixels_to_input, score_tensors, split_transform,
                      to_model_input)
 from .notes import note_for, score_unit, with_notes
@@ -322,7 +322,7 @@ def compare_models(models: Mapping[str, nn.Module], references: References, *,
                    **attr_options: Any) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, Any]]:
     """Run the three diagnostics for every model; one tidy table ``model, diagnostic, metric, unit, value``.
 
-    ``models``: labels -> models, e.g. ``{"zero-shot": zero_shot(m), "adapted": m, "adapted + QGR": m_qgr}``.
+    ``models``: labels -> models, e.g. ``{"zero-shot": frozen_clip(m), "adapted": m, "adapted + QGR": m_qgr}``.
     ``distortion``: the focus test's distortion, or a list of them (then one ``distortion_focus: TYPE``
     diagnostic per type, the per-type tables of :func:`clipiqa.explain.reading.type_table`). The scene drift uses
     ``scene_images`` (default: the clean references) against ``teacher`` (default: the first model with adapters
@@ -377,4 +377,4 @@ def _move_model_first(table: pd.DataFrame) -> pd.DataFrame:
 __all__ = ["FocusResult", "CVDResult", "focus_ratio", "rectangle_mask", "distortion_focus",
            "eta_squared", "content_vs_distortion", "cvd_summary", "scene_drift_table", "summarize_scene_drift",
            "compare_models", "to_model_input", "pixels_to_input", "model_preprocess", "split_transform",
-           "score_tensors", "note_for", "score_unit", "UNITS", "ZeroShot", "zero_shot"]
+           "score_tensors", "note_for", "score_unit", "UNITS", "FrozenCLIP", "frozen_clip"]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchvision import transforms as T
 
 from ..data.transforms import TransformSpec, eval_transform
-from .attribution import TargetFn, ZeroShot, frozen_eval, model_device, unwrap
+from .attribution import TargetFn, FrozenCLIP, frozen_eval, model_device, unwrap
 
 ImageLike = np.ndarray | Image.Image
 References = Mapping[str, ImageLike] | Sequence[ImageLike]
@@ -32,7 +32,7 @@ def as_named(references: References | ImageLike, prefix: str = "image") -> dict[
 def model_preprocess(model: nn.Module) -> Callable:
     """The model's preprocessing (``model.preprocess``); for other modules the default
     :class:`~clipiqa.data.transforms.TransformSpec` (OpenAI CLIP's 224 px transform)."""
-    core = model.inner if isinstance(model, ZeroShot) else model
+    core = model.inner if isinstance(model, FrozenCLIP) else model
     if hasattr(type(core), "preprocess") or "preprocess" in vars(core):
         return core.preprocess
     return eval_transform(TransformSpec())

@@ -30,7 +30,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from .attribution import TargetFn, ZeroShot, attribute, is_iqa_model, is_random_init, model_device
+from .attribution import TargetFn, FrozenCLIP, attribute, is_iqa_model, is_random_init, model_device
 from .inputs import References, as_named, to_model_input
 from .notes import note_for
 
@@ -114,7 +114,7 @@ def _inputs(model: nn.Module, images: References | Tensor, transform: Callable |
 
 
 def _core(model: nn.Module) -> nn.Module:
-    return model.inner if isinstance(model, ZeroShot) else model
+    return model.inner if isinstance(model, FrozenCLIP) else model
 
 
 def _targets(model: nn.Module, blocks: int, layers: Sequence[str] | None) -> list[tuple[str, Callable]]:
@@ -136,7 +136,7 @@ def _visual_block_in_use(model: nn.Module, index: int) -> nn.Module:
     """The block ``index`` that ``model`` runs: a tuned copy when an adapted model has one, the frozen block
     for a zero-shot view."""
     core = _core(model)
-    if isinstance(model, ZeroShot):
+    if isinstance(model, FrozenCLIP):
         with core.adapters_off():
             return core._visual_block(index)
     return core._visual_block(index)

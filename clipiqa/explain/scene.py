@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..losses import scene_drift
 from ..prompts import SCENE_LABELS, SCENES
-from .attribution import frozen_eval, is_random_init, model_device, unwrap, zero_shot
+from .attribution import frozen_eval, is_random_init, model_device, unwrap, frozen_clip
 from .inputs import References, as_named, to_model_input
 from .notes import with_notes
 
@@ -27,7 +27,7 @@ def scene_drift_table(models: Mapping[str, nn.Module], images: Tensor | Referenc
     """
     if not models:
         raise ValueError("give at least one model")
-    teacher = zero_shot(teacher if teacher is not None else next(iter(models.values())))
+    teacher = frozen_clip(teacher if teacher is not None else next(iter(models.values())))
     names = _image_names(images)
     t_logits = _scene_logits(teacher, images, batch_size, transform)
     scenes = _scenes_of(teacher)

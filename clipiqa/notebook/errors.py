@@ -40,7 +40,7 @@ USER_ERRORS = (
     "clipiqa.imageio:ImageLoadError",
     "clipiqa.data.readers:DatasetFormatError",
     "clipiqa.labelstore:LabelNotSaved",
-    "clipiqa.zeroshot:ZeroShotOnlyError",
+    "clipiqa.clip_iqa_rn50:FrozenOnlyError",
     "clipiqa.lesson:StaleWeightsError",
 )
 """``module:Class`` of the clipiqa errors whose message is the whole story (subclasses included)."""

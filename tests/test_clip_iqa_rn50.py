@@ -13,7 +13,7 @@ from PIL import Image
 
 import clipiqa
 from clipiqa.inference import predict_pil
-from clipiqa.zeroshot import ZeroShotModel, ZeroShotOnlyError, attention_pool_without_position
+from clipiqa.clip_iqa_rn50 import ClipIqaRN50, FrozenOnlyError, attention_pool_without_position
 from rehearsal import lay_hub_snapshot, rn50_folder, use_cache
 
 
@@ -28,7 +28,7 @@ def images_of_sizes(*sizes):
 
 
 def test_rn50_is_the_clip_iqa_configuration(rn50):
-    assert isinstance(rn50, ZeroShotModel) and rn50.zero_shot_only and not rn50.adapters_enabled
+    assert isinstance(rn50, ClipIqaRN50) and rn50.frozen_only and not rn50.adapters_enabled
     assert rn50.prompt_config.antonyms == ("Good photo.", "Bad photo.")
     assert "attnpool" in dict(rn50.clip.visual.named_children())
     im = images_of_sizes((123, 301))[0]
@@ -70,13 +70,13 @@ def test_adaptation_prompts_and_checkpoints_are_refused(rn50, tmp_path, demo_tab
     for attempt in (lambda: rn50.set_trainable("paper"), lambda: rn50.set_trainable("prompts"),
                     lambda: rn50.enable_adapters(), lambda: rn50.add_visual_prompt(10),
                     lambda: rn50.add_tuned_blocks(2)):
-        with pytest.raises(ZeroShotOnlyError, match="zero-shot only.*vitb16-openai"):
+        with pytest.raises(FrozenOnlyError, match="frozen only.*vitb16-openai"):
             attempt()
-    with pytest.raises(ZeroShotOnlyError):
+    with pytest.raises(FrozenOnlyError):
         clipiqa.adapt(rn50, demo_table.head(8), clipiqa.AdaptConfig(epochs=1))
     tiny = clipiqa.load_model("tiny")
     clipiqa.save_checkpoint(tiny, tmp_path / "ckpt")
-    with pytest.raises(ZeroShotOnlyError, match="takes no checkpoint"):
+    with pytest.raises(FrozenOnlyError, match="takes no checkpoint"):
         clipiqa.load_model("rn50-openai", weights=rn50_folder(tmp_path / "again"), prompts=str(tmp_path / "ckpt"))
 
 
@@ -104,5 +104,5 @@ def test_rn50_resolves_from_the_hub_cache(tmp_path, monkeypatch):
     lay_hub_snapshot(tmp_path / "hub", "timm/resnet50_clip.openai", clip, cfg, preprocess)
     use_cache(monkeypatch, tmp_path / "hub")
     model = clipiqa.load_model("rn50-openai", device="cpu")
-    assert isinstance(model, ZeroShotModel) and model.random_init
+    assert isinstance(model, ClipIqaRN50) and model.random_init
     assert "models--timm--resnet50_clip.openai" in model.source.weights

@@ -5,10 +5,10 @@ As CLIP-IQA evaluates it: OpenAI's ResNet-50, the antonym prompts "Good photo." 
 **own resolution** (no resize, no crop: only CLIP's mean/std), and the attention pool's **positional embedding
 dropped** (it was learned for a 7x7 grid; without it the pool takes any grid).
 
-:class:`ZeroShotModel` is an :class:`clipiqa.model.IQAModel` whose image side is that ResNet; the text side, the
+:class:`ClipIqaRN50` is an :class:`clipiqa.model.IQAModel` whose image side is that ResNet; the text side, the
 quality head and every score go through the same code (``clipiqa.inference.predict_images`` ->
 ``predict_features``: head in fp32 outside autocast). Everything learnable is refused with
-:class:`ZeroShotOnlyError`: prompts, visual prompts, tuned blocks, checkpoints, adaptation.
+:class:`FrozenOnlyError`: prompts, visual prompts, tuned blocks, checkpoints, adaptation.
 
 Batch scoring: images keep their sizes, so a batch holds images of one size only. ``predict_pil`` groups a batch
 by size; ``clipiqa score`` scores such a model one image at a time (``--batch-size`` is set to 1).
@@ -24,13 +24,13 @@ from .data.transforms import ConvertRGB
 from .inference import no_autocast
 from .model import IQAModel
 
-REFUSAL = ("model {name!r} is CLIP-IQA's zero-shot configuration (ResNet-50, image at its own resolution): it "
-           "scores zero-shot only, so {what} is not available. Adaptation, prompts, checkpoints and Grad-CAM on "
-           "patch tokens need a ViT backbone such as vitb16-openai (`clipiqa models` lists them)")
+REFUSAL = ("model {name!r} is CLIP-IQA's zero-shot configuration (ResNet-50, image at its own resolution): it is "
+           "frozen only (it scores zero-shot), so {what} is not available. Adaptation, prompts, checkpoints and "
+           "Grad-CAM on patch tokens need a ViT backbone such as vitb16-openai (`clipiqa models` lists them)")
 
 
-class ZeroShotOnlyError(ValueError):
-    """Something learnable was asked of a zero-shot-only model."""
+class FrozenOnlyError(ValueError):
+    """Something learnable was asked of a frozen-only model (``Preset.frozen_only``: CLIP-IQA's RN50)."""
 
 
 def attention_pool_without_position(pool: nn.Module, x: Tensor) -> Tensor:
@@ -54,15 +54,15 @@ def native_transform(mean, std):
     return T.Compose([ConvertRGB(), T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
 
 
-class ZeroShotModel(IQAModel):
+class ClipIqaRN50(IQAModel):
     """CLIP-IQA's zero-shot ResNet scorer; see the module docstring. ``score``/``predict``/``forward`` work as for
     every ``IQAModel``; learnable parts are refused."""
 
-    zero_shot_only = True
+    frozen_only = True
     native_resolution = True  # each image is scored at its own size
 
-    def _refuse(self, what: str) -> ZeroShotOnlyError:
-        return ZeroShotOnlyError(REFUSAL.format(name=self.source.preset, what=what))
+    def _refuse(self, what: str) -> FrozenOnlyError:
+        return FrozenOnlyError(REFUSAL.format(name=self.source.preset, what=what))
 
     # ------------------------------------------------------------------ the image side: the ResNet
     def encode_image(self, images: Tensor) -> Tensor:
@@ -88,7 +88,7 @@ class ZeroShotModel(IQAModel):
         raise self._refuse("the ViT block structure")
 
     # ------------------------------------------------------------------ learnable parts: refused
-    def enable_adapters(self, enabled: bool = True) -> "ZeroShotModel":
+    def enable_adapters(self, enabled: bool = True) -> "ClipIqaRN50":
         if enabled:
             raise self._refuse("adaptation (learned prompts)")
         self.adapters_enabled = False
@@ -117,4 +117,4 @@ class ZeroShotModel(IQAModel):
         return native_transform(spec.mean, spec.std)
 
 
-__all__ = ["ZeroShotModel", "ZeroShotOnlyError", "attention_pool_without_position", "native_transform"]
+__all__ = ["ClipIqaRN50", "FrozenOnlyError", "attention_pool_without_position", "native_transform"]
