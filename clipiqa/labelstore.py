@@ -41,7 +41,7 @@ first, and never replaced by an empty one from a database without ratings; a dat
 emptied under an open connection is refused before the next write; a damaged or read-only one raises
 :class:`LabelStoreUnusable`, one line naming the file and what to do.
 
-Why one file of ~490 lines: it is one class around one SQL schema, and every write path shares the same
+Long because it is one class around one SQL schema (~490 lines), and every write path shares the same
 transaction and export discipline; split, a reader would have to hold two files to check that discipline (the
 file-system facts around it, and the messages, are plain functions in :mod:`clipiqa.labelfiles`).
 """

@@ -48,6 +48,10 @@ float32/bf16 gradient entry); a non-finite gradient is never projected or skippe
 :class:`NonFiniteGradientError` (training treats it as a divergence).
 
 Functions here are pure; :func:`qgr_step` is the one that writes ``p.grad``.
+
+Long because the rule is stated here in full (this docstring, ~50 lines) beside the one piece of numerics that
+implements it: the configuration's checks, the projection with its guard and its float64 fallback, and the step
+read top to bottom as the statement above; split, the guard's bound and the code that keeps it would sit apart.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from clipiqa.inference import p_high_target
 from clipiqa.session import Session
 
 from ._common import banner, figure_png, model_caveat, note, table_html
+from ._images import image_info, named_images
 
 # Settings that keep each method interactive on a CPU (about a second per map on ViT-B/32).
 DEFAULT_FOCUS = ("gaussian_blur", 4)
@@ -83,8 +84,8 @@ class AttributionViewer(w.VBox):
             images = list(self.session.labels) or self.session.images
         if images is None:
             raise ValueError("give images (paths, a table with 'path', or a name -> array dict)")
-        self.image_info = _image_info(images, max_images)
-        self.images = _named_images(images, max_images)
+        self.image_info = image_info(images, max_images)
+        self.images = named_images(images, max_images)
         if not self.images:
             raise ValueError("no images to explain")
         self.before_model = before_model if before_model is not None else frozen_clip(self.model)
@@ -410,42 +411,3 @@ def colour_bar(fig, axes, signed: bool) -> None:
     bar.set_label("attribution: red raises, blue lowers\n(scaled to its 99th pct.)" if signed
                   else "|attribution|\n(scaled to its 99th pct.)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-
-
-def _image_info(images: Any, limit: int) -> dict[str, dict]:
-    """Per image name: ``distortion``, ``level`` and ``clean`` (the name of its clean reference in the same
-    table, if there) when ``images`` is a table with those columns; else nothing."""
-    if not isinstance(images, pd.DataFrame) or "distortion" not in images:
-        return {}
-    names = list(_named_images(images, limit))
-    table = images.head(limit)
-    name_of = dict(zip(table["path"].map(os.fspath), names))
-    refs = {}
-    if "content_id" in table:
-        refs = {r["content_id"]: name_of[os.fspath(r["path"])] for _, r in table.iterrows()
-                if r["distortion"] == "reference"}
-    info = {}
-    for name, (_, row) in zip(names, table.iterrows()):
-        level = row.get("level")
-        info[name] = {"distortion": None if pd.isna(row["distortion"]) else str(row["distortion"]),
-                      "level": None if level is None or pd.isna(level) else int(level),
-                      "clean": refs.get(row.get("content_id")) if row["distortion"] != "reference" else None}
-    return info
-
-
-def _named_images(images: Any, limit: int) -> dict:
-    """``{name: path or array}`` from paths, a table with ``path``, or a dict (files are read later)."""
-    if isinstance(images, dict):
-        return {str(k): v if isinstance(v, (str, os.PathLike)) else np.asarray(v)
-                for k, v in list(images.items())[:limit]}
-    if isinstance(images, pd.DataFrame):
-        images = list(images["path"])
-    if isinstance(images, (str, os.PathLike)):
-        images = [images]
-    out = {}
-    for p in list(images)[:limit]:
-        name = os.path.basename(os.fspath(p))
-        if name in out:
-            name = os.fspath(p)
-        out[name] = os.fspath(p)
-    return out
