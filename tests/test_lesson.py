@@ -23,10 +23,11 @@ from clipiqa.presets import PRESETS
 
 TOY_LABEL = TOY.label
 
-ZERO_SHOT_BAR = 0.5
-"""Measured with the committed weights: pooled SRCC 0.628 on 121 held-out images (chance band +-0.179; per type
-gaussian_blur 0.655, white_noise 0.582). The broken ``no_quality`` caption recipe (same steps): -0.035 (per type
--0.224 / 0.125), far below the bar."""
+ZERO_SHOT_BAR = 0.6
+"""Measured with the committed weights: pooled SRCC 0.70 on 121 held-out images (chance band +-0.18; per type
+gaussian_blur 0.68, white_noise 0.73). With the scene loss strong enough to pull every image onto its scene's
+caption (weight 0.4-1.0, smoothing 0.05-0.15) it fell to -0.07-0.04; the recipe before scene captions with broken
+``no_quality`` captions (same steps): -0.035 (per type -0.224 / 0.125), far below the bar."""
 PRESET = PRESETS["lesson"]
 RECIPE = lesson.LessonRecipe.from_dict(PRESET.lesson)
 
@@ -181,8 +182,6 @@ def test_scene_measures_on_known_logits():
     assert lesson.eta_squared(by_group, np.tile(["x", "y", "z", "w"], 3)) == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="the committed toy predates scene captions (issue 20): measured entropy "
-                   "0.74, content eta2 0.03, level eta2 0.31; remove this mark with the retrained toy")
 def test_teacher_knows_its_scenes_on_the_demo_set(lesson_model):
     """The frozen model's scene distribution (the teacher QGR distils) on the notebooks' demo set: confident,
     set by the content, hardly moved by the distortion level."""
@@ -215,11 +214,13 @@ def test_broken_frozen_learner_fails_the_scene_and_zero_shot_checks():
     """A learner whose parameters cannot move (lr 1e-12) fails the checks a trained toy must pass: its scene
     teacher is near-uniform and its zero-shot quality is inside the chance band. (Content still sets the
     untrained model's scene logits, measured eta squared 0.96: random features follow the pixels; confidence is
-    what training adds.)"""
+    what training adds; the recipe's stored temperature, which training does not learn, is set all the same, so
+    the teacher is judged as sharp as the real toy's.)"""
     recipe = lesson.LessonRecipe.from_dict(dict(PRESET.lesson, steps=2, warmup=1, lr=1e-12))
     clip, _ = lesson.train_lesson(PRESET.model_cfg, recipe, PRESET.arch)
     init = dict(lesson.create_clip(PRESET.model_cfg, PRESET.arch, recipe.seed).named_parameters())
-    moved = max(float((p.detach() - init[name].detach()).abs().max()) for name, p in clip.named_parameters())
+    moved = max(float((p.detach() - init[name].detach()).abs().max()) for name, p in clip.named_parameters()
+                if name != "logit_scale")
     assert moved < 1e-3  # fp16 rounding of the init at most: the learner did not move
     model = as_model(clip)
     failures = scene_failures(lesson.scene_report(model))
@@ -348,3 +349,19 @@ def test_broken_captions_fail_the_zero_shot_bar(captions, tmp_path):
     rho, per_type, n = zero_shot_on_held_out_contents(model)
     print(f"broken ({captions}) zero-shot SRCC {rho:.3f} on {n} images, per type {per_type}")
     assert rho < ZERO_SHOT_BAR
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("CLIPIQA_LESSON_BROKEN") != "1",
+                    reason="trains a full broken lesson model (minutes); set CLIPIQA_LESSON_BROKEN=1")
+def test_scene_less_captions_fail_the_scene_checks():
+    """The scene checks can fail: the same recipe without scene captions (scene_weight 0) trains a teacher whose
+    scene logits follow the distortion level, not the content. Measured on that recipe (the toy committed before
+    scene captions, whose recipe it is): content eta2 0.03, level eta2 0.31, top scene right on 8 % of images;
+    its entropy is 0.74 at the temperature training left and 0.42 at the stored 30, so the temperature alone can
+    pass the entropy bar, which is why the content and level bars are checked too."""
+    recipe = lesson.LessonRecipe.from_dict(dict(PRESET.lesson, scene_weight=0.0))
+    clip, _ = lesson.train_lesson(PRESET.model_cfg, recipe, PRESET.arch)
+    failures = scene_failures(lesson.scene_report(as_model(clip)))
+    print(f"scene-less captions: {failures}")
+    assert any(f.startswith("content eta2") for f in failures), failures

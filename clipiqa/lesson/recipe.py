@@ -35,6 +35,10 @@ class LessonRecipe:
     scene's caption (measured: the teacher became confident, but the quality captions' loss stayed at chance and
     zero-shot SRCC fell to 0.02); with it the pull stops at a bounded confidence.
     scene_from: the step from which scene captions join (quality first, then scenes).
+    logit_scale: the temperature the toy is stored with (0 = the one training left, about 14, open_clip's init
+    1/0.07 barely moves in 1000 steps); real CLIP checkpoints are stored at 100. It changes no ranking (zero-shot
+    SRCC, the share of the scene logits' variance content explains): only how sharp the heads' probabilities are,
+    so it sets how confident the scene teacher QGR distils is, as real CLIP's temperature does for it.
     """
 
     pretrain_types: tuple[str, ...]
@@ -60,6 +64,7 @@ class LessonRecipe:
     scene_weight: float = 0.0
     scene_smoothing: float = 0.0
     scene_from: int = 0
+    logit_scale: float = 0.0
     threads: int = 1
     store_dtype: str = "float16"
 
@@ -96,6 +101,9 @@ class LessonRecipe:
                     "use a finite weight >= 0 (0 = no scene captions)")
         if not isinstance(self.scene_from, int) or not 0 <= self.scene_from < self.steps:
             invalid("LessonRecipe", "scene_from", self.scene_from, f"use an integer step from 0 to {self.steps - 1}")
+        if not (isinstance(self.logit_scale, (int, float)) and (self.logit_scale == 0 or 1 <= self.logit_scale <= 100)):
+            invalid("LessonRecipe", "logit_scale", self.logit_scale,
+                    "use 0 (keep the trained temperature) or a scale from 1 to 100 (CLIP's own maximum)")
         for name in ("clean_fraction", "photo_fraction", "antonym_fraction", "content_fraction", "scene_smoothing"):
             if not 0 <= getattr(self, name) <= 1:
                 invalid("LessonRecipe", name, getattr(self, name), "use a fraction in [0, 1]")
@@ -131,7 +139,7 @@ class LessonRecipe:
 def config_hash(model_cfg: dict[str, Any], recipe: LessonRecipe) -> str:
     """Everything that determines the weights: model config, recipe, distortion parameters, caption tables."""
     # fields at their neutral value (no scene captions) stay out, so weights made before they existed stay current
-    neutral = {"scene_weight": 0.0, "scene_smoothing": 0.0, "scene_from": 0}
+    neutral = {"scene_weight": 0.0, "scene_smoothing": 0.0, "scene_from": 0, "logit_scale": 0.0}
     blob = {
         "format": FORMAT, "model_cfg": model_cfg,
         "recipe": {k: v for k, v in recipe.to_dict().items() if not (k in neutral and v == neutral[k])},

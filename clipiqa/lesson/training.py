@@ -162,6 +162,9 @@ def train_lesson(model_cfg: dict[str, Any], recipe: LessonRecipe, arch: str = "V
                 if progress is not None:
                     progress(step + 1, recipe.steps)
         clip.eval()
+        if recipe.logit_scale:
+            with torch.no_grad():
+                clip.logit_scale.fill_(math.log(recipe.logit_scale))
         round_to_store_dtype(clip, init_tokens, recipe.store_dtype)
     return clip, losses
 
