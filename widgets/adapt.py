@@ -16,6 +16,7 @@ import torch
 from clipiqa.adapters import LAST_BLOCKS, trainable_set
 from clipiqa.finetune import AdaptationDivergedError, AdaptConfig
 from clipiqa.metrics import chance_band
+from clipiqa.palette import CHANCE, arm_colour
 from clipiqa.qgr import QGRConfig
 from clipiqa.session import Session
 
@@ -32,14 +33,20 @@ class AdaptPanel(BackgroundRun, w.VBox):
     "stopped", "diverged: ..." or "error: ..."), ``records`` (the live step/eval records).
 
     Keyword arguments set the initial values of the controls (epochs, shots, lr, trainable, device, qgr, lam,
-    selection); ``redraw_every`` throttles the curve redraws (seconds); any other keyword is an
-    ``AdaptConfig`` field without a control (e.g. ``n_views=1``, ``batch_size=32``, ``augment="grmp"``).
+    selection); ``redraw_every`` throttles the curve redraws (seconds); ``test``: labelled images of other
+    contents to measure on after each epoch instead of the labels ``shots`` leaves over (``Session.adapt(test=)``);
+    ``zero_shot``: the frozen model's SRCC on those test images, drawn as a horizontal reference line on the SRCC
+    curve; any other keyword is an ``AdaptConfig`` field without a control (e.g. ``n_views=1``,
+    ``batch_size=32``, ``augment="grmp"``).
     """
 
     def __init__(self, session: Session, *, epochs: int = 50, shots: int = 0, lr: float = 1e-3,
                  trainable: str | None = None, device: str = "auto", qgr: bool = True, lam: float = 5.0,
-                 selection: str = "fixed", redraw_every: float = 1.0, **adapt_options):
+                 selection: str = "fixed", redraw_every: float = 1.0, test=None, zero_shot: float | None = None,
+                 **adapt_options):
         self.session = session
+        self.test = test
+        self.zero_shot = zero_shot
         self.redraw_every = redraw_every
         self.adapt_options = adapt_options
         self.history = None
@@ -119,10 +126,14 @@ class AdaptPanel(BackgroundRun, w.VBox):
         self.use_button.layout.display = "none"
         n = len(self.session.labels)
         self._n_test = n - shots if shots is not None and shots < n and n - shots >= 3 else 0
+        if self.test is not None:
+            self._n_test = len(self.test)
         self.progress.value, self.progress.bar_style = 0.0, ""
         self._set_status("running")
         self.run_button.disabled, self.stop_button.disabled = True, False
         held_out = f", SRCC on the other {self._n_test} after each epoch" if self._n_test else ""
+        if self.test is not None:
+            held_out = f", SRCC on {self._n_test} test images of other contents after each epoch"
         self._say(f"running: {config.epochs} epochs on {min(shots or n, n)} labels{held_out} "
                   f"({config.trainable}, QGR {'lam ' + str(config.qgr.lam) if config.qgr.active else 'off'})")
         self._draw(force=True)  # clear the previous run's curves
@@ -167,7 +178,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
         status = "error"
         try:
             self.history = self.session.adapt(config, on_step=self._on_step, stop=self._stop_event.is_set,
-                                              shots=shots, device=device)
+                                              shots=shots, device=device, test=self.test)
             stopped = self.history.stopped
             status = "stopped" if stopped else "done"
             self.progress.bar_style = "warning" if stopped else "success"
@@ -223,7 +234,7 @@ class AdaptPanel(BackgroundRun, w.VBox):
         steps = [r for r in self.records if r.get("kind") == "step"]
         evals = [r for r in self.records if r.get("kind") == "eval"]
         caveat = caveat_text(self.session.random_init, self.session.toy)
-        n_test = self._n_test
+        n_test, zero_shot = self._n_test, self.zero_shot
 
         def draw(fig):
             ax1, ax2 = fig.subplots(1, 2)
@@ -241,7 +252,10 @@ class AdaptPanel(BackgroundRun, w.VBox):
                          label=k.replace("srcc_", "SRCC "))
             if keys and n_test >= 3 and "srcc_test" in keys:
                 h = chance_band(n_test)
-                ax2.axhspan(-h, h, color="grey", alpha=0.15, label=f"chance band (n={n_test})")
+                ax2.axhspan(-h, h, color=CHANCE, alpha=0.15, label=f"chance band (n={n_test})")
+            if zero_shot is not None:
+                ax2.axhline(zero_shot, color=arm_colour("zero-shot"), ls="--", lw=1.2,
+                            label=f"zero-shot, no labels ({zero_shot:.2f})")
             if keys:
                 ax2.legend(fontsize=8)
             else:

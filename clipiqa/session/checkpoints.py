@@ -4,6 +4,7 @@ them all."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,20 @@ def split_labels(table: pd.DataFrame, shots: int | None, seed: int) -> tuple[pd.
         test = table.drop(index=train.index)
         test = test if len(test) >= 3 else None
     return train, test
+
+
+def checked_test(test: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """A test table given to ``Session.adapt(test=...)``: it needs ``path`` and ``q``, at least 3 rows, and no image
+    that is also a training label (a test on trained images flatters every score)."""
+    missing = [c for c in ("path", "q") if c not in test]
+    if missing or len(test) < 3:
+        raise ValueError(f"Session.adapt(test=...) needs a table of at least 3 labelled images with columns 'path' "
+                         f"and 'q' (got {len(test)} rows, missing {missing}); e.g. clipiqa.data.read_labels(...)")
+    same = {os.path.abspath(p) for p in test["path"]} & {os.path.abspath(p) for p in train["path"]}
+    if same:
+        raise ValueError(f"Session.adapt(test=...): {len(same)} test image(s) are also training labels, e.g. "
+                         f"{sorted(same)[0]}; measure on images of other contents")
+    return test.reset_index(drop=True)
 
 
 def new_checkpoint_dir(checkpoints_dir: Path, name: str | None, n_train: int) -> Path:

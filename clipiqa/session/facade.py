@@ -23,7 +23,8 @@ from ..labelstore import DB_NAME, LabelNotSaved, LabelStore, cleanup_temporaries
 from ..scoring import score_files
 from ..pilot.watch import queued_requests
 from ..caveats import RANDOM_INIT
-from .checkpoints import checkpoint_preset, checkpoint_table, new_checkpoint_dir, save_adapted, split_labels
+from .checkpoints import (checked_test, checkpoint_preset, checkpoint_table, new_checkpoint_dir, save_adapted,
+                          split_labels)
 from .migrate import migrate_format1
 from .recover import LabelsRecovered, database_state, recover_from_export
 from .scale import as_scale, check_fits_scale
@@ -499,13 +500,17 @@ class Session:
     # ------------------------------------------------------------------ adaptation and checkpoints
     def adapt(self, config=None, on_step: Callable[[dict], None] | None = None,
               stop: Callable[[], bool] | None = None, *, shots: int | None = None, seed: int = 0,
-              name: str | None = None, device: str | None = None, activate: bool | None = None):
+              name: str | None = None, device: str | None = None, activate: bool | None = None,
+              test: pd.DataFrame | None = None):
         """Adapt a fresh zero-shot model on the labels, save a checkpoint and (when it finished) make it the
         session's model.
 
         shots: train on a seeded draw of this many labels (``clipiqa.data.few_shot``); the other labels become
             the test set whose SRCC is logged after every epoch (``kind="eval"`` records, ``srcc_test``). None or
             at least the number of labels: train on all of them (no test curve unless ``config.selection="val"``).
+        test: labelled images of other contents (``path``, ``q`` in [0, 1]) to measure on after each epoch instead
+            of the labels ``shots`` leaves over, e.g. a held-out set of photos nobody labelled in this session;
+            an image that is also among the training labels is refused.
         activate: None (default): the new checkpoint becomes the session's model only when the run finished its
             budget; a run that ``stop`` ended early is under-trained, so it is saved (its card says stopped) but
             the session keeps scoring with what it had. True: activate it even when stopped. False: never.
@@ -519,7 +524,8 @@ class Session:
             invalid("Session.adapt", "activate", activate, "use None (activate unless stopped early), True "
                     "(always) or False (never; use_checkpoint(name) later)")
         config = config or AdaptConfig()
-        train, test = split_labels(self.labelled_table(), shots, seed)
+        train, rest = split_labels(self.labelled_table(), shots, seed)
+        test = rest if test is None else checked_test(test, train)
         model = self.fresh_model(device)
         before = prompt_words(model)  # the card records what the learned text context became
         history = adapt(model, train, config, on_step=on_step, stop=stop, test=test)
