@@ -25,6 +25,7 @@ SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode 
 REHEARSAL, MODEL, WEIGHTS, DEVICE, DEMO_LIMIT, WORK, DEMO_TYPES, SIZE = settings(SMOKE)
 
 N_IMAGES = 80 if SMOKE else 16 if REHEARSAL else None  # how many demo images to score (None: all)
+TYPE_INSTANCES = 1 if REHEARSAL else 4  # per held-out pattern kind, in the per-type table
 
 # %%
 import matplotlib.pyplot as plt
@@ -75,6 +76,27 @@ fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
 plot_levels(levels, ylabel="zero-shot score p(good)", caveat=caveat(model), ax=ax)
 ax.set_ylim(0, 1)  # the score's whole range: a small difference looks small
 plt.show()
+
+# %% [markdown]
+# ## Which distortions does zero-shot rank?
+#
+# A zero-shot score ranks what the model learned to see. The lesson toy of smoke mode was trained on two types
+# only (`gaussian_blur`, `white_noise`); below, per type, the SRCC of its zero-shot score against the level on
+# photos and patterns it never saw, with n and the chance band for n. The held-out types are those where its
+# zero-shot score is weak (`clipiqa.lesson.WEAK_HELD_OUT_TYPES`): notebook 03 teaches one of them with labels.
+# (With real CLIP, `SMOKE = False`, "trained" only names the toy's two types.)
+
+# %%
+from clipiqa.caveats import caveat_of
+from clipiqa.lesson import WEAK_HELD_OUT_TYPES
+from clipiqa.lesson_views import lesson_recipe, plot_type_srcc, types_takeaway, zero_shot_types
+
+by_type = zero_shot_types(model, lesson_recipe().pretrain_types, WEAK_HELD_OUT_TYPES, instances=TYPE_INSTANCES)
+print(by_type.round(3).to_string(index=False))
+fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
+plot_type_srcc(by_type, caveat(model), ax=ax)
+plt.show()
+print(types_takeaway(by_type, caveat_of(model)))
 
 # %% [markdown]
 # The images themselves, from the lowest score to the highest (a few, evenly spread over the order), and every

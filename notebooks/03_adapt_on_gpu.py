@@ -15,8 +15,12 @@
 # stopped run's checkpoint is saved and its card says it was stopped, but it is under-trained, so the session
 # keeps scoring with what it had until you ask for it (the panel's *Use this stopped checkpoint* button, or
 # `session.use_checkpoint(name)`). Curves update live: training losses and,
-# when `shots` is below the number of labels, the SRCC on the held-out labels after each epoch with the
-# chance band for their number.
+# when `shots` is below the number of labels (or a `test` set is given), the SRCC on the held-out images after
+# each epoch with the chance band for their number and, when known, zero-shot's SRCC on them as a dashed line.
+#
+# In smoke mode the lesson is a distortion type the toy model was **not** trained on and where its zero-shot
+# score is weak (`clipiqa.lesson.WEAK_HELD_OUT_TYPES`): stand-in labels of that type on the toy's training
+# photos, measured on held-out images of photos and patterns it never saw. Does adaptation beat zero-shot there?
 
 # %% tags=["parameters"]
 import os
@@ -34,9 +38,13 @@ SMOKE = SMOKE or os.environ.get("CLIPIQA_SMOKE") == "1"  # CI forces smoke mode 
 # `clipiqa models`) or WEIGHTS = "path/to/weights" (real runs without model-hub access)
 REHEARSAL, MODEL, WEIGHTS, DEVICE, DEMO_LIMIT, WORK, DEMO_TYPES, SIZE = settings(SMOKE)
 
-SESSION = f"{WORK}/label-session"  # the session of notebook 02
-EPOCHS = 40 if SMOKE else 1 if REHEARSAL else 50
-SHOTS = 30 if SMOKE else 0  # train on this many labels, test on the rest (0 = train on all labels)
+from clipiqa.lesson import WEAK_HELD_OUT_TYPES
+
+ADAPT_TYPE = WEAK_HELD_OUT_TYPES[0]  # smoke: a type held out of the toy's training, where zero-shot is weak
+SESSION = f"{WORK}/lesson-{ADAPT_TYPE}" if SMOKE else f"{WORK}/label-session"  # else: the session of notebook 02
+N_LABELS = 40  # smoke: stand-in labels of ADAPT_TYPE on the toy's training contents
+EPOCHS = 100 if SMOKE else 1 if REHEARSAL else 50
+SHOTS = 0  # train on this many labels, test on the rest (0 = train on all labels; smoke tests on other contents)
 TRAINABLE = "last-blocks"  # text context + last blocks of both towers (the paper's set); "prompts" is lighter
 LR = 3e-2 if SMOKE else 1e-3  # the lesson model at 64 px learns in seconds with SGD + momentum
 OPTIONS = {"momentum": 0.9} if SMOKE else {}  # more AdaptConfig settings
@@ -47,16 +55,21 @@ import os
 
 import clipiqa
 from clipiqa.data import build_demo_set
-from clipiqa.metrics import chance_band
+from clipiqa.metrics import chance_band, srcc
 from clipiqa.session import Session
 from clipiqa.widgets import AdaptPanel
 
+heldout = None  # real mode: the labels SHOTS leaves over are the test set
+if SMOKE:  # ADAPT_TYPE at levels 0-5: training photos/patterns to label, held-out ones to test on
+    from clipiqa.lesson_views import lesson_adapt_sets
+    pool, heldout = lesson_adapt_sets(f"{WORK}/lesson-images", ADAPT_TYPE)
+    pool = pool.sample(n=N_LABELS, random_state=0)
 if os.path.exists(os.path.join(SESSION, "settings.json")):
     session = Session.open(SESSION, model_name=MODEL, weights=WEIGHTS, device=DEVICE)
-else:  # notebook 02 not run yet: the same demo photos, with stand-in ratings from synthetic severity
-    demo = build_demo_set(types=DEMO_TYPES, size=SIZE)
-    session = Session(SESSION, images=demo.sample(n=DEMO_LIMIT or 40, random_state=0), model_name=MODEL,
-                      weights=WEIGHTS, device=DEVICE)
+else:  # notebook 02 not run yet (or smoke mode): stand-in ratings from synthetic severity
+    demo = pool if SMOKE else build_demo_set(types=DEMO_TYPES, size=SIZE)
+    session = Session(SESSION, images=demo if SMOKE else demo.sample(n=DEMO_LIMIT or 40, random_state=0),
+                      model_name=MODEL, weights=WEIGHTS, device=DEVICE)
     severity = demo.set_index("path")["q"]
     with stand_in(session):  # rater "stand-in": synthetic severity, not an opinion
         for path in session.images:
@@ -64,9 +77,26 @@ else:  # notebook 02 not run yet: the same demo photos, with stand-in ratings fr
 print(session)
 say_model(session.model)
 
+# %% [markdown]
+# The reference: zero-shot's SRCC on the test images (the frozen model, no labels). Adaptation has to beat this
+# line, by more than the chance band says noise can.
+
+# %%
+from clipiqa.caveats import caveat_of
+
+zero_shot = None
+if heldout is not None:
+    frozen = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
+    with frozen.adapters_off():
+        heldout = heldout.assign(zero_shot=clipiqa.score_files(frozen, heldout["path"])["score"].to_numpy())
+    zero_shot = srcc(heldout["zero_shot"], heldout["q"])
+    print(f"zero-shot SRCC on {len(heldout)} held-out images of {ADAPT_TYPE} (other contents): {zero_shot:.3f} "
+          f"(chance band +-{chance_band(len(heldout)):.2f}){caveat_of(frozen).bracket()}")
+
 # %%
 panel = AdaptPanel(session, epochs=EPOCHS, shots=SHOTS, trainable=TRAINABLE, device=DEVICE, n_views=N_VIEWS,
-                   lr=LR, **OPTIONS)
+                   lr=LR, test=None if heldout is None else heldout[["path", "q"]], zero_shot=zero_shot,
+                   **OPTIONS)
 panel
 
 # %% [markdown]
@@ -81,12 +111,20 @@ print(panel.status, f"- {len(history.steps)} steps in {history.seconds:.1f} s")
 history.steps_frame()[["step", "epoch", "loss", "loss_semantic", "cosine", "frac_projected", "drift"]].tail()
 
 # %%
+from clipiqa.lesson_views import gain_takeaway, paired_gain, semantic_loss_text
 from clipiqa.notebook import caveat
-if history.evals:
-    last = history.evals[-1]
-    n_test = len(session.labels) - SHOTS
-    print(f"held-out SRCC after epoch {last['epoch']}: {last['srcc_test']:.3f} "
-          f"(n = {n_test}; chance band +-{chance_band(n_test):.2f})")
+if history.evals:  # did training move it? the first and the last epoch on the same held-out images
+    first, last = history.evals[0], history.evals[-1]
+    n_test = len(heldout) if heldout is not None else len(session.labels) - SHOTS
+    print(f"held-out SRCC after epoch {first['epoch']}: {first['srcc_test']:.3f}, after epoch {last['epoch']}: "
+          f"{last['srcc_test']:.3f} (n = {n_test}; chance band +-{chance_band(n_test):.2f})")
+if heldout is not None:  # the measured gain over zero-shot on the same images, with its paired bootstrap CI
+    newest = session.checkpoints().iloc[-1]["path"]  # this run's checkpoint (the session's model unless stopped)
+    adapted = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE, prompts=newest)
+    scores = clipiqa.score_files(adapted, heldout["path"])["score"].to_numpy()
+    gain = paired_gain(heldout["zero_shot"], scores, heldout["q"])
+    print(gain_takeaway(gain, f"{len(session.labels)} stand-in labels of {ADAPT_TYPE}", caveat_of(session)))
+print(semantic_loss_text(history.steps_frame(), panel.lam.value if panel.qgr.value else None))
 if caveat(session):
     print(f"⚠ {caveat(session)}")
 session.checkpoints()

@@ -34,15 +34,21 @@ META_PHOTOS = ["astronaut", "coffee", "rocket", "motorcycle", "hubble_deep_field
     :3 if SMOKE else 2 if REHEARSAL else None]
 EVAL_PHOTOS = ["chelsea", "china", "flower", "grace_hopper", "retina"][  # never seen in meta training
     :2 if REHEARSAL else None]
-META_TYPES = (["gaussian_blur", "white_noise", "jpeg"] if SMOKE else ["gaussian_blur", "jpeg"] if REHEARSAL
-              else None)  # None = all types
-META_EPOCHS = 2 if SMOKE else 1 if REHEARSAL else 50
-INNER_STEPS = 2 if SMOKE else 1 if REHEARSAL else 5
+# smoke: the toy's two training types and two similar held-out ones (lens_blur held out for selection); the
+# few-shot lesson below is on the types where its zero-shot is weak (clipiqa.lesson.WEAK_HELD_OUT_TYPES)
+META_TYPES = (["gaussian_blur", "white_noise", "lens_blur", "colour_noise"] if SMOKE
+              else ["gaussian_blur", "jpeg"] if REHEARSAL else None)  # None = all types
+HOLDOUT_TASKS = ("lens_blur",) if SMOKE else 0.25  # source tasks kept for selection (names or a share)
+META_EPOCHS = 3 if SMOKE else 1 if REHEARSAL else 50
+INNER_STEPS = 3 if SMOKE else 1 if REHEARSAL else 5
+INNER_LR = 1e-2 if SMOKE else 1e-4  # the toy needs larger inner steps than CLIP's 1e-4 to move its prompts
+TRAINABLE = "text" if SMOKE else "prompts"  # what meta pre-training learns (smoke: the text context)
 TASK_SIZE = 64 if SMOKE else 256  # reference crop size for the synthetic tasks
-LEVELS = (1, 3, 5) if SMOKE or REHEARSAL else (1, 2, 3, 4, 5)  # distortion levels of the tasks
-SHOTS = 12 if SMOKE else 6 if REHEARSAL else 50
-EPOCHS = 3 if SMOKE else 1 if REHEARSAL else 50
-N_SPLITS = 1 if SMOKE or REHEARSAL else 5
+LEVELS = (1, 3, 5) if REHEARSAL else (1, 2, 3, 4, 5)  # distortion levels of the tasks
+SHOTS = 8 if SMOKE else 6 if REHEARSAL else 50  # few labels per split
+EPOCHS = 20 if SMOKE else 1 if REHEARSAL else 50
+N_SPLITS = 10 if SMOKE else 1 if REHEARSAL else 5  # a sign test needs >= 6 splits to conclude at p < 0.05
+LR = 1e-2 if SMOKE else None  # None: each arm's recipe
 N_VIEWS = 1 if SMOKE or REHEARSAL else 4  # random crops cached per training image
 
 # %%
@@ -55,8 +61,12 @@ from clipiqa.data import demo_references
 from clipiqa.meta import MetaConfig, meta_pretrain, synthetic_tasks
 from clipiqa.notebook import meta_selection_text, plot_meta_history
 
-tasks = synthetic_tasks(demo_references(TASK_SIZE, names=META_PHOTOS), types=META_TYPES,
-                        levels=LEVELS, size=TASK_SIZE)
+if SMOKE:  # the toy's training photos and patterns: enough contents for a held-out task's SRCC to mean something
+    from clipiqa.lesson_views import lesson_meta_references
+    references = lesson_meta_references(TASK_SIZE)
+else:
+    references = demo_references(TASK_SIZE, names=META_PHOTOS)
+tasks = synthetic_tasks(references, types=META_TYPES, levels=LEVELS, size=TASK_SIZE)
 print(len(tasks), "tasks:", ", ".join(t.name for t in tasks))
 
 # %%
@@ -64,8 +74,9 @@ from clipiqa.explain.prompt_words import format_prompt_words, prompt_words
 from clipiqa.notebook import caveat, say_model
 model = clipiqa.load_model(MODEL, weights=WEIGHTS, device=DEVICE)
 say_model(model)
-config = MetaConfig(epochs=META_EPOCHS, inner_steps=INNER_STEPS, tasks_per_batch=2, holdout_tasks=0.25,
-                    batch_size=16)
+config = MetaConfig(epochs=META_EPOCHS, inner_steps=INNER_STEPS, inner_lr=INNER_LR, trainable=TRAINABLE,
+                    tasks_per_batch=1 if SMOKE else 2, holdout_tasks=HOLDOUT_TASKS, batch_size=8 if SMOKE else 16,
+                    **({"augment": "none"} if SMOKE else {}))
 progress = widgets.HTML("starting ...")
 display(progress)
 
@@ -80,6 +91,7 @@ words_before = prompt_words(model)  # what the text context reads like before me
 history = meta_pretrain(model, tasks, config, on_step=on_step, out_dir=f"{WORK}/meta")
 print("held out for selection:", ", ".join(history.holdout_tasks))
 print(meta_selection_text(history))  # epoch 0 = the evaluation before any meta step
+print("run note:", history.note or "none")  # the loop says here when selection kept the untouched init
 if caveat(model):
     print(f"⚠ {caveat(model)}")
 
@@ -99,24 +111,40 @@ print(format_prompt_words(prompt_words(model), words_before))
 # %% [markdown]
 # ## Does the meta init help few-shot adaptation?
 #
-# Same protocol as everywhere: the same splits and labelled draws for both arms, on photos **not** used for
-# meta training. `coop+vpt` trains text and visual prompts from their default initialisation; `meta+ft` starts
-# from the meta checkpoint (`best/`) and fine-tunes the paper's trainable set (`last-blocks`). Each arm trains
-# with its own recipe; `overrides` shrinks every arm's budget alike for this lesson.
+# Same protocol as everywhere: the same splits and labelled draws for both arms, with only a few labels per split
+# (`SHOTS`), on photos **not** used for meta training. `ft` fine-tunes the paper's trainable set (`last-blocks`)
+# from the default prompt initialisation; `meta+ft` does the same from the meta checkpoint (`best/`). In smoke
+# mode the target is the toy's held-out types where its zero-shot is weak, on contents it never saw. One split
+# decides nothing: the verdict counts the splits each arm wins, with a sign test. `overrides` shrinks every
+# arm's budget alike for this lesson.
 
 # %%
 from functools import partial
 
+from clipiqa.caveats import caveat_of
 from clipiqa.data import build_demo_set
+from clipiqa.lesson_views import compare_takeaway
 from clipiqa.protocol import run_protocol
 
-demo = build_demo_set(types=["gaussian_blur", "white_noise", "jpeg"], size=SIZE)
-target = demo[demo["content_id"].isin(EVAL_PHOTOS)].reset_index(drop=True)
+if SMOKE:
+    from clipiqa.lesson import WEAK_HELD_OUT_TYPES, write_lesson_set
+    from clipiqa.lesson_views import lesson_recipe
+    recipe = lesson_recipe()
+    target = write_lesson_set(f"{WORK}/lesson-images/meta-target", photos=recipe.heldout_photos,
+                              kinds=recipe.heldout_kinds, types=list(WEAK_HELD_OUT_TYPES), instances=6)
+else:
+    demo = build_demo_set(types=["gaussian_blur", "white_noise", "jpeg"], size=SIZE)
+    target = demo[demo["content_id"].isin(EVAL_PHOTOS)].reset_index(drop=True)
+    target.attrs = demo.attrs
 target = target if DEMO_LIMIT is None else target.sample(n=DEMO_LIMIT, random_state=0).reset_index(drop=True)
-target.attrs = demo.attrs
-result = run_protocol(target, methods=["zero-shot", "coop+vpt", "meta+ft"], shots=SHOTS,
-                      n_splits=N_SPLITS, model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE),
-                      overrides={"epochs": EPOCHS, "n_views": N_VIEWS}, meta_init=f"{WORK}/meta/best",
-                      n_boot=200)
+print(f"target: {len(target)} images of {target['content_id'].nunique()} contents,",
+      ", ".join(sorted(set(target["distortion"]))))
+overrides = {"epochs": EPOCHS, "n_views": N_VIEWS}
+overrides.update({"lr": LR, "momentum": 0.9, "augment": "none"} if SMOKE else {})
+result = run_protocol(target, methods=["zero-shot", "ft", "meta+ft"], shots=SHOTS, n_splits=N_SPLITS,
+                      model_factory=partial(clipiqa.load_model, MODEL, WEIGHTS, DEVICE), overrides=overrides,
+                      meta_init=f"{WORK}/meta/best", n_boot=200)
 print(result.to_text())
 display(result.plot(caveat=caveat(model)))  # each arm in its colour of every chart (clipiqa.palette)
+print(compare_takeaway(result.per_split, "meta+ft", "ft", caveat_of(model)))
+print(compare_takeaway(result.per_split, "meta+ft", "zero-shot", caveat_of(model)))

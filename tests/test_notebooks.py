@@ -20,6 +20,7 @@ import nbformat
 import pytest
 
 from clipiqa.notebook_sources import sync
+from notebook_lessons import LESSON_CHECKS
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
@@ -90,6 +91,8 @@ def test_notebook_runs_in_smoke_mode(name, workdir):
     assert not errors
     shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in code for o in c.outputs)
     assert "toy model trained on synthetic distortions" in shown, "smoke-mode numbers must say they are a toy's"
+    if name in LESSON_CHECKS:  # the lesson's takeaways exist, say "toy model", and its mechanism holds
+        LESSON_CHECKS[name](shown)
 
 
 @pytest.fixture(scope="module")
