@@ -9,26 +9,21 @@ The sets:
   model has none);
 * ``last-blocks``: the text context and tuned copies of the last ``k`` blocks of both towers with their final
   norms; no visual prompts are added, existing ones (from a meta checkpoint) stay frozen. This is the trainable set
-  of GRMP-IQA (Li et al. 2024), formerly called ``paper`` (the old name is still accepted);
+  of GRMP-IQA (Li et al. 2024);
 * ``text``: the text context only;
 * ``none``: nothing (the adapters stay as they are).
 """
 from __future__ import annotations
 
-from .configs import renamed
-
 TRAINABLE_SETS = ("prompts", "last-blocks", "text", "none")
 LAST_BLOCKS = "last-blocks"
-TRAINABLE_ALIASES = {"paper": LAST_BLOCKS}  # names of earlier versions, kept so old cards and scripts still run
 
 
 def trainable_set(name: str, field: str = "trainable set") -> str:
-    """The canonical name of a trainable set (``paper`` -> ``last-blocks``); a ``ValueError`` naming the value and
-    the allowed names otherwise."""
-    canonical = renamed(name, TRAINABLE_ALIASES)
-    if canonical not in TRAINABLE_SETS:
+    """``name`` when it names a trainable set; a ``ValueError`` naming the value and the allowed names otherwise."""
+    if name not in TRAINABLE_SETS:
         raise ValueError(f"{field} {name!r} is not allowed; use one of {', '.join(TRAINABLE_SETS)}")
-    return canonical
+    return name
 
 
 def tuned_block_count(k: int, n_visual: int, n_text: int) -> int:
@@ -49,4 +44,4 @@ def trains(which: str, tensor_name: str) -> bool:
     return which == "text" and text
 
 
-__all__ = ["TRAINABLE_SETS", "TRAINABLE_ALIASES", "LAST_BLOCKS", "trainable_set", "tuned_block_count", "trains"]
+__all__ = ["TRAINABLE_SETS", "LAST_BLOCKS", "trainable_set", "tuned_block_count", "trains"]

@@ -26,7 +26,7 @@ from .imageio import load_image
 from .inference import autocast_for, evaluating
 
 __all__ = [
-    "CLASSICAL_FEATURES", "DESIGN_FEATURES", "RIDGE_ALPHAS", "classical_features", "classical_table", "classical_ridge",
+    "CLASSICAL_FEATURES", "RIDGE_ALPHAS", "classical_features", "classical_table", "classical_ridge",
     "clip_features", "ridge_probe",
 ]
 
@@ -38,9 +38,6 @@ CLASSICAL_FEATURES: tuple[str, ...] = (
     "clipped_bright",
 )
 """Names (and order) of the statistics returned by :func:`classical_features`."""
-
-DESIGN_FEATURES: tuple[str, ...] = BRISQUE_FEATURES
-"""The columns of :func:`classical_table` that :func:`classical_ridge` regresses on, in order."""
 
 _LOG_FEATURES = ("sharpness", "noise", "blockiness")  # heavy-tailed: log1p before the ridge
 _BLOCK = 8
@@ -204,14 +201,14 @@ def classical_table(paths: Iterable[str | os.PathLike], images: Sequence | None 
 
 
 def classical_design(table: pd.DataFrame) -> np.ndarray:
-    """Feature matrix for the ridge: the :data:`DESIGN_FEATURES` columns, heavy-tailed statistics through
-    ``log1p``. A BRISQUE fit that is undefined (a flat image: no texture to fit) enters as 0, so one flat image
+    """Feature matrix for the ridge: the :data:`clipiqa.brisque.BRISQUE_FEATURES` columns, heavy-tailed statistics
+    through ``log1p``. A BRISQUE fit that is undefined (a flat image: no texture to fit) enters as 0, so one flat image
     cannot stop the fit; a table without some column is a ``KeyError`` naming it."""
-    missing = [c for c in DESIGN_FEATURES if c not in table.columns]
+    missing = [c for c in BRISQUE_FEATURES if c not in table.columns]
     if missing:
         raise KeyError(f"classical table lacks column(s) {missing}; build it with clipiqa.baselines.classical_table")
     cols = [np.log1p(np.maximum(table[c].to_numpy(np.float64), 0.0)) if c in _LOG_FEATURES
-            else table[c].to_numpy(np.float64) for c in DESIGN_FEATURES]
+            else table[c].to_numpy(np.float64) for c in BRISQUE_FEATURES]
     return np.nan_to_num(np.column_stack(cols), nan=0.0, posinf=0.0, neginf=0.0)
 
 

@@ -23,9 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ._version import __version__
-from .adapters import TRAINABLE_ALIASES
 from .caveats import caveat_of
-from .configs import renamed
 from .csvio import atomic_path, atomic_write
 from .hashing import file_sha256
 from .data.transforms import as_spec, backbone_spec
@@ -84,7 +82,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, trainable: str | None = N
         "prompt_config": model.prompt_config.to_dict(),
         "tuned_blocks": model.n_tuned_blocks,
         "eval_transform": model.transform_spec.to_dict(),  # applied wherever this checkpoint scores
-        "trainable": renamed(trainable, TRAINABLE_ALIASES),  # a label: the set's current name
+        "trainable": trainable,  # a label
         "training": training or {},
         "data": data or {},
         "metrics": metrics or {},

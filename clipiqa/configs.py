@@ -13,12 +13,6 @@ def invalid(config: str, field_name: str, value: Any, allowed: str) -> NoReturn:
     raise ValueError(f"{config}.{field_name}={value!r} is not allowed; {allowed}")
 
 
-def renamed(value: Any, aliases: Mapping[str, str]) -> Any:
-    """``value`` under its current name when it is an old name in ``aliases`` (old cards and scripts keep working);
-    anything else unchanged, for the field's own check to judge."""
-    return aliases.get(value, value) if isinstance(value, str) else value
-
-
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """Build ``cls`` from a dict (e.g. a checkpoint card), refusing unknown keys by name."""
     known = {f.name for f in fields(cls)}

@@ -165,7 +165,7 @@ class IQAModel(nn.Module):
         """Choose what trains, building what the set declares and nothing else:
 
         ``prompts``: text ctx + visual prompts (declares ``DEFAULT_VISUAL_TOKENS`` visual prompt tokens in every
-        block when the model has none yet); ``last-blocks`` (formerly ``paper``): text ctx + tuned copies of the
+        block when the model has none yet); ``last-blocks``: text ctx + tuned copies of the
         last ``k`` blocks of both encoders + final norms; visual prompts are never added, existing ones (from a meta checkpoint) stay
         frozen, so a fresh model's image features are exactly the frozen CLIP's before the first step;
         ``text``: ctx only; ``none``. ``adapter_spec`` (recorded in cards) says what was built.

@@ -38,7 +38,7 @@ def _fast(**kw):
     return AdaptConfig(**base)
 
 
-@pytest.mark.parametrize("trainable", ["paper", "prompts"])
+@pytest.mark.parametrize("trainable", ["last-blocks", "prompts"])
 def test_loss_falls_and_only_the_trainable_set_changes(labelled, trainable):
     model = clipiqa.load_model("tiny")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -57,7 +57,7 @@ def test_loss_falls_and_only_the_trainable_set_changes(labelled, trainable):
 
 def test_cached_and_uncached_gradients_agree(labelled):
     model = clipiqa.load_model("tiny")
-    model.set_trainable("paper")
+    model.set_trainable("last-blocks")
     model.train()
     images = [Image.open(p).convert("RGB") for p in labelled["path"][:6]]
     q = torch.tensor(labelled["q"][:6].to_numpy(), dtype=torch.float32)
@@ -260,7 +260,7 @@ def _finite_scores(model, labelled) -> bool:
 @pytest.mark.parametrize("lr", [1e3, 1e8])
 def test_divergence_restores_the_last_good_parameters_in_place(labelled, lr):
     model = clipiqa.load_model("tiny")
-    model.set_trainable("paper")
+    model.set_trainable("last-blocks")
     saved = {0: {n: p.detach().clone() for n, p in model.adapter_parameters()}}  # after step s
 
     def snapshot(record):

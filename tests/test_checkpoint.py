@@ -12,7 +12,7 @@ from clipiqa.weights import export_backbone
 
 
 def _trained(model, images):
-    model.set_trainable("paper")
+    model.set_trainable("last-blocks")
     with torch.no_grad():
         for _, p in model.adapter_parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -24,7 +24,7 @@ def test_save_then_load_in_fresh_process_reproduces_scores(tmp_path, images):
     model.eval()
     with torch.no_grad():
         expected = model.score(images)
-    ckpt = clipiqa.save_checkpoint(model, tmp_path / "ckpt", trainable="paper", metrics={"srcc": 0.1})
+    ckpt = clipiqa.save_checkpoint(model, tmp_path / "ckpt", trainable="last-blocks", metrics={"srcc": 0.1})
     torch.save(images, tmp_path / "images.pt")
     card = json.loads((tmp_path / "ckpt" / "card.json").read_text())
     assert card["backbone"]["arch"] == "ViT-B-32" and card["tuned_blocks"] == 1 and "random-init" in card["warning"]
@@ -95,11 +95,11 @@ def test_round_trip_rebuilds_exactly_the_declared_parts(tmp_path, images):
     fine = clipiqa.load_model("tiny", prompts=tmp_path / "meta")
     assert fine.visual_prompt.n_tokens == 100 and fine.n_tuned_blocks == 0
     vp_before = fine.visual_prompt.tokens.detach().clone()
-    names = fine.set_trainable("paper")  # the meta checkpoint's visual prompts stay, frozen
+    names = fine.set_trainable("last-blocks")  # the meta checkpoint's visual prompts stay, frozen
     assert not any(n.startswith("visual_prompt.") for n in names)
     _perturb_trainable(fine)
     assert torch.equal(fine.visual_prompt.tokens, vp_before)
-    clipiqa.save_checkpoint(fine, tmp_path / "fine", trainable="paper")
+    clipiqa.save_checkpoint(fine, tmp_path / "fine", trainable="last-blocks")
 
     back = clipiqa.load_model("tiny", prompts=tmp_path / "fine")
     assert back.adapter_spec == fine.adapter_spec == {"n_ctx": 4, "visual_tokens": 100, "visual_depth": None,
@@ -114,7 +114,7 @@ def test_round_trip_rebuilds_exactly_the_declared_parts(tmp_path, images):
 
 def test_checkpoint_without_visual_prompts_loads_without_them(tmp_path, images):
     model = _trained(clipiqa.load_model("tiny"), images)
-    clipiqa.save_checkpoint(model, tmp_path / "paper", trainable="paper")
+    clipiqa.save_checkpoint(model, tmp_path / "paper", trainable="last-blocks")
     card = json.loads((tmp_path / "paper" / "card.json").read_text())
     assert card["prompt_config"]["visual_tokens"] == 0 and card["tuned_blocks"] == 1
     back = clipiqa.load_model("tiny", prompts=tmp_path / "paper")
@@ -135,7 +135,7 @@ def test_apply_checkpoint_builds_missing_parts_and_names_conflicting_ones(tmp_pa
     with pytest.raises(CheckpointMismatchError, match=r"visual_tokens: checkpoint has 100, this model has 8"):
         apply_checkpoint(other, tmp_path / "vp")
     tuned = clipiqa.load_model("tiny")
-    tuned.set_trainable("paper")
+    tuned.set_trainable("last-blocks")
     with pytest.raises(CheckpointMismatchError, match=r"tuned_blocks: checkpoint has 0, this model has 1"):
         apply_checkpoint(tuned, tmp_path / "vp")
 

@@ -67,7 +67,7 @@ def test_scores_at_native_resolution_through_the_one_path(rn50):
 
 
 def test_adaptation_prompts_and_checkpoints_are_refused(rn50, tmp_path, demo_table):
-    for attempt in (lambda: rn50.set_trainable("paper"), lambda: rn50.set_trainable("prompts"),
+    for attempt in (lambda: rn50.set_trainable("last-blocks"), lambda: rn50.set_trainable("prompts"),
                     lambda: rn50.enable_adapters(), lambda: rn50.add_visual_prompt(10),
                     lambda: rn50.add_tuned_blocks(2)):
         with pytest.raises(FrozenOnlyError, match="frozen only.*vitb16-openai"):

@@ -28,7 +28,7 @@ def both(tmp_path_factory):
         table = load_bench_dataset("demo", "gaussian_blur")  # the table bench read
     bench = pd.read_csv(tmp / "bench" / "per_split.csv")
     bench_summary = pd.read_csv(tmp / "bench" / "summary.csv")
-    panel = ComparePanel(table, shots=SHOTS, n_splits=SPLITS, epochs=EPOCHS, trainable="paper", model_name="tiny",
+    panel = ComparePanel(table, shots=SHOTS, n_splits=SPLITS, epochs=EPOCHS, trainable="last-blocks", model_name="tiny",
                          device="cpu", n_boot=1000, augment="none")  # n_boot: bench's (only the CI depends on it)
     return bench, bench_summary, panel.compare()
 

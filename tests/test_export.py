@@ -34,7 +34,7 @@ def adapted_checkpoint(tmp_path_factory):
     """A tiny model adapted away from zero-shot (paper set + visual prompts, perturbed tensors), trained with the
     paper's evaluation transform: the checkpoint card records it, and the export must carry it."""
     model = clipiqa.load_model("tiny", device="cpu")
-    model.set_trainable("paper")
+    model.set_trainable("last-blocks")
     model.add_visual_prompt(4, 1)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -42,7 +42,7 @@ def adapted_checkpoint(tmp_path_factory):
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     model.transform_spec = grmp_spec(model)
     path = tmp_path_factory.mktemp("ckpt") / "adapted"
-    clipiqa.save_checkpoint(model, path, trainable="paper")
+    clipiqa.save_checkpoint(model, path, trainable="last-blocks")
     return path
 
 

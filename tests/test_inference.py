@@ -241,7 +241,7 @@ def test_grmp_spec_is_the_released_transform():
                            T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     im = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 420, 3), dtype=np.uint8))
     assert torch.equal(eval_transform(spec)(im), reference(im))
-    assert train_transform(model, "paper").transforms[0].size == (244, 244)
+    assert train_transform(model, "grmp").transforms[0].size == (244, 244)
 
 
 def test_transform_spec_validates_and_round_trips():
@@ -283,7 +283,7 @@ def paper_checkpoint(tmp_path_factory):
         paths.append(str(path))
     labelled = pd.DataFrame({"path": paths, "q": np.linspace(0.1, 0.9, len(paths))})
     model = clipiqa.load_model("tiny", device="cpu")
-    adapt(model, labelled, AdaptConfig(trainable="text", epochs=2, batch_size=8, n_views=1, augment="paper",
+    adapt(model, labelled, AdaptConfig(trainable="text", epochs=2, batch_size=8, n_views=1, augment="grmp",
                                        lr=0.1))
     assert model.transform_spec == grmp_spec(model)
     ckpt = root / "ckpt"

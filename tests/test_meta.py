@@ -360,7 +360,7 @@ def test_resume_refuses_other_settings(few_tasks, uninterrupted):
                                                                 else "adam"), out_dir=out)
 
 
-@pytest.mark.parametrize("kw", [dict(n_views=2, augment="model"), dict(trainable="paper"),
+@pytest.mark.parametrize("kw", [dict(n_views=2, augment="model"), dict(trainable="last-blocks"),
                                 dict(trainable="text", qgr={"lam": 5.0})])
 def test_other_trainable_sets_and_view_cache_run_deterministically(few_tasks, kw):
     runs = []
@@ -371,7 +371,7 @@ def test_other_trainable_sets_and_view_cache_run_deterministically(few_tasks, kw
             {n: p for n, p in model.named_parameters() if n in history.trainable})))
         assert all(math.isfinite(s["loss_last"]) for s in history.steps)
     assert runs[0] == runs[1]
-    if kw.get("trainable") == "paper":
+    if kw.get("trainable") == "last-blocks":
         assert any(n.startswith("tuned.") for n in history.trainable)
 
 

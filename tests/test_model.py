@@ -112,7 +112,7 @@ def test_only_prompt_tensors_train_and_backbone_is_bit_identical(tiny, images):
 def test_paper_set_tunes_copies_and_leaves_clip_untouched(tiny, images):
     with torch.no_grad():
         before = tiny.score(images)
-    names = tiny.set_trainable("paper", k=4)
+    names = tiny.set_trainable("last-blocks", k=4)
     assert tiny.n_tuned_blocks == 1  # the 2-block tiny model tunes its last block
     assert "text_prompt.ctx" in names and not any(n.startswith("visual_prompt.") for n in names)
     assert tiny.first_trainable_visual_block() == 1
@@ -127,7 +127,7 @@ def test_paper_set_tunes_copies_and_leaves_clip_untouched(tiny, images):
     assert zero_shot.shape == before.shape
 
 
-@pytest.mark.parametrize("trainable", ["prompts", "paper"])
+@pytest.mark.parametrize("trainable", ["prompts", "last-blocks"])
 def test_prefix_path_equals_full_forward(tiny, images, trainable):
     tiny.set_trainable(trainable)
     tiny.eval()
@@ -180,7 +180,7 @@ def test_a_fresh_model_scores_zero_shot_until_adapted(images, tmp_path):
 # ---------------------------------------------------------------------------------------------- declared adapters
 def test_paper_set_on_a_fresh_model_gives_exactly_the_frozen_clip_image_features(images):
     model = clipiqa.load_model("tiny")
-    names = model.set_trainable("paper")
+    names = model.set_trainable("last-blocks")
     assert model.adapters_enabled and model.visual_prompt is None and model.n_tuned_blocks == 1
     assert not any(n.startswith("visual_prompt.") for n in names)
     assert model.adapter_spec == {"n_ctx": 4, "visual_tokens": 0, "visual_depth": None, "tuned_blocks": 1}
@@ -203,7 +203,7 @@ def test_prompts_set_declares_visual_prompts_and_builds_them():
     assert small.visual_prompt.n_tokens == 8 and small.visual_prompt.depth == 1
     small.set_trainable("prompts")
     assert small.visual_prompt.n_tokens == 8
-    names = small.set_trainable("paper")
+    names = small.set_trainable("last-blocks")
     assert small.visual_prompt.n_tokens == 8 and not any(n.startswith("visual_prompt.") for n in names)
 
 

@@ -193,14 +193,14 @@ def test_a_val_selection_that_never_ran_says_so(table):
 def test_prompt_dropout_keeps_frozen_visual_prompts_stochastic_and_disables_the_cache(table, tmp_path):
     model = load_model("tiny", device="cpu")
     model.add_visual_prompt(4)
-    model.set_trainable("paper")
+    model.set_trainable("last-blocks")
     model.train()
     assert not model.visual_prompt.training  # frozen prompts: eval mode, cache exact
     model.prompt_dropout = True
     model.train()
     assert model.visual_prompt.training
     seen = []
-    history = adapt(model, table, AdaptConfig(trainable="paper", epochs=1, batch_size=64, augment="none",
+    history = adapt(model, table, AdaptConfig(trainable="last-blocks", epochs=1, batch_size=64, augment="none",
                                               prompt_dropout=True),
                     on_step=lambda r: seen.append(model.visual_prompt.training))
     assert history.steps and all(seen)

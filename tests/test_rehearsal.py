@@ -108,7 +108,7 @@ def test_cli_score_adapt_explain_on_the_rehearsal_model(cache, photos, tmp_path,
     use_cache(monkeypatch, cache)
     from clipiqa.cli import main
     t0 = time.perf_counter()
-    assert main(["adapt", "--labels", str(labels), "--model", "vitb16-openai", "--trainable", "paper",
+    assert main(["adapt", "--labels", str(labels), "--model", "vitb16-openai", "--trainable", "last-blocks",
                  "--epochs", "1", "--batch-size", "4", "--augment", "none", "--device", "cpu",
                  "--out", str(tmp_path / "adapted")]) == 0
     card = clipiqa.read_checkpoint(tmp_path / "adapted").card
@@ -135,7 +135,7 @@ def test_one_bf16_adaptation_step_and_scoring_pass_on_cpu(b16, demo_table):
 
     model = b16
     images = [Image.open(p).convert("RGB") for p in demo_table["path"].head(4)]
-    model.set_trainable("paper")
+    model.set_trainable("last-blocks")
     model.train()
     start = model.first_trainable_visual_block()
     encoded = EncodedSet(model, images, eval_transform(model), 1, start, 4)

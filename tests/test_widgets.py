@@ -307,7 +307,7 @@ def test_compare_panel_draws_gradient_cosine_traces_for_both_arms(demo_table):
 
 
 def test_compare_panel_maps_the_trainable_set_to_a_protocol_pair(demo_table):
-    panel = ComparePanel(demo_table.head(40), trainable="paper", model_factory=_tiny_factory(), model_name="tiny")
+    panel = ComparePanel(demo_table.head(40), trainable="last-blocks", model_factory=_tiny_factory(), model_name="tiny")
     assert panel.methods["QGR off"] == "ft" and panel.methods["QGR on"] == "ft+qgr"
     assert panel.lr.value == 1e-3 and "lr" not in panel.overrides()  # the recipe's lr
     panel.trainable.value = "text"
@@ -323,7 +323,7 @@ def test_building_a_compare_panel_leaves_the_arm_registry_alone(demo_table):
     process), and building panels for every trainable set registers nothing."""
     before = dict(METHODS)
     assert {arm for pair in PAIRS.values() for arm in pair} <= set(before)
-    for trainable in ("paper", "prompts", "text"):
+    for trainable in ("last-blocks", "prompts", "text"):
         ComparePanel(demo_table.head(40), trainable=trainable, model_factory=_tiny_factory(), model_name="tiny")
     assert dict(METHODS) == before
 

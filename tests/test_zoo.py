@@ -152,7 +152,7 @@ def test_family_takes_prompts_adaptation_explain_and_checkpoints(name, tmp_path,
     size = model.transform_spec.size
     x = torch.rand(4, 3, size, size)
     params_before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainable = model.set_trainable("paper")
+    trainable = model.set_trainable("last-blocks")
     assert any(n.startswith("tuned.") for n in trainable)
     model.add_visual_prompt(8)  # prompts too: the visual prompt tokens fit any grid
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -162,7 +162,7 @@ def test_family_takes_prompts_adaptation_explain_and_checkpoints(name, tmp_path,
     assert any(not torch.equal(params_before[n], p) for n, p in model.named_parameters() if n in params_before)
     maps = attribute(model, x[:1], "ig", n_steps=2)
     assert maps.shape == (1, size, size) and torch.isfinite(maps).all()
-    clipiqa.save_checkpoint(model, tmp_path / "ckpt", trainable="paper")
+    clipiqa.save_checkpoint(model, tmp_path / "ckpt", trainable="last-blocks")
     with torch.no_grad():
         expected = model.eval().predict(x).margin
     again = clipiqa.load_model(prompts=str(tmp_path / "ckpt"), device="cpu")  # the card names the model

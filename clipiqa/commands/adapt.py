@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..hashing import file_sha256
 from ..presets import DEFAULT_MODEL
-from .common import EXIT_OK, UsageError, augment_arg, command, trainable_arg
+from .common import EXIT_OK, UsageError, command
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -43,10 +43,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None,
                    help="start from a named recipe (grmp, coop, grmp-released; see `clipiqa bench --list-methods`); "
                         "the flags below override it. grmp-released selects on --test-labels: optimistic")
-    p.add_argument("--trainable", type=trainable_arg, choices=("last-blocks", "prompts", "text"), default=None,
-                   help="last-blocks: text context + last 4 blocks of both encoders (default; GRMP-IQA's set, "
-                        "formerly 'paper'); prompts: text + visual prompts (light, CPU-friendly); text: context "
-                        "only (CoOp)")
+    p.add_argument("--trainable", choices=("last-blocks", "prompts", "text"), default=None,
+                   help="last-blocks: text context + last 4 blocks of both encoders (default; GRMP-IQA's set); "
+                        "prompts: text + visual prompts (light, CPU-friendly); text: context only (CoOp)")
     p.add_argument("--epochs", type=int, default=None, help="default 50 (or the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (or the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="default 192 (or the recipe's)")
@@ -61,9 +60,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-labels", default=None,
                    help="label CSV of the test split, read like --labels; only for --selection test-oracle / "
                         "--recipe grmp-released")
-    p.add_argument("--augment", type=augment_arg, choices=("none", "model", "grmp"), default=None,
+    p.add_argument("--augment", choices=("none", "model", "grmp"), default=None,
                    help="training crops: model (default: backbone preprocessing + random crop/flip), grmp "
-                        "(the released GRMP-IQA crops, formerly 'paper': 244 squash, 224 crop, ImageNet mean/std), "
+                        "(the released GRMP-IQA crops: 244 squash, 224 crop, ImageNet mean/std), "
                         "none (one centre crop)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,7 @@ from functools import partial
 
 from ..caveats import RANDOM_INIT
 from ..presets import DEFAULT_MODEL
-from .common import EXIT_OK, EXIT_PARTIAL, UsageError, augment_arg, check_out_folder, command
+from .common import EXIT_OK, EXIT_PARTIAL, UsageError, check_out_folder, command
 
 TINY_EPOCHS = 15
 DEMO_TYPES = ("gaussian_blur", "white_noise", "jpeg", "darken")
@@ -41,7 +41,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
                         "--model tiny)")
     p.add_argument("--lr", type=float, default=None, help="override every adapted arm's learning rate (default: "
                                                           "each arm's recipe)")
-    p.add_argument("--augment", type=augment_arg, choices=("none", "model", "grmp"), default=None,
+    p.add_argument("--augment", choices=("none", "model", "grmp"), default=None,
                    help="override every adapted arm's training augmentation (default: each recipe's; none with "
                         "--model tiny)")
     p.add_argument("--recipe", default=None,

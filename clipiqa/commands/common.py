@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..adapters import TRAINABLE_ALIASES
-from ..configs import renamed
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
@@ -39,18 +37,6 @@ def command(name: str, help: str):
             return run
         return register
     return wrap
-
-
-def trainable_arg(value: str) -> str:
-    """``--trainable``: the set's current name (``paper`` is the old name of ``last-blocks``); argparse's choices
-    judge the result."""
-    return renamed(value, TRAINABLE_ALIASES)
-
-
-def augment_arg(value: str) -> str:
-    """``--augment``: the current name (``paper`` is the old name of ``grmp``); argparse's choices judge it."""
-    from ..data.transforms import VARIANT_ALIASES  # torchvision: only when --augment is given
-    return renamed(value, VARIANT_ALIASES)
 
 
 def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:

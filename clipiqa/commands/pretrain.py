@@ -19,8 +19,7 @@ import sys
 import threading
 from typing import Callable
 
-from .common import (EXIT_OK, UsageError, add_model_args, augment_arg, command, load_model_from_args,
-                     random_init_warning, trainable_arg)
+from .common import EXIT_OK, UsageError, add_model_args, command, load_model_from_args, random_init_warning
 
 EXIT_STOPPED = 130
 DATASET_SOURCES = ("kadid10k", "tid2013")
@@ -55,12 +54,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per inner step")
     p.add_argument("--holdout", default="0.2",
                    help="held-out source tasks for selection: a fraction, or comma-separated task names")
-    p.add_argument("--trainable", type=trainable_arg, choices=("prompts", "text", "last-blocks"), default="prompts",
+    p.add_argument("--trainable", choices=("prompts", "text", "last-blocks"), default="prompts",
                    help="what meta-training learns: prompts (default), text (context only), last-blocks (context + "
-                        "tuned copies of the last blocks; formerly 'paper')")
+                        "tuned copies of the last blocks)")
     p.add_argument("--qgr-lam", type=float, default=0.0, help="QGR strength for inner steps (default 0 = off)")
-    p.add_argument("--augment", type=augment_arg, choices=("model", "grmp", "none"), default="model",
-                   help="training crops: model (default), grmp (the released GRMP-IQA crops; formerly 'paper'), none")
+    p.add_argument("--augment", choices=("model", "grmp", "none"), default="model",
+                   help="training crops: model (default), grmp (the released GRMP-IQA crops), none")
     p.add_argument("--n-views", type=int, default=0, help="cached crops per support image (0 = fresh crops)")
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=1)

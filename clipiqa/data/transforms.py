@@ -8,8 +8,7 @@ Two specs have names:
 
 - ``"model"`` (:func:`backbone_spec`): the backbone's preprocessing (resize the shorter side, centre crop, CLIP
   mean/std), identical to open_clip's evaluation transform.
-- ``"grmp"`` (:func:`grmp_spec`, the evaluation transform of the released GRMP-IQA code; called ``"paper"``
-  earlier, a name still accepted): squash to 244x244, centre crop 224, ImageNet mean/std.
+- ``"grmp"`` (:func:`grmp_spec`, the evaluation transform of the released GRMP-IQA code): squash to 244x244, centre crop 224, ImageNet mean/std.
 
 Training transforms (:func:`train_transform`): the same normalisation as the matching eval spec with a random
 crop from a slightly larger resize (ratio 244/224) and a horizontal flip; ``"grmp"`` squashes, ``"model"`` keeps
@@ -22,14 +21,14 @@ from typing import Any, Mapping
 
 from torchvision import transforms as T
 
-from ..configs import from_dict, invalid, renamed
+from ..configs import from_dict, invalid
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VARIANTS = ("model", "grmp")
-VARIANT_ALIASES = {"paper": "grmp"}  # the earlier name, still read from old cards and scripts
+OLD_CARD_NAMES = {"paper": "grmp"}  # what checkpoint cards written before the rename call the grmp spec
 GRMP_RESIZE = 244
 RESIZE_MODES = ("shortest", "squash")
 INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
@@ -90,8 +89,8 @@ class TransformSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TransformSpec":
         data = dict(data)
-        if "name" in data:  # a card written before the rename says "paper" for the same spec
-            data["name"] = renamed(data["name"], VARIANT_ALIASES)
+        if isinstance(data.get("name"), str):  # a card written before the rename says "paper" for the same spec
+            data["name"] = OLD_CARD_NAMES.get(data["name"], data["name"])
         return from_dict(cls, data)
 
 
@@ -155,12 +154,11 @@ def _resize(mode: str, side: int, interpolation: str):
 
 
 def variant_name(variant: str, field: str = "transform variant", allowed: tuple[str, ...] = VARIANTS) -> str:
-    """The canonical name of a transform variant or augmentation (``paper`` -> ``grmp``); a ``ValueError`` that
-    names ``field``, the value and the allowed names otherwise."""
-    canonical = renamed(variant, VARIANT_ALIASES)
-    if canonical not in allowed:
+    """``variant`` when it names a transform variant or augmentation; a ``ValueError`` that names ``field``, the
+    value and the allowed names otherwise."""
+    if variant not in allowed:
         raise ValueError(f"{field} {variant!r} is not allowed; use one of {', '.join(allowed)}")
-    return canonical
+    return variant
 
 
 def eval_transform(spec: Any, variant: str | None = None):

@@ -7,9 +7,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..configs import invalid, renamed
-from ..adapters import LAST_BLOCKS, TRAINABLE_ALIASES
-from ..data.transforms import VARIANT_ALIASES, VARIANTS
+from ..configs import invalid
+from ..adapters import LAST_BLOCKS
+from ..data.transforms import VARIANTS
 from ..qgr import QGRConfig
 
 SELECTION_MODES = ("fixed", "val", "test-oracle")
@@ -35,7 +35,7 @@ def _check_choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None
 class AdaptConfig:
     """Few-shot fine-tuning settings; defaults follow the released code."""
 
-    trainable: str = LAST_BLOCKS     # "last-blocks" (GRMP-IQA's set; formerly "paper"), "prompts", "text"
+    trainable: str = LAST_BLOCKS     # "last-blocks" (GRMP-IQA's set), "prompts", "text"
     tuned_blocks: int = 4
     epochs: int = 50
     lr: float = 1e-3
@@ -69,7 +69,6 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if isinstance(self.qgr, dict):
             object.__setattr__(self, "qgr", QGRConfig(**self.qgr))
-        object.__setattr__(self, "trainable", renamed(self.trainable, TRAINABLE_ALIASES))
         if self.trainable not in (LAST_BLOCKS, "prompts", "text"):
             _fail("trainable", self.trainable, "use 'last-blocks', 'prompts' or 'text'")
         if not isinstance(self.qgr_stats, bool):
@@ -84,7 +83,6 @@ class AdaptConfig:
                 _fail(name, value, "use a finite number >= 0")
         if self.lr <= 0:
             _fail("lr", self.lr, "use a positive learning rate")
-        object.__setattr__(self, "augment", renamed(self.augment, VARIANT_ALIASES))
         if self.augment not in ("none",) + VARIANTS:
             _fail("augment", self.augment, "use 'none', 'model' or 'grmp'")
         if self.selection not in SELECTION_MODES:

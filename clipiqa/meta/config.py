@@ -6,9 +6,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..configs import from_dict, invalid, renamed
-from ..adapters import LAST_BLOCKS, TRAINABLE_ALIASES
-from ..data.transforms import VARIANT_ALIASES, VARIANTS
+from ..configs import from_dict, invalid
+from ..adapters import LAST_BLOCKS
+from ..data.transforms import VARIANTS
 from ..finetune import AdaptConfig
 from ..qgr import QGRConfig
 
@@ -73,8 +73,7 @@ class MetaConfig:
         (``released``: ignored, a meta step is a dataset phase).
     support_fraction: share of each task's *content groups* in its support split (the rest is query).
     trainable: ``prompts`` (text context + visual prompts + their projection and norm: the released set),
-        ``text`` (context only) or ``last-blocks`` (context + tuned copies of the last ``tuned_blocks`` blocks;
-        formerly ``paper``).
+        ``text`` (context only) or ``last-blocks`` (context + tuned copies of the last ``tuned_blocks`` blocks).
     qgr: the gradient regulariser for inner steps and FOMAML query gradients; default off (lam = 0).
     holdout_tasks: held-out *source* tasks used only for checkpoint selection: a fraction of the tasks
         (default 0.2, at least one task, at least one left for training) drawn with ``seed``, or explicit names.
@@ -145,7 +144,6 @@ class MetaConfig:
                   f"use one of {', '.join(META_LR_SCHEDULES)} (or None for the algorithm's default)")
         if not (isinstance(self.support_fraction, (int, float)) and 0 < self.support_fraction < 1):
             _fail("support_fraction", self.support_fraction, "use a fraction in (0, 1)")
-        object.__setattr__(self, "trainable", renamed(self.trainable, TRAINABLE_ALIASES))
         if self.trainable not in META_TRAINABLE:
             _fail("trainable", self.trainable, f"use one of {', '.join(META_TRAINABLE)}")
         if not isinstance(self.qgr, QGRConfig):
@@ -153,7 +151,6 @@ class MetaConfig:
         self._check_holdout()
         if self.selection_metric not in SELECTION_METRICS:
             _fail("selection_metric", self.selection_metric, f"use one of {', '.join(SELECTION_METRICS)}")
-        object.__setattr__(self, "augment", renamed(self.augment, VARIANT_ALIASES))
         if self.augment not in ("none",) + VARIANTS:
             _fail("augment", self.augment, "use 'none', 'model' or 'grmp'")
         if self.amp not in (None, True, False):
