@@ -10,6 +10,7 @@ import sys
 
 from . import commands  # noqa: F401  (every command module registers itself on import)
 from ._version import __version__
+from .extras import MissingExtraError
 from .commands.common import (COMMANDS, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, _Parser, add_model_args,
                               check_out_file, check_out_folder, command, load_model_from_args, random_init_warning)
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     _, run, _ = COMMANDS[args.command]
     try:
         return run(args)
-    except UsageError as e:
+    except (UsageError, MissingExtraError) as e:
         print(f"clipiqa {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from ._version import __version__
 from .inference import from_logits, head_logits
 from .csvio import atomic_write
+from .extras import require
 from .onnx_runner import OnnxScorer, file_sha256, seal_metadata
 
 OPSET = 17
@@ -100,6 +101,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, card: dict[str, An
     """Write ``model`` (as it scores now) as ``path`` (.onnx) with its ``.json`` and ``score_onnx.py`` beside it;
     see the module docstring. ``card``/``checkpoint``: the checkpoint applied to the model (recorded in the JSON;
     ``clipiqa export --prompts`` passes them). Returns the ONNX path."""
+    if verify:
+        require("onnxruntime", "deploy", "export_onnx (its check runs the graph under onnxruntime)")
     if getattr(model, "frozen_only", False):
         raise ValueError(f"model {model.source.preset!r} scores each image at its own resolution (CLIP-IQA's "
                          "ResNet configuration); the ONNX export takes models with a fixed input size (the ViTs)")

@@ -20,9 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import jupytext
-import nbformat
-from jupytext.combine import combine_inputs_with_outputs
+from .extras import require
+
+require("jupytext", "lab", "clipiqa.notebook_sources (the notebooks' .py pairing)")
+import jupytext  # noqa: E402  (the 'lab' extra, checked above)
+import nbformat  # noqa: E402
+from jupytext.combine import combine_inputs_with_outputs  # noqa: E402
 
 __all__ = ["SOURCE_FORMAT", "pairs", "cells_of", "check", "sync", "reset", "strip_outputs", "main"]
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from .extras import require
 from .export import copy_runner, export_onnx, write_scorer_metadata
 from .metrics import srcc
 from .onnx_runner import OnnxScorer, import_onnxruntime, read_metadata
@@ -50,6 +51,8 @@ def quantize_graph(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, *
     int8 symmetric, per output channel when ``per_channel``; activations uint8, quantized at run time) as
     ``int8_path``. Only the graph: :func:`quantize_scorer` adds the JSON and the check."""
     import logging
+    for package in ("onnx", "onnxruntime"):
+        require(package, "deploy", "int8 quantization")
     import_onnxruntime()  # first, so that its telemetry switch is set (see onnx_runner)
     from onnxruntime.quantization import QuantType, quantize_dynamic  # the `deploy` extra
     int8_path = Path(int8_path)
@@ -144,6 +147,8 @@ def export_int8(model: nn.Module, path: str | os.PathLike, *, card: dict[str, An
                 checkpoint: str | os.PathLike | None = None, min_srcc: float = MIN_CHECK_SRCC) -> Path:
     """``export_onnx`` then :func:`quantize_scorer`: the int8 scorer of ``model`` (as it scores now) at ``path``,
     checked against its fp32 graph on the demo photos (:func:`check_batch`). The fp32 graph is not kept."""
+    for package in ("onnx", "onnxruntime"):  # before the export, which takes a while
+        require(package, "deploy", "int8 quantization")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"ONNX file name {str(path)!r} must end in .onnx (the preprocessing JSON goes beside it)")

@@ -2,7 +2,7 @@
 # Set everything up, then open JupyterLab on the guided notebooks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh lab  # the lab extra: JupyterLab and Jupytext
 venv="${CLIPIQA_VENV:-.venv}"
 # Kernels that import torch before clipiqa still get clipiqa's short OpenMP spin (clipiqa/threads.py; README
 # "A class on one server"), unless a wait policy was chosen here already.

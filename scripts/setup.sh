@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv (or $CLIPIQA_VENV) and install this repository into it. Usage: scripts/setup.sh [test]
-# ("test" adds the test extra and Debian's Chromium for browser tests).
+# Create .venv (or $CLIPIQA_VENV) and install this repository into it. Usage: scripts/setup.sh [EXTRA]
+# ("lab", as `make lab` runs it: JupyterLab and Jupytext; "test": the test extra, which pulls every other extra,
+# and Debian's Chromium for browser tests; no EXTRA: the core only).
 #
 # Installs only when needed: the stamp file records the pyproject.toml hash and every extra installed so far,
 # and an install always keeps the extras already there. So once both `make lab` and `make test` have run,

@@ -1,4 +1,4 @@
-"""scripts/setup.sh installs only when needed: once both `make lab` (no extra) and `make test` (the
+"""scripts/setup.sh installs only when needed: once both `make lab` (the lab extra) and `make test` (the
 test extra) have run, switching between them never reinstalls, so it never needs the network. It installs torch from
 PyTorch's CPU wheel index on a machine without an NVIDIA GPU, the CUDA wheels otherwise.
 
@@ -56,15 +56,21 @@ def _setup(repo, *args) -> list[str]:
 
 
 def test_switching_between_lab_and_test_never_reinstalls(repo):
-    assert _setup(repo) == ["."]  # make lab on a fresh machine
-    assert _setup(repo, "test") == [".[test]"]  # make test adds the test extra once
-    assert _setup(repo) == []  # back to lab: nothing to install (the test extra stays)
+    assert _setup(repo, "lab") == [".[lab]"]  # make lab on a fresh machine
+    assert _setup(repo, "test") == [".[lab,test]"]  # make test adds the test extra once
+    assert _setup(repo, "lab") == []  # back to lab: nothing to install (the test extra stays)
     assert _setup(repo, "test") == []
-    assert _setup(repo) == []
+    assert _setup(repo, "lab") == []
 
 
-def test_test_first_then_lab_never_reinstalls(repo):
-    assert _setup(repo, "test") == [".[test]"]
+def test_test_first_then_lab_installs_the_lab_extra_once(repo):
+    assert _setup(repo, "test") == [".[test]"]  # the test extra pulls the lab extra: pip installs nothing new
+    assert _setup(repo, "lab") == [".[test,lab]"]
+    assert _setup(repo, "lab") == [] and _setup(repo, "test") == []
+
+
+def test_the_core_alone(repo):
+    assert _setup(repo) == ["."]
     assert _setup(repo) == []
 
 

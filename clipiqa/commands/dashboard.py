@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..extras import require
 from .common import EXIT_OK, UsageError, command
 
 
@@ -45,6 +46,7 @@ def dashboard_notebook(session: Path, folder: Path | None, gate: Path | None, in
 @command("dashboard", "serve the line dashboard (scores, reject rate, drift alarm, label queue) with "
                       "Voila")(_configure)
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    require("voila", "pilot", "clipiqa dashboard")
     session = Path(args.session).resolve()
     if not (session / "settings.json").is_file():
         raise UsageError(f"{session} is not a clipiqa session (no settings.json); label some images first "
@@ -59,7 +61,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise UsageError(f"--interval {args.interval} is not allowed; use a positive number of seconds")
     voila = shutil.which("voila", path=str(Path(sys.executable).parent)) or shutil.which("voila")
     if voila is None:
-        raise UsageError("voila is not installed: pip install voila (it comes with clipiqa's dependencies)")
+        raise UsageError("the voila command is not on PATH although the voila package is installed; reinstall "
+                         "clipiqa's 'pilot' extra (pip install 'clipiqa[pilot]')")
     target = session / "dashboard" / "line_dashboard.ipynb"
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(dashboard_notebook(session, folder, gate, args.interval), indent=1))

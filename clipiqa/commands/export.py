@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..extras import require
 from .common import EXIT_OK, UsageError, add_model_args, check_out_file, command, load_model_from_args, \
     random_init_warning
 
@@ -25,6 +26,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
 @command("export", "export a scorer (--prompts CKPT: the adapted model; without: zero-shot CLIP) to ONNX for "
                    "onnxruntime")(_configure)
 def cmd_export(args: argparse.Namespace) -> int:
+    require("onnxruntime", "deploy", "clipiqa export")  # before a model is loaded: the check runs the graph
+    if args.int8:
+        require("onnx", "deploy", "clipiqa export --int8")
     from clipiqa.export import export_onnx
     out = check_out_file(args.out)
     if out.suffix != ".onnx":

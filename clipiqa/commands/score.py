@@ -111,18 +111,18 @@ def _score_onnx(args: argparse.Namespace) -> int:
     loader, the runner's preprocessing and onnxruntime."""
     import pandas as pd
 
+    from ..extras import require
     from ..onnx_runner import OnnxScorer, ScorerError
     given = [flag for flag, value in (("--model", args.model), ("--weights", args.weights),
                                       ("--prompts", args.prompts)) if value]
     if given:
         raise UsageError(f"--onnx scores with the exported scorer alone; drop {', '.join(given)} (the model, "
                          "weights and checkpoint are inside the .onnx file)")
+    require("onnxruntime", "deploy", "clipiqa score --onnx")
     try:
         scorer = OnnxScorer(args.onnx)
     except ScorerError as e:
         raise UsageError(f"--onnx {args.onnx}: {e}") from e
-    except ImportError as e:
-        raise UsageError(f"--onnx {args.onnx}: onnxruntime is not installed ({e}); pip install onnxruntime") from e
     meta = scorer.meta
     gate = _load_gate(args.gate, {"model": meta.get("model"), "fingerprint": (meta.get("backbone") or {}).get(
         "fingerprint"), "checkpoint_sha256": (meta.get("checkpoint") or {}).get("sha256")})

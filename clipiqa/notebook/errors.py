@@ -41,6 +41,7 @@ USER_ERRORS = (
     "clipiqa.data.readers:DatasetFormatError",
     "clipiqa.labelstore:LabelNotSaved",
     "clipiqa.clip_iqa_rn50:FrozenOnlyError",
+    "clipiqa.extras:MissingExtraError",
     "clipiqa.lesson:StaleWeightsError",
 )
 """``module:Class`` of the clipiqa errors whose message is the whole story (subclasses included)."""
