@@ -7,7 +7,8 @@ deliberately broken variant (the ``broken`` tests run that variant and assert th
    more than the bootstrap CI (broken: a learner that cannot move). 100 random frozen visual tokens (the defect
    that hurts real CLIP: docs/design.md, 'The model and its adapters') do *not* make it fail on this toy
    (measured: adapted 0.35-0.65 with them), so they are no broken variant here;
-3. meta pre-training moves its parameters and its held-out source SRCC rises (broken: a zero outer step).
+3. meta pre-training moves its parameters and its held-out source SRCC rises, within one family of distortions
+   (broken: a zero outer step).
 
 Numbers are a toy's (synthetic distortions, 64 px): they show the machinery learns, not how real CLIP behaves.
 """
@@ -34,7 +35,11 @@ ADAPT_TYPE = "motion_blur"  # held out of pre-training; zero-shot is weak on it 
 ADAPT_SHOTS = 40
 ADAPT_CONFIG = dict(trainable="last-blocks", epochs=100, lr=3e-2, momentum=0.9, weight_decay=1e-4, batch_size=40,
                     augment="none", seed=0)
-META_TYPES = ("gaussian_blur", "white_noise", "motion_blur")  # the two pre-training types + the held-out source
+# Source tasks of one family (blurs the toy never saw in pre-training) and a held-out source of the same family:
+# on the retrained toy, Reptile on its two pre-training types did not raise held-out SRCC (motion blur 0.817 ->
+# 0.812, JPEG 0.351 -> 0.319, pixelate 0.438 -> 0.411: the fresh context already ranks them as well as the meta
+# init does), so transfer within a family is what the check can hold the loop to.
+META_TYPES = ("lens_blur", "conveyor_motion_blur", "defocus", "motion_blur")
 META_HOLDOUT = ("motion_blur",)
 
 
@@ -114,11 +119,12 @@ def meta_tasks(tmp_path_factory):
 
 
 def meta_check(tasks, meta_lr: float | None = None) -> dict:
-    """Reptile on the pre-training types, training the text context, ``motion_blur`` held out as the source task
-    selection reads; ``passed`` when the parameters moved >= 1 % and the held-out SRCC of the meta init itself
-    (``srcc_init``, no inner steps) rose from epoch 0 (before any meta step) to the last epoch. Measured: rel_move
-    1.82, held-out SRCC by epoch 0.566 -> 0.681, 0.746, 0.716, 0.694; with a zero outer step (1e-12): rel_move 0,
-    SRCC 0.566 at every epoch, and the check fails."""
+    """Reptile on three blurs, training the text context, ``motion_blur`` held out as the source task selection
+    reads; ``passed`` when the parameters moved >= 1 % and the held-out SRCC of the meta init itself (``srcc_init``,
+    no inner steps) rose from epoch 0 (before any meta step) to the last epoch. Measured on the retrained toy:
+    rel_move 2.31, held-out SRCC by epoch 0.817 -> 0.814, 0.825, 0.825, 0.828 (a small rise: the toy ranks motion
+    blur on these contents well from the start); with a zero outer step (1e-12): rel_move 0, SRCC 0.817 at every
+    epoch, and the check fails."""
     from clipiqa import meta
     model = clipiqa.load_model("lesson", device="cpu", prompts=PromptConfig())
     config = meta.MetaConfig(epochs=4, trainable="text", inner_steps=3, inner_lr=1e-2, tasks_per_batch=1,
