@@ -205,10 +205,10 @@ def test_suggest_next_is_diverse_then_uncertain(session):
 
 def test_farthest_point_picks_the_far_image(session):
     """With one labelled image, the first diverse suggestion is the candidate least similar to it."""
-    session._encode(session.images)
+    session.parts.suggestions.encode(session.images)  # the zero-shot features the rule compares
     anchor = session.images[0]
     session.label(anchor, 3)
-    f = session._features
+    f = session.parts.suggestions.features
     sims = {p: float(f[p] @ f[anchor]) for p in session.images[1:]}
     assert session.suggest_next(1) == [min(sims, key=sims.get)]
 
@@ -592,3 +592,13 @@ def test_subfolders_of_a_photo_folder_are_contents_and_a_flat_folder_warns(tmp_p
                                    str(nested / "line-b" / "rocket.jpg"): "line-b"}
     with pytest.warns(NoContentGroupsWarning, match="no subfolders"):
         Session(tmp_path / "flat", images=photo_dir, model_name="tiny")
+
+
+def test_every_public_name_of_a_session_has_its_help():
+    """``help(Session)`` reads as one API: every public method and attribute says what it is, and a method keeps
+    the signature of the part that does the work."""
+    import inspect
+    undocumented = [name for name, value in vars(Session).items() if not name.startswith("_")
+                    and not isinstance(value, str) and not (getattr(value, "__doc__", None) or "").strip()]
+    assert undocumented == []
+    assert list(inspect.signature(Session.suggest_next).parameters) == ["self", "k", "diverse_until", "strategy"]

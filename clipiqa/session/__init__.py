@@ -36,9 +36,14 @@ What to label next (``suggest_next``), documented because it decides which label
 With random-init weights (the ``tiny`` preset) embeddings and scores are meaningless, so the suggestions are an
 arbitrary but deterministic order; the machinery is the same.
 
-The package: :mod:`.scale` (rating scales), :mod:`.files` (the folder's files, settings, rater checks),
-:mod:`.migrate` (format 1 -> database), :mod:`.view` (one rater's view of the database), :mod:`.suggest` (what
-to label next, blind repeats), :mod:`.checkpoints` (adaptation checkpoints) and :mod:`.facade` (``Session``, the one entry).
+The package: :mod:`.facade` (``Session``, the one entry, composed of the parts below), its parts
+:mod:`.state` (the folder, label store, settings and rater they share), :mod:`.navigator` (the image list and
+where this object is in it), :mod:`.ratings` (labels, counts, agreement; label, skip, undo), :mod:`.models` (the
+model, scoring, checkpoints) and :mod:`.suggestions` (what to label next), and the plain functions they use:
+:mod:`.scale` (rating scales), :mod:`.files` (the folder's files, settings, rater checks), :mod:`.migrate`
+(format 1 -> database), :mod:`.recover` (a lost database rebuilt from labels.csv), :mod:`.view` (one rater's
+view of the database), :mod:`.suggest` (the suggestion rules, blind repeats) and :mod:`.checkpoints`
+(adaptation checkpoints).
 """
 from __future__ import annotations
 

@@ -1,47 +1,81 @@
-"""``Session``: the one public entry of a labelling-and-adaptation project in one folder. It holds the state
-(folder, scale, rater, position, model, caches) and delegates to plain functions: files and settings
-(:mod:`.store`), format-1 migration (:mod:`.migrate`), the rater's view of the database (:mod:`.view`), what to
-label next (:mod:`.suggest`) and checkpoints (:mod:`.checkpoints`).
+"""``Session``: the one public entry of a labelling-and-adaptation project in one folder, composed of parts with
+one job each (``session.parts``):
 
-Over ~450 lines on purpose: it is the whole public API of a session, each method with the docstring users read
-(``help(Session)``); the methods themselves are a few lines each."""
+* :class:`~clipiqa.session.state.SessionState`: the folder's files, the label store, the settings, the rater
+  and their view of the database, shared by the other parts;
+* :class:`~clipiqa.session.navigator.Navigator`: the image list and where this object is in it;
+* :class:`~clipiqa.session.ratings.Ratings`: the ratings (everyone's labels, this rater's, counts, the human
+  ceiling) and what this object adds (label, skip, undo);
+* :class:`~clipiqa.session.models.Models`: the model, scoring and checkpoints;
+* :class:`~clipiqa.session.suggestions.Suggestions`: what to label next.
+
+``Session`` builds them (opening, migrating or recovering the folder), joins them where a job needs two
+(``adapt``: the labels, a fresh model, a checkpoint) and forwards every other public name to the part that owns
+it, docstring and signature included (``help(Session)`` reads as one API)."""
 from __future__ import annotations
 
+import functools
 import os
-import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
-from ..agreement import human_ceiling
-from ..configs import invalid
-from ..data import read_labels
-from ..labelstore import DB_NAME, LabelNotSaved, LabelStore, cleanup_temporaries
-from ..scoring import score_files
-from ..pilot.watch import queued_requests
 from ..caveats import RANDOM_INIT
-from .checkpoints import (checked_test, checkpoint_preset, checkpoint_table, new_checkpoint_dir, save_adapted,
-                          split_labels)
+from ..configs import invalid
+from ..labelstore import DB_NAME, cleanup_temporaries
+from .checkpoints import checked_test, new_checkpoint_dir, save_adapted, split_labels
+from .files import (DEFAULT_RATER, REPEAT_SHARE, SESSION_FORMAT, check_repeat_share, image_rows, now_text,
+                    read_json)
 from .migrate import migrate_format1
+from .models import Models
+from .navigator import Navigator
+from .ratings import Ratings
 from .recover import LabelsRecovered, database_state, recover_from_export
 from .scale import as_scale, check_fits_scale
-from .files import (DEFAULT_RATER, REPEAT_SHARE, SESSION_FORMAT, check_rater, check_repeat_share, image_rows,
-                    json_text, now_text, read_json, settings_dict, write_if_changed)
-from .suggest import DIVERSE_UNTIL, check_strategy, encode_zero_shot, pick_repeat, suggest
-from .view import View, counts_of, next_not_done, progress_line, view_of
-
-# Imported on first use, not here: clipiqa.presets (so clipiqa.factory too) reads its JSON files through
-# importlib.resources.files("clipiqa") at import, which fails in processes that only rate and import
-# clipiqa.session without clipiqa/__init__ (tests/labelstore_workers.py: four spawned children); and
-# clipiqa.finetune costs 2.9 s per such process (measured on the 2-core machine), a model-side cost.
+from .state import CHECKPOINTS, LABELS, SETTINGS, SessionState
+from .suggestions import Suggestions
 
 
 def _default_model() -> str:
-    from ..presets import DEFAULT_MODEL  # on first use: see the note at the imports
+    from ..presets import DEFAULT_MODEL  # on first use: see the note in clipiqa/session/models.py
     return DEFAULT_MODEL
+
+
+def _part_of(cls: type) -> str:
+    return cls.__name__.lower() if cls is not SessionState else "state"
+
+
+def _forward(cls: type, name: str, doc: str | None = None):
+    """The Session attribute ``name`` as the same attribute of its part of class ``cls``, with its docstring (and,
+    for a method, its signature); settable when the part's attribute is (a plain attribute, or a property with a
+    setter)."""
+    part, target = _part_of(cls), getattr(cls, name, None)
+    if callable(target):
+        @functools.wraps(target)
+        def method(self, *args, **kwargs):
+            return getattr(getattr(self.parts, part), name)(*args, **kwargs)
+        return method
+
+    def get(self):
+        return getattr(getattr(self.parts, part), name)
+
+    def set_(self, value):
+        setattr(getattr(self.parts, part), name, value)
+    settable = not isinstance(target, property) or target.fset is not None
+    return property(get, set_ if settable else None, doc=doc or getattr(target, "__doc__", None))
+
+
+class Parts:
+    """The parts of one Session object (see the :mod:`clipiqa.session.facade` docstring)."""
+
+    def __init__(self, state: SessionState, model: Any = None):
+        self.state = state
+        self.models = Models(state, model)
+        self.suggestions = Suggestions(state, self.models)
+        self.navigator = Navigator(state, self.suggestions.suggest_next)
+        self.ratings = Ratings(state, self.navigator)
 
 
 class Session:
@@ -68,68 +102,63 @@ class Session:
     ``next_unlabelled``, ``labelled_table``) is read from the database, so it shows the other writers' ratings.
     """
 
-    LABELS = "labels.csv"
+    LABELS = LABELS
     DATABASE = DB_NAME
-    SETTINGS = "settings.json"
+    SETTINGS = SETTINGS
     STATE = "state.json"  # format 1 only: read once when migrating
     LEGACY_BACKUP = "labels-format1.csv"
-    CHECKPOINTS = "checkpoints"
+    CHECKPOINTS = CHECKPOINTS
 
     def __init__(self, folder: str | os.PathLike, images: Any = None, scale: Any = None,
                  model_name: str | None = None, weights: str | None = None, device: str | None = None,
                  model: Any = None, *, rater: str | None = None, repeat_share: float | None = None):
-        self.folder = Path(folder).expanduser().resolve()
-        self._lock = threading.RLock()
-        stored = read_json(self.folder / self.SETTINGS) or {}
+        self.folder = folder = Path(folder).expanduser().resolve()
+        stored = read_json(folder / self.SETTINGS) or {}
         if stored and stored.get("format") != SESSION_FORMAT:
-            raise ValueError(f"{self.folder / self.SETTINGS} is not a clipiqa session settings file")
+            raise ValueError(f"{folder / self.SETTINGS} is not a clipiqa session settings file")
         rows = image_rows(images)
-        found = database_state(self.folder / self.DATABASE)  # "missing", "empty (0 bytes)" or None
+        found = database_state(folder / self.DATABASE)  # "missing", "empty (0 bytes)" or None
         db_existed = found != "missing"
         if not rows and not stored and not db_existed:
-            raise ValueError(f"no images for the session in {self.folder}: give image files, a folder of images, "
+            raise ValueError(f"no images for the session in {folder}: give image files, a folder of images, "
                              "or a table with a 'path' column as images=")
-        format1 = int(stored.get("version", 1)) < 2 if stored else (not db_existed and self.labels_path.is_file())
-        self.folder.mkdir(parents=True, exist_ok=True)
-        cleanup_temporaries(self.folder, [self.LABELS, self.SETTINGS, self.STATE])
-        self.scale = as_scale(scale if scale is not None else stored.get("scale"))
-        self.model_name = model_name or stored.get("model_name") or _default_model()
-        self.weights = weights if weights is not None else stored.get("weights")
-        self.device = device if device is not None else stored.get("device")
-        self.active_checkpoint: str | None = stored.get("checkpoint")
-        self.created = stored.get("created") or now_text()
-        self.repeat_share = check_repeat_share(repeat_share if repeat_share is not None
-                                               else stored.get("repeat_share", REPEAT_SHARE))
-        self.store = LabelStore(self.folder / self.DATABASE, export=self.labels_path)
-        self._view_key: Any = None
-        self._view_cache: View | None = None
-        self.recovery: str | None = None  # what was done when the database was found lost (also warned)
-        if format1 and self.store.get_meta("migrated") is None:
-            migrate_format1(self.store, stored, self.labels_path, self.folder / self.STATE,
-                            self.folder / self.LEGACY_BACKUP, self.scale.name)
-        elif self.labels_path.is_file():  # a lost database beside an export with rows: import, never overwrite it
-            self.recovery = recover_from_export(self.store, self.labels_path, self.scale.name, found)
-            if self.recovery:
-                warnings.warn(self.recovery, LabelsRecovered, stacklevel=3)
-        self.store.add_images(rows)
-        if not self.images:
-            raise ValueError(f"no images for the session in {self.folder}: give image files, a folder of images, "
-                             "or a table with a 'path' column as images=")
-        check_fits_scale(self.scale, [(r.path, r.score) for r in self.store.snapshot().ratings])
-        self._rater = check_rater(rater) if rater is not None else self._only_rater()
-        self._repeat_pending: str | None = None
-        self._undoable: dict[str, list[tuple[str, int]]] = {}  # per rater: this object's ratings and skips
-        self._current = self._restore_current()
-        self._model = model
-        self._features: dict[str, np.ndarray] = {}
-        self._zero_shot: dict[str, float] = {}
-        self._bad_images: dict[str, str] = {}
-        self.last_checkpoint: str | None = None  # the checkpoint the last adapt() of this object saved
-        self._save_settings()
+        format1 = int(stored.get("version", 1)) < 2 if stored else (not db_existed and (folder / LABELS).is_file())
+        folder.mkdir(parents=True, exist_ok=True)
+        cleanup_temporaries(folder, [self.LABELS, self.SETTINGS, self.STATE])
+        state = SessionState(
+            folder, as_scale(scale if scale is not None else stored.get("scale")), created=stored.get("created")
+            or now_text(), model_name=model_name or stored.get("model_name") or _default_model(),
+            weights=weights if weights is not None else stored.get("weights"),
+            device=device if device is not None else stored.get("device"), checkpoint=stored.get("checkpoint"),
+            repeat_share=check_repeat_share(repeat_share if repeat_share is not None
+                                            else stored.get("repeat_share", REPEAT_SHARE)))
+        self.store = state.store
+        self.recovery = self._open_database(state, stored, rows, format1, found)
+        raters = state.view().raters
+        state.rater = rater if rater is not None else raters[0] if len(raters) == 1 else DEFAULT_RATER
+        self.parts = Parts(state, model)
+        state.save_settings()
         if not self.store.export_is_current():  # missing (a session without labels has an empty export too),
             self.store.export()  # or left ahead of the database by a writer killed before its commit
 
-    # ------------------------------------------------------------------ construction helpers
+    def _open_database(self, state: SessionState, stored: dict, rows: list, format1: bool, found) -> str | None:
+        """Migrate a format-1 folder, or recover a lost database from the export; add the images given. Returns
+        what the recovery did (None: nothing), also warned."""
+        store, recovery = state.store, None
+        if format1 and store.get_meta("migrated") is None:
+            migrate_format1(store, stored, state.labels_path, self.folder / self.STATE,
+                            self.folder / self.LEGACY_BACKUP, state.scale.name)
+        elif state.labels_path.is_file():  # a lost database beside an export with rows: import, never overwrite it
+            recovery = recover_from_export(store, state.labels_path, state.scale.name, found)
+            if recovery:
+                warnings.warn(recovery, LabelsRecovered, stacklevel=4)
+        store.add_images(rows)
+        if not state.view().images:
+            raise ValueError(f"no images for the session in {self.folder}: give image files, a folder of images, "
+                             "or a table with a 'path' column as images=")
+        check_fits_scale(state.scale, [(r.path, r.score) for r in store.snapshot().ratings])
+        return recovery
+
     @classmethod
     def open(cls, folder: str | os.PathLike, **overrides: Any) -> "Session":
         """Resume the session saved in ``folder`` (ratings, position, settings); ``overrides`` as in
@@ -139,36 +168,31 @@ class Session:
                                     "Session(folder, images=...)")
         return cls(folder, **overrides)
 
-    def _only_rater(self) -> str:
-        raters = self._view().raters
-        return raters[0] if len(raters) == 1 else DEFAULT_RATER
-
-    def _restore_current(self) -> str:
-        v = self._view()
-        where = v.positions.get(self._rater)
-        return where if where in v.index else v.images[0]
-
-    # ------------------------------------------------------------------ files
+    # ------------------------------------------------------------------ the folder and its settings
     @property
     def labels_path(self) -> Path:
         """``labels.csv``: the export (per image ``mos, mos_std, n_ratings, content_id``), rewritten after every
         rating; ``clipiqa.data.read_labels`` and ``clipiqa adapt --labels`` read it."""
-        return self.folder / self.LABELS
+        return self.parts.state.labels_path
 
     @property
     def database_path(self) -> Path:
         """``labels.sqlite``: every rating (see :mod:`clipiqa.labelstore`)."""
-        return self.folder / self.DATABASE
+        return self.parts.state.database_path
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.folder / self.CHECKPOINTS
+        """``checkpoints/``: one folder per adaptation."""
+        return self.parts.state.checkpoints_dir
 
-    def _save_settings(self) -> None:
-        """Write settings.json when it changed (the image list and ratings live in the database)."""
-        write_if_changed(self.folder / self.SETTINGS, json_text(settings_dict(
-            self.created, self.scale.to_dict(), self.model_name, self.weights, self.device, self.active_checkpoint,
-            self.repeat_share)))
+    scale = _forward(SessionState, "scale", "The rating scale (:class:`~clipiqa.session.Scale`), in settings.json.")
+    created = _forward(SessionState, "created", "When the session was started (local time, ISO format).")
+    model_name = _forward(SessionState, "model_name", "The model ``load_model`` loads when the model is first needed.")
+    weights = _forward(SessionState, "weights", "A weights file or folder for ``model_name`` (None: its own).")
+    device = _forward(SessionState, "device", "Where the model runs (None: chosen by ``load_model``).")
+    active_checkpoint = _forward(SessionState, "active_checkpoint",
+                                 "The checkpoint the session scores with (None: zero-shot).")
+    repeat_share = _forward(SessionState, "repeat_share", "The share of blind repeats :meth:`advance` mixes in.")
 
     def export(self) -> Path:
         """Rewrite ``labels.csv`` from the database now (it is also rewritten after every rating)."""
@@ -178,326 +202,59 @@ class Session:
         """Close the database connection (a later call opens it again)."""
         self.store.close()
 
-    # ------------------------------------------------------------------ what the database says now
-    def _view(self) -> View:
-        """This rater's view of the database, recomputed whenever anyone committed a change."""
-        with self._lock:
-            key = (self.store.version(), getattr(self, "_rater", None))
-            if key != self._view_key or self._view_cache is None:
-                self._view_cache = view_of(self.store.snapshot(), key[1])
-                self._view_key = key
-            return self._view_cache
-
-    @property
-    def images(self) -> list[str]:
-        """The session's images in order (read-only: add images with ``Session(folder, images=[...])``)."""
-        return self._view().images
-
-    @property
-    def content_ids(self) -> dict[str, str]:
-        return self._view().content_ids
-
-    @property
-    def labels(self) -> dict[str, dict[str, Any]]:
-        """Per labelled image, over all raters: ``score`` (the MOS), ``mos_std`` (None for one rater),
-        ``n_ratings``, ``content_id``."""
-        return self._view().labels
-
-    @property
-    def my_labels(self) -> dict[str, float]:
-        """This rater's label (latest non-repeat rating) per image they rated."""
-        return self._view().mine
-
-    @property
-    def skipped(self) -> list[str]:
-        """The images this rater skipped (and has not labelled since), in skip order."""
-        return self._view().skipped
-
-    @property
-    def raters(self) -> list[str]:
-        """Everyone who rated or skipped in this session."""
-        return self._view().raters
-
     @property
     def rater(self) -> str:
         """Who rates through this object; each rating is stored under this name. Setting it (the label panel's
         Rater box does) switches to that rater's labels, skips and undo history."""
-        return self._rater
+        return self.parts.state.rater
 
     @rater.setter
     def rater(self, name: str) -> None:
-        with self._lock:
-            self._rater = check_rater(name)
-            self._repeat_pending = None
+        with self.parts.state.lock:
+            self.parts.state.rater = name
+            self.parts.navigator.forget_repeat()
 
-    @property
-    def repeat_pending(self) -> str | None:
-        """The image :meth:`advance` chose as a blind repeat (its next rating is stored as a repeat)."""
-        return self._repeat_pending if self._repeat_pending == self._current else None
+    # ------------------------------------------------------------------ the images and moving through them
+    images = _forward(Navigator, "images")
+    content_ids = _forward(Navigator, "content_ids")
+    current = _forward(Navigator, "current")
+    position = _forward(Navigator, "position")
+    repeat_pending = _forward(Navigator, "repeat_pending")
+    goto = _forward(Navigator, "goto")
+    step = _forward(Navigator, "step")
+    is_done = _forward(Navigator, "is_done")
+    next_unlabelled = _forward(Navigator, "next_unlabelled")
+    advance = _forward(Navigator, "advance")
 
-    def ratings(self, include_undone: bool = False) -> pd.DataFrame:
-        """Every rating, oldest first: ``id, image, rater, score, scale, time, is_repeat, undone``."""
-        return self.store.ratings_table(include_undone)
+    # ------------------------------------------------------------------ ratings
+    labels = _forward(Ratings, "labels")
+    my_labels = _forward(Ratings, "my_labels")
+    skipped = _forward(Ratings, "skipped")
+    raters = _forward(Ratings, "raters")
+    counts = _forward(Ratings, "counts")
+    progress_text = _forward(Ratings, "progress_text")
+    ratings = _forward(Ratings, "ratings")
+    agreement = _forward(Ratings, "agreement")
+    labelled_table = _forward(Ratings, "labelled_table")
+    label = _forward(Ratings, "label")
+    skip = _forward(Ratings, "skip")
+    undo = _forward(Ratings, "undo")
 
-    def agreement(self, n_boot: int = 1000, seed: int = 0):
-        """The human ceiling of these ratings (inter-rater split-half SRCC with Spearman-Brown, test-retest
-        SRCC of the blind repeats, bootstrap CIs): a :class:`clipiqa.agreement.Ceiling`."""
-        return human_ceiling(self.ratings(), n_boot=n_boot, seed=seed)
+    # ------------------------------------------------------------------ the model and its checkpoints
+    random_init = _forward(Models, "random_init")
+    toy = _forward(Models, "toy")
+    model = _forward(Models, "model")
+    adapted = _forward(Models, "adapted")
+    last_checkpoint = _forward(Models, "last_checkpoint", "The checkpoint the last ``adapt`` of this object saved.")
+    fresh_model = _forward(Models, "fresh_model")
+    score = _forward(Models, "score")
+    checkpoints = _forward(Models, "checkpoints")
+    use_checkpoint = _forward(Models, "use_checkpoint")
 
-    # ------------------------------------------------------------------ labelling
-    @property
-    def current(self) -> str | None:
-        return self._current
+    # ------------------------------------------------------------------ what to label next
+    suggest_next = _forward(Suggestions, "suggest_next")
 
-    @property
-    def position(self) -> int:
-        return self._view().index[self._current]
-
-    def _path(self, path: str | os.PathLike | None) -> str:
-        if path is None:
-            return self._current
-        p = os.fspath(path)
-        cached = self._view_cache
-        if cached is not None and p in cached.index:  # images are only ever added: a cached hit stays valid
-            return p
-        index = self._view().index
-        if p in index:
-            return p
-        absolute = os.path.abspath(p)
-        if absolute not in index:
-            raise KeyError(f"{p} is not one of this session's {len(index)} images; add it with "
-                           "Session(folder, images=[...])")
-        return absolute
-
-    def label(self, path: str | os.PathLike | None, score: float, *, repeat: bool | None = None) -> None:
-        """Rate ``path`` (None = the current image) with ``score`` on the session's scale, as :attr:`rater`.
-
-        The rating is committed to the database (and the labels.csv export rewritten) when this returns; if the
-        write fails nothing is stored and the error (:class:`~clipiqa.labelstore.LabelNotSaved`) propagates.
-        repeat: store it as a blind repeat (default: when ``path`` is the repeat :meth:`advance` chose).
-        """
-        score = self.scale.check(score)
-        with self._lock:
-            p = self._path(path)
-            is_repeat = (p == self.repeat_pending) if repeat is None else bool(repeat)
-            if is_repeat and p not in self.my_labels:
-                raise ValueError(f"{os.path.basename(p)} has no earlier rating by {self._rater!r} to repeat")
-            row = self.store.add_rating(p, self._rater, score, self.scale.name, repeat=is_repeat)
-            self._undoable.setdefault(self._rater, []).append(("rating", row))
-            if is_repeat:
-                self._repeat_pending = None
-
-    def skip(self, path: str | os.PathLike | None = None) -> None:
-        """Mark ``path`` (None = the current image) as skipped by this rater: not labelled, not suggested
-        again. Skipping a blind repeat just passes it over."""
-        with self._lock:
-            p = self._path(path)
-            if p == self.repeat_pending:
-                self._repeat_pending = None
-                return
-            if p in self.skipped:
-                return
-            row = self.store.add_skip(p, self._rater)
-            self._undoable.setdefault(self._rater, []).append(("skip", row))
-
-    def undo(self) -> str | None:
-        """Take back the last rating or skip made through this object as :attr:`rater` (a tombstone in the
-        database); returns its image (now current) or None when there is nothing to undo.
-
-        Only this object's own: another Session object, tab, kernel or process rating under the same name
-        keeps its ratings, and a Session opened anew starts with nothing to undo."""
-        with self._lock:
-            mine, done = self._undoable.get(self._rater, []), None
-            while mine and done is None:
-                kind, row = mine[-1]
-                done = self.store.undo(kind, row)
-                mine.pop()  # after the undo committed (a failed one raises and keeps it)
-            if done is None:
-                return None
-            self._go(done.path)
-            self._repeat_pending = done.path if done.is_repeat else None
-            return done.path
-
-    def _go(self, path: str) -> str:
-        self._current = path
-        self._repeat_pending = None
-        try:  # where this rater is, for resuming; best effort (a full disk must not stop browsing)
-            self.store.set_position(self._rater, path)
-        except LabelNotSaved:
-            pass
-        return path
-
-    def goto(self, where: int | str | os.PathLike) -> str:
-        """Make an image current (by index or path); returns its path. The position is saved."""
-        with self._lock:
-            if isinstance(where, (int, np.integer)):
-                images = self.images
-                if not 0 <= int(where) < len(images):
-                    raise IndexError(f"image index {where} outside 0..{len(images) - 1}")
-                return self._go(images[int(where)])
-            return self._go(self._path(where))
-
-    def step(self, delta: int) -> str:
-        """Move ``delta`` images forward (negative: back), clamped to the ends."""
-        return self.goto(min(max(self.position + delta, 0), len(self.images) - 1))
-
-    def is_done(self, path: str) -> bool:
-        """True when this rater labelled or skipped ``path``."""
-        return path in self._view().done
-
-    def next_unlabelled(self, after: int | None = None) -> str | None:
-        """The first image after ``after`` (default: the current one), wrapping around, that this rater has
-        neither labelled nor skipped (other writers' ratings count as soon as they are committed); None when
-        every image is done."""
-        v = self._view()
-        return next_not_done(v, self.position if after is None else after)
-
-    def advance(self, strategy: str = "next") -> str | None:
-        """Go to what this rater should rate next; returns it, or None (and stays) when every image is done.
-
-        Usually the next unlabelled image (``strategy="next"``: list order; ``"suggest"``: the first of
-        :meth:`suggest_next`). With probability :attr:`repeat_share` it is instead a **blind repeat**: an image
-        the rater labelled at least ``REPEAT_GAP`` labels ago (:func:`pick_repeat`); its rating is stored as a
-        repeat (test-retest) and never enters the MOS. The label panel shows a repeat like a new image.
-        """
-        if strategy not in ("next", "suggest"):
-            raise ValueError(f"strategy={strategy!r} is not allowed; use 'next' or 'suggest'")
-        with self._lock:
-            target = self.next_unlabelled()
-            if target is None:
-                return None
-            v = self._view()
-            repeat = pick_repeat(v.my_order, v.my_repeats, v.n_my_ratings, self.repeat_share, self._rater)
-            if repeat is not None:
-                self._go(repeat)
-                self._repeat_pending = repeat
-                return repeat
-            if strategy == "suggest":
-                target = (self.suggest_next(1) or [target])[0]
-            return self._go(target)
-
-    def counts(self) -> dict[str, int]:
-        """This rater's ``labelled``, ``skipped``, ``to_go`` and the ``total`` of images; over all raters:
-        ``rated_images``, ``ratings`` (repeats included) and ``raters``; this rater's ``repeats``."""
-        return counts_of(self._view())
-
-    def progress_text(self) -> str:
-        return progress_line(self.counts(), self.raters, self._rater)
-
-    def labelled_table(self) -> pd.DataFrame:
-        """The labels as the common table (``path, mos, q, mos_std, content_id, ...``): the labels.csv export,
-        rewritten from the database now and read back with ``clipiqa.data.read_labels`` on this session's
-        scale (so what is on disk is what trains). ``mos`` is the mean over raters."""
-        if not self.labels:
-            df = pd.DataFrame(columns=["path", "mos", "q", "mos_std", "content_id", "distortion", "level"])
-            df.attrs.update(score_range=self.scale.range, dataset="custom")
-            return df
-        self.store.export()
-        df = read_labels(self.labels_path, score_range=self.scale.range, higher_better=self.scale.higher_better)
-        df.attrs["scale"] = self.scale.name
-        return df
-
-    # ------------------------------------------------------------------ model
-    @property
-    def random_init(self) -> bool:
-        """True when the model has random-init weights (``tiny``): its scores are meaningless."""
-        if self._model is not None:
-            return bool(self._model.random_init)
-        from ..weights import weights_are_random  # on first use: see the note at the imports
-        return weights_are_random(self.model_name, self.weights)  # also random weights under a real preset's name
-
-    @property
-    def toy(self) -> bool:
-        """True when the model is the ``lesson`` toy (trained by clipiqa on synthetic distortions)."""
-        if self._model is not None:
-            return bool(self._model.source.toy)
-        from ..presets import get_preset  # on first use: see the note at the imports
-        return get_preset(self.model_name).toy and self.weights is None
-
-    @property
-    def model(self):
-        """The session's ``IQAModel``, loaded on first use (with the active checkpoint, if any)."""
-        with self._lock:
-            if self._model is None:
-                from ..factory import load_model  # on first use: see the note at the imports
-                ckpt = self._usable_checkpoint()
-                self._model = load_model(self.model_name, self.weights, self.device,
-                                         prompts=str(ckpt) if ckpt else None)
-            return self._model
-
-    def _usable_checkpoint(self) -> Path | None:
-        """The active checkpoint's folder, or None (and it is deactivated) when it is missing or was made for
-        another preset (e.g. a smoke-mode ``tiny`` checkpoint after switching to real weights)."""
-        if not self.active_checkpoint:
-            return None
-        ckpt = self.checkpoints_dir / self.active_checkpoint
-        if checkpoint_preset(ckpt) != self.model_name:
-            self.active_checkpoint = None
-            self._save_settings()
-            return None
-        return ckpt
-
-    def fresh_model(self, device: str | None = None):
-        """A newly loaded zero-shot model with the session's preset and weights."""
-        from ..factory import load_model  # on first use: see the note at the imports
-        return load_model(self.model_name, self.weights, device or self.device)
-
-    @property
-    def adapted(self) -> bool:
-        return self.active_checkpoint is not None
-
-    def score(self, paths: Iterable[str] | None = None, zero_shot: bool = False, batch_size: int = 32
-              ) -> pd.DataFrame:
-        """Score images (default: all of the session's): with the active checkpoint when there is one, else (or
-        with ``zero_shot``) zero-shot CLIP with antonym prompts. Never with untrained prompts."""
-        model = self.model
-        paths = list(self.images if paths is None else paths)
-        if zero_shot or not self.adapted:
-            with model.adapters_off():
-                return score_files(model, paths, batch_size=batch_size)
-        return score_files(model, paths, batch_size=batch_size)
-
-    # ------------------------------------------------------------------ suggestions
-    def _encode(self, paths: list[str]) -> None:
-        """Fill the caches of zero-shot normalised features and zero-shot scores for ``paths``."""
-        if any(p not in self._features and p not in self._bad_images for p in paths):
-            encode_zero_shot(self.model, paths, self._features, self._zero_shot, self._bad_images)
-
-    def _adapted_scores(self, paths: list[str]) -> dict[str, float]:
-        table = score_files(self.model, list(paths))
-        return {p: m for p, m in zip(table["path"], table["logit_margin"]) if np.isfinite(m)}
-
-    def suggest_next(self, k: int = 1, diverse_until: int = DIVERSE_UNTIL, strategy: str = "auto") -> list[str]:
-        """Up to ``k`` unlabelled, unskipped images to label next (best first).
-
-        strategy: ``"auto"`` (diverse while fewer than ``diverse_until`` labels, then uncertain), ``"diverse"``
-        or ``"uncertain"``. See the :mod:`clipiqa.session` docstring for the exact rules.
-        """
-        check_strategy(strategy)
-        if k < 1:
-            return []
-        queued = self._line_requests()
-        if len(queued) >= k:
-            return queued[:k]
-        candidates = [p for p in self.images if not self.is_done(p) and p not in queued]
-        if not candidates:
-            return queued
-        labelled = list(self.labels)
-        self._encode(candidates + labelled)
-        return queued + suggest(candidates, labelled, self._features, self._zero_shot, self.images, k - len(queued),
-                                diverse_until, strategy, self._adapted_scores if self.adapted else None)
-
-    def _line_requests(self) -> list[str]:
-        """Images a line monitor queued for labels (``clipiqa watch``: near the gate's threshold, or from a drifted
-        window) that this rater has not done: they come first, and join the session's images when new."""
-        queued = [os.path.abspath(p) for p in queued_requests(self.database_path) if os.path.isfile(p)]
-        known = set(self.images)
-        new = [p for p in queued if p not in known]
-        if new:
-            self.store.add_images(image_rows(new))
-        return [p for p in dict.fromkeys(queued) if not self.is_done(p)]
-
-    # ------------------------------------------------------------------ adaptation and checkpoints
+    # ------------------------------------------------------------------ adaptation: labels + model + checkpoint
     def adapt(self, config=None, on_step: Callable[[dict], None] | None = None,
               stop: Callable[[], bool] | None = None, *, shots: int | None = None, seed: int = 0,
               name: str | None = None, device: str | None = None, activate: bool | None = None,
@@ -518,7 +275,7 @@ class Session:
             it later.
         Returns the ``clipiqa.adapt.History`` (``history.stopped`` is True when ``stop`` ended it early).
         """
-        from ..finetune import AdaptConfig, adapt  # on first use: see the note at the imports
+        from ..finetune import AdaptConfig, adapt  # on first use: see the note in clipiqa/session/models.py
         from ..explain.prompt_words import prompt_words
         if not isinstance(activate, (bool, type(None))):
             invalid("Session.adapt", "activate", activate, "use None (activate unless stopped early), True "
@@ -531,27 +288,10 @@ class Session:
         history = adapt(model, train, config, on_step=on_step, stop=stop, test=test)
         target = new_checkpoint_dir(self.checkpoints_dir, name, len(train))
         save_adapted(model, target, config, history, train, test, self.folder, seed, prompt_words_before=before)
-        self.last_checkpoint = target.name
+        self.parts.models.last_checkpoint = target.name
         if activate or (activate is None and not history.stopped):
-            with self._lock:
-                self._model = model
-                self.active_checkpoint = target.name
-                self._save_settings()
+            self.parts.models.activate(model, target.name)
         return history
-
-    def checkpoints(self) -> pd.DataFrame:
-        """The session's checkpoints, oldest first: name, path, created, labels used, stopped, SRCC, random-init."""
-        return checkpoint_table(self.checkpoints_dir, self.active_checkpoint)
-
-    def use_checkpoint(self, name: str | None) -> None:
-        """Make a saved checkpoint (or None: zero-shot) the session's model."""
-        with self._lock:
-            if name is not None and not (self.checkpoints_dir / name).is_dir():
-                raise FileNotFoundError(f"no checkpoint {name!r} in {self.checkpoints_dir}; "
-                                        f"have: {list(self.checkpoints()['name'])}")
-            self.active_checkpoint = name
-            self._model = None
-            self._save_settings()
 
     def __repr__(self) -> str:
         extra = f", {RANDOM_INIT.text}" if self.random_init else ""
