@@ -3,6 +3,8 @@ file a teacher edits) is paired with its ``.ipynb``; the committed pairs agree c
 and carry no outputs, and the check fails on a stale pair until the sync is run."""
 from __future__ import annotations
 
+import re
+
 import shutil
 from pathlib import Path
 
@@ -108,7 +110,11 @@ def test_a_notebook_without_its_pair_is_reported_and_the_sync_makes_it(folder):
 
 def test_cli_sync_then_check(folder, capsys):
     py = folder / "06_meta_prompt_pretraining.py"
-    py.write_text(py.read_text().replace("META_EPOCHS = 2 if SMOKE", "META_EPOCHS = 3 if SMOKE", 1))
+    text = py.read_text()
+    edited = re.sub(r"META_EPOCHS = (\d+) if SMOKE", lambda m: f"META_EPOCHS = {int(m.group(1)) + 1} if SMOKE", text,
+                    count=1)
+    assert edited != text  # the edit a user makes in the parameters cell
+    py.write_text(edited)
     assert main(["check", str(folder)]) == 1
     assert "06_meta_prompt_pretraining.ipynb is stale: cell 1 differs in its source" in capsys.readouterr().out
     assert main(["sync", str(folder)]) == 0

@@ -98,7 +98,7 @@ def adapt_and_predict(model_factory: ModelFactory, train: pd.DataFrame, test: pd
     history = adapt(model, train, cfg, test=test if oracle else None,
                     images=config.cache.images(list(train["path"])))
     preds, scores = predict_table(model, test, config, with_scores=True)
-    # what the adapted model still knows of content: its scene branch against its frozen self on the test images
+    # how far the adapted scene branch moved from its frozen self on the test images (clipiqa.protocol.scenes)
     retention = scene_retention(model, config.cache.images(list(test["path"])), batch_size=config.batch_size)
     steps = history.steps_frame()
     extras = {"recipe": arm_recipe(arm, config) + _override_text(config.overrides),

@@ -1,8 +1,10 @@
-"""Scene retention of an adapted model: does it still see what its frozen self saw?
+"""Scene retention of an adapted model: how far did its scene branch move from its frozen self?
 
-QGR's reason to exist is that few-shot fine-tuning for quality should not wreck what CLIP knows about content. The
-frozen model's scene branch (the fixed scene prompts, adapters off) is the teacher QGR distils; after adaptation
-the same fixed scene prompts read the adapted image features. Two numbers per split, on the test images:
+The frozen model's scene branch (the fixed scene prompts, adapters off) is the teacher of QGR's semantic loss;
+after adaptation the same fixed scene prompts read the adapted image features. The released QGR rule pushes
+quality updates *away* from the semantic gradient where the two agree (docs/design.md, 'The released rule'), so
+it is expected to move the scene branch more than plain fine-tuning does; whatever is claimed about QGR and
+content, these numbers show it. Two per split, on the test images:
 
 - ``scene_kl``: mean KL(teacher || adapted) of the two scene distributions (nats; 0 = unchanged);
 - ``scene_agree``: share of test images whose top scene is the teacher's top scene (1 = unchanged).
