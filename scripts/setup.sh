@@ -9,7 +9,8 @@
 #
 # torch and torchvision (the versions pinned in pyproject.toml) come from PyTorch's CPU wheel index when this
 # machine has no NVIDIA GPU (`nvidia-smi -L` fails or is absent): a few hundred MB instead of the 2.3 GB of CUDA
-# wheels PyPI serves on Linux. CLIPIQA_TORCH=cpu|cuda|auto (default auto), or the URL of another wheel index
+# wheels PyPI serves on Linux; when that index cannot be reached (a machine that sees only its own package mirror),
+# from pip's own indexes. CLIPIQA_TORCH=cpu|cuda|auto (default auto), or the URL of another wheel index
 # (e.g. https://download.pytorch.org/whl/cu126), overrides the choice. It applies when torch is installed: to switch
 # an existing .venv, delete it. CLIPIQA_SETUP_DRY_RUN=1 prints the torch choice and the install commands only.
 set -euo pipefail
@@ -47,6 +48,14 @@ case "${CLIPIQA_TORCH:-auto}" in
     else
       torch_index="$cpu_index"
       torch_why="CPU wheels, no NVIDIA GPU here (no working nvidia-smi; CLIPIQA_TORCH=cuda to change)"
+      # a machine that reaches only its own package mirror (pip's configured indexes) cannot use PyTorch's index:
+      # then the pinned wheels come from pip's own indexes, as with CLIPIQA_TORCH=cuda
+      probe="$venv/bin/python"; [ -x "$probe" ] || probe="$python"
+      if ! "$probe" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/', timeout=8)" \
+           "$cpu_index" >/dev/null 2>&1; then
+        torch_index=""
+        torch_why="pip's own indexes: no NVIDIA GPU here, but PyTorch's CPU wheel index ($cpu_index) cannot be reached"
+      fi
     fi ;;
   *) echo "setup: CLIPIQA_TORCH is '$CLIPIQA_TORCH'; set it to cpu, cuda, auto or a wheel index URL" >&2; exit 2 ;;
 esac
