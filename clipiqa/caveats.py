@@ -59,6 +59,24 @@ def caveat_for(random_init: bool, toy: bool = False) -> Caveat:
     return RANDOM_INIT if random_init else TOY if toy else NO_CAVEAT
 
 
+class CaveatOfWeights:
+    """Mixin of records that say ``random_init`` and ``toy`` about their weights (a ``Preset``, a ``ModelSource``):
+    their :attr:`caveat` and its short :attr:`label` ('' for real pretrained weights)."""
+
+    random_init: bool
+    toy: bool
+
+    @property
+    def caveat(self) -> Caveat:
+        """What every output made with these weights must say: random init, toy, or nothing (real weights)."""
+        return caveat_for(self.random_init, self.toy)
+
+    @property
+    def label(self) -> str:
+        """The short form of :attr:`caveat` ('' for real pretrained weights)."""
+        return self.caveat.label
+
+
 def caveat_of(obj: Any) -> Caveat:
     """The caveat of ``obj``: anything that says ``random_init`` and ``toy`` about its weights, itself or through
     its ``source`` (an ``IQAModel`` and its ``ModelSource``, a ``Session``, a ``Preset``, a result); None gives

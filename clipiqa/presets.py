@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .caveats import Caveat, caveat_for
+from .caveats import CaveatOfWeights
 KINDS = ("preset", "tag", "hf-hub", "local")
 DEFAULT_MODEL = "vitb16-openai"
 """The model used when none is named (the paper's backbone): ``load_model()``, ``Session``, the notebooks' real
@@ -14,7 +14,7 @@ mode, ``run_protocol``, ``clipiqa adapt`` / ``bench`` and the compare panel."""
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(CaveatOfWeights):
     """A named backbone: which open_clip architecture, and where its weights come from."""
 
     name: str
@@ -41,15 +41,6 @@ class Preset:
             raise ValueError(f"Preset {self.name!r}: field 'tag' is empty; a preset with real weights needs an "
                              "open_clip pretrained tag (e.g. 'openai')")
 
-    @property
-    def caveat(self) -> Caveat:
-        """What outputs made with this preset must say about it (:mod:`clipiqa.caveats`)."""
-        return caveat_for(self.random_init, self.toy)
-
-    @property
-    def label(self) -> str:
-        """The short form of :attr:`caveat` ('' for real pretrained weights)."""
-        return self.caveat.label
 
     @property
     def weights_source(self) -> str:

@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 
 from .inference import precision_name
 from .lesson import LessonRecipe, load_lesson
-from .caveats import Caveat, caveat_for
+from .caveats import CaveatOfWeights
 from .presets import Preset, get_preset
 from .zoo import UnsupportedModelError, check_supported_config, folder_names, read_folder_config
 
@@ -52,7 +52,7 @@ class WeightsUnavailableError(RuntimeError):
 
 
 @dataclass
-class ModelSource:
+class ModelSource(CaveatOfWeights):
     """What was loaded, recorded in checkpoint cards and shown in reports. ``preset`` is the model's name as
     given to ``load_model`` (a preset, ``ARCH:TAG``, ``hf-hub:ORG/REPO`` or a folder path), so a card names the
     model that ``load_model(prompts=card)`` loads again."""
@@ -68,15 +68,6 @@ class ModelSource:
     toy: bool = False  # the lesson model: trained by clipiqa on synthetic distortions (not random, not real CLIP)
     tokenizer: str = ""  # what open_clip.get_tokenizer is given: the architecture, or local-dir:<folder with config>
 
-    @property
-    def caveat(self) -> Caveat:
-        """What every output made with this backbone must say: random init, toy, or nothing (real weights)."""
-        return caveat_for(self.random_init, self.toy)
-
-    @property
-    def label(self) -> str:
-        """The short form of :attr:`caveat` ('' for real weights)."""
-        return self.caveat.label
 
     def card(self) -> dict[str, Any]:
         return {"preset": self.preset, "arch": self.arch, "weights": self.weights,
