@@ -185,6 +185,15 @@ def _run_all(page) -> None:
 PROMPTS_JS = "() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(e => e.textContent)"
 
 
+def _run_whole_notebook(page, url: str, name: str) -> None:
+    """Open notebook ``name``, Run All, wait until every cell ran, and make the page tall enough that a panel
+    fits in one screenshot."""
+    _open(page, url, name)
+    _run_all(page)
+    _wait_all_executed(page, timeout=300)
+    page.set_viewport_size({"width": 1400, "height": 2400})
+
+
 def _wait_all_executed(page, timeout: float = 180, rerun: bool = True) -> None:
     """Wait until every code cell shows an execution count (a failing cell stops a run-all, so this also means
     none failed). If the kernel sits idle with cells never run (JupyterLab replaced the kernel under a fresh
@@ -439,10 +448,7 @@ def test_adapt_stop_during_run_all_stops_and_keeps_the_model(lab, page):
 
 def test_compare_in_the_browser_summarises_splits_every_arm_finished(lab, page):
     url, notebooks = lab
-    _open(page, url, "04_qgr_compare.ipynb")
-    _run_all(page)
-    _wait_all_executed(page, timeout=300)
-    page.set_viewport_size({"width": 1400, "height": 2400})  # the whole panel in one screenshot
+    _run_whole_notebook(page, url, "04_qgr_compare.ipynb")
     panel = page.locator(".clipiqa-compare-panel")
     panel.scroll_into_view_if_needed()
     text = panel.inner_text()
@@ -456,10 +462,7 @@ def test_compare_in_the_browser_summarises_splits_every_arm_finished(lab, page):
 
 def test_feasibility_in_the_browser_shows_curve_and_verdict(lab, page):
     url, notebooks = lab
-    _open(page, url, "07_plant_feasibility.ipynb")
-    _run_all(page)
-    _wait_all_executed(page, timeout=300)
-    page.set_viewport_size({"width": 1400, "height": 2400})
+    _run_whole_notebook(page, url, "07_plant_feasibility.ipynb")
     curve = page.locator(".jp-CodeCell").filter(has_text="learning_curve(curve)")
     curve.scroll_into_view_if_needed()
     assert curve.locator(".jp-OutputArea-output img").count() >= 1

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_browser import (CHROMIUM, CHROMIUM_ARGS, SHOTS, _open, _run_all, _shot, _wait_all_executed,  # noqa: F401
-                          _wait_for, lab, page, pytestmark)
+from test_browser import (CHROMIUM, CHROMIUM_ARGS, SHOTS, _run_whole_notebook, _shot, _wait_for,  # noqa: F401
+                          lab, page, pytestmark)
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,7 @@ def browser():
 
 def test_explain_viewer_shows_busy_at_once_and_ends_on_the_latest_selection(lab, page):
     url, notebooks = lab
-    _open(page, url, "05_explain.ipynb")
-    _run_all(page)
-    _wait_all_executed(page, timeout=300)
-    page.set_viewport_size({"width": 1400, "height": 2400})  # the whole panel in one screenshot
+    _run_whole_notebook(page, url, "05_explain.ipynb")
     panel = page.locator(".clipiqa-attribution-viewer")
     panel.scroll_into_view_if_needed()
     status = panel.locator(".clipiqa-viewer-status")
