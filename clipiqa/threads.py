@@ -206,8 +206,9 @@ def sharing_cpus() -> Iterator[int | None]:
     """Run a long piece of work with the cores other work leaves free now (auto mode; see the module text);
     yields the thread count it chose (None when it changed nothing) and restores torch's count after."""
     import torch
-    others = runnable_now() if _done.get("share") else None
     current = torch.get_num_threads()
+    # one thread cannot be shared further: no need to read /proc (scoring one image at a time stays cheap)
+    others = runnable_now() if _done.get("share") and current > 1 else None
     threads = None if others is None else threads_to_share(os.cpu_count() or 1, others, current)
     if threads is None or threads == current:
         yield None
